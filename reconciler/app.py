@@ -1,0 +1,394 @@
+"""One pass, end to end: snapshot -> evaluate -> render -> plan -> stage -> swap -> hooks -> verify.
+
+This is the one place that sequences effects (STYLE: the apply sequence is explicit). Failures
+after the swap started roll back inside one cleanup path, `_roll_back`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal, Protocol
+
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from reconciler import fsio, records
+from reconciler.core.desired import CertInfo, Finding
+from reconciler.core.load import Evaluation, evaluate
+from reconciler.core.plan import Change, Observed, Plan, digest, plan
+from reconciler.core.render import Layout, Target, render
+from reconciler.errors import ApplyError, HookFailedError
+from reconciler.hooks import HookResult, hook_environment, hooks_for, run_hook
+from reconciler.settings import Settings
+from reconciler.snapshot import read_snapshot
+from reconciler.transaction import Journal, RootLock, Transaction, remove_orphan_staging
+
+Outcome = Literal["converged", "no-change", "rejected", "failed", "suspended"]
+
+
+class Recorder(Protocol):
+    """Where pass events go: the audit log (fsynced) and the operational log."""
+
+    def record(self, event: str, revision: str | None, **fields: Any) -> Any: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PassResult:
+    """What one pass did, for the command line, the daemon and the metrics."""
+
+    outcome: Outcome
+    revision: str
+    plan: Plan | None = None
+    findings: tuple[Finding, ...] = ()
+    reason: str | None = None
+    hooks: tuple[HookResult, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome in ("converged", "no-change")
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """A desired state evaluated and compared with the targets."""
+
+    revision: str
+    evaluation: Evaluation
+    plan: Plan | None
+    targets: tuple[Target, ...] = ()
+
+
+def layout_for(settings: Settings) -> Layout:
+    from reconciler.nginx import detect_ssl_on
+
+    return Layout(
+        root=PurePosixPath(settings.root),
+        trust_dir=PurePosixPath(settings.trust_path),
+        trust_prefix=settings.trust_prefix,
+        ssl_on=detect_ssl_on(settings.nginx_ssl_on),
+        key_mode=settings.key_mode_bits,
+        gid=_gid(settings.file_group),
+    )
+
+
+def _gid(group: str | None) -> int | None:
+    if group is None:
+        return None
+    if group.isdigit():
+        return int(group)
+    import grp
+
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        from reconciler.errors import SettingsError
+
+        raise SettingsError(f"file_group: no group named {group!r} on this host") from None
+
+
+def observe(targets: Sequence[Target], layout: Layout) -> dict[str, Observed]:
+    """Every existing target file, plus managed trust files no longer wanted."""
+    found: dict[str, Observed] = {}
+    for target in targets:
+        seen = _observe_one(Path(target.path), target.kind)
+        if seen is not None:
+            found[target.path] = seen
+    trust_dir = Path(layout.trust_dir)
+    try:
+        entries = list(os.scandir(trust_dir))
+    except OSError:
+        entries = []
+    for entry in entries:
+        name = entry.name
+        if name.startswith(layout.trust_prefix) and name.endswith(".crt") and entry.path not in found:
+            seen = _observe_one(Path(entry.path), "trust")
+            if seen is not None:
+                found[entry.path] = seen
+    return found
+
+
+def _observe_one(path: Path, kind: Any) -> Observed | None:
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        return None
+    content = fsio.read_bytes(path)
+    sha = digest(content) if content is not None else "not-a-regular-file"
+    return Observed(kind, sha, info.st_mode & 0o7777, info.st_gid)
+
+
+def make_plan(settings: Settings, now: datetime | None = None) -> Planned:
+    """Read, validate, render and compare: everything a pass decides, no target touched."""
+    inp = read_snapshot(settings.state_dir, settings.key_dirs)
+    evaluation = evaluate(inp, now or datetime.now(UTC))
+    if evaluation.desired is None:
+        return Planned(inp.revision, evaluation, None)
+    layout = layout_for(settings)
+    targets = render(evaluation.desired, layout)
+    last = records.load_last_applied(settings.var_dir)
+    observed = observe(targets, layout)
+    result = plan(inp.revision, targets, observed, last.targets if last else None)
+    return Planned(inp.revision, evaluation, result, targets)
+
+
+class Reconciler:
+    """Runs passes against one ROOT. Holds nothing between passes but settings and the recorder."""
+
+    def __init__(self, settings: Settings, recorder: Recorder) -> None:
+        self.settings = settings
+        self.recorder = recorder
+        self.lock = RootLock(settings.var_dir)
+        self.seen_rejections: set[tuple[str, tuple[str, ...]]] = set()
+        self.seen_warnings: set[tuple[str, str]] = set()
+
+    # -- recovery ------------------------------------------------------------------------------
+
+    def recover(self) -> PassResult | None:
+        """Resolve an interrupted pass (see transaction's docstring); call with the lock held."""
+        var_dir = self.settings.var_dir
+        txn = Transaction.load(var_dir)
+        removed = remove_orphan_staging(var_dir, keep=txn.journal.id if txn else None)
+        stale = fsio.remove_stale_temps(self._target_dirs() + [var_dir])
+        if txn is None:
+            return None
+        journal = txn.journal
+        revision = journal.revision
+        if journal.phase == "prepared":
+            txn.restore()
+            txn.finish_rollback()
+            action = "undone"
+            result = PassResult("failed", revision, reason="interrupted before its files were all in place; undone")
+        elif journal.phase == "swapped":
+            result = self._complete(txn)
+            action = "completed" if result.ok else "rolled-back"
+        else:
+            hooks = self._roll_back(txn, hooks_ran=True)
+            action = "rolled-back"
+            result = PassResult("failed", revision, reason="interrupted during rollback; rolled back", hooks=hooks)
+        self.recorder.record(
+            "recovery.completed",
+            revision,
+            action=action,
+            phase=journal.phase,
+            changes=len(journal.entries),
+            stale_files_removed=len(stale) + len(removed),
+        )
+        return result
+
+    def _target_dirs(self) -> list[Path]:
+        root = self.settings.root
+        return [root / "data", root / "nginx", self.settings.trust_path]
+
+    # -- one pass ------------------------------------------------------------------------------
+
+    def run_pass(self, *, now: datetime | None = None) -> PassResult:
+        """One level-triggered pass; call with the lock held, after `recover`."""
+        settings = self.settings
+        planned = make_plan(settings, now)
+        evaluation = planned.evaluation
+        revision = planned.revision
+        if planned.plan is None:
+            errors = [str(f) for f in evaluation.errors]
+            seen = (revision, tuple(errors))
+            if seen not in self.seen_rejections:
+                self.seen_rejections.add(seen)
+                self.recorder.record("state.rejected", revision, errors=errors)
+            records.record_attempt(settings.var_dir, revision=revision, outcome="rejected", reason=errors[0] if errors else None)
+            return PassResult("rejected", revision, findings=evaluation.findings, reason="; ".join(errors))
+        self._record_warnings(revision, evaluation.warnings)
+        current = planned.plan
+        if current.empty:
+            self._remember(revision, planned.targets)
+            return PassResult("no-change", revision, current, evaluation.findings)
+        if records.load_suspension(settings.var_dir) is not None:
+            return PassResult("suspended", revision, current, evaluation.findings, reason="suspended")
+        return self._apply(current, planned.targets, evaluation.findings)
+
+    def _record_warnings(self, revision: str, warnings: Sequence[Finding]) -> None:
+        for warning in warnings:
+            key = (revision, str(warning))
+            if key in self.seen_warnings:
+                continue
+            self.seen_warnings.add(key)
+            self.recorder.record(
+                "warning", revision, file=warning.file, field=warning.field, reason=warning.reason
+            )
+
+    def _remember(self, revision: str, targets: Sequence[Target]) -> None:
+        wanted = {t.path: (digest(t.content) if t.content is not None else None) for t in targets}
+        last = records.load_last_applied(self.settings.var_dir)
+        if last is None or last.revision != revision or last.targets != wanted:
+            records.store_last_applied(self.settings.var_dir, revision, wanted)
+        records.record_attempt(self.settings.var_dir, revision=revision, outcome="no-change")
+
+    def _apply(self, current: Plan, targets: Sequence[Target], findings: tuple[Finding, ...]) -> PassResult:
+        revision = current.revision
+        self.recorder.record(
+            "pass.started", revision, kinds=list(current.kinds), changes=len(current.changes)
+        )
+        try:
+            txn = Transaction.prepare(self.settings.var_dir, current)
+        except ApplyError as exc:
+            return self._failed(revision, str(exc), current)
+        try:
+            txn.swap()
+        except ApplyError as exc:
+            self._roll_back(txn, hooks_ran=False)
+            return self._failed(revision, str(exc), current)
+        for change in current.changes:
+            self._record_change(revision, change)
+        result = self._complete(txn, current)
+        if result.ok:
+            self._remember(revision, targets)
+        return result
+
+    def _record_change(self, revision: str, change: Change) -> None:
+        fields: dict[str, Any] = {
+            "kind": change.kind,
+            "path": change.path,
+            "action": change.action,
+            "before_sha256": change.before_sha256,
+            "after_sha256": change.after_sha256,
+        }
+        if change.certs:
+            fields.update(_cert_fields(change.certs[0]))
+        event = "drift.corrected" if change.cause == "drift" else "change.applied"
+        self.recorder.record(event, revision, **fields)
+
+    def _complete(self, txn: Transaction, current: Plan | None = None) -> PassResult:
+        """After the swap: refresh, hooks, verification, then commit or roll back."""
+        journal = txn.journal
+        hooks: list[HookResult] = []
+        try:
+            if journal.trust_changed:
+                self._refresh_trust(journal)
+            hooks = self._run_hooks(journal, "apply")
+            self._verify(journal)
+        except (ApplyError, HookFailedError) as exc:
+            rollback_hooks = self._roll_back(txn, hooks_ran=bool(hooks) or isinstance(exc, HookFailedError))
+            return self._failed(journal.revision, str(exc), current, tuple(hooks + rollback_hooks))
+        txn.commit()
+        self.recorder.record("pass.succeeded", journal.revision, changes=len(journal.entries), kinds=list(journal.kinds))
+        drift = sum(1 for e in journal.entries if e.cause == "drift")
+        records.record_attempt(self.settings.var_dir, revision=journal.revision, outcome="converged", changes=len(journal.entries), drift=drift)
+        return PassResult("converged", journal.revision, current, hooks=tuple(hooks))
+
+    def _roll_back(self, txn: Transaction, *, hooks_ran: bool) -> list[HookResult]:
+        """Put the previous generation back and tell the services. The one cleanup path."""
+        journal = txn.journal
+        txn.restore()
+        if journal.trust_changed:
+            try:
+                self._refresh_trust(journal)
+            except ApplyError as exc:
+                self.recorder.record("warning", journal.revision, reason=f"trust refresh during rollback: {exc}")
+        hooks: list[HookResult] = []
+        if hooks_ran:
+            try:
+                hooks = self._run_hooks(journal, "rollback")
+            except HookFailedError as exc:
+                self.recorder.record("warning", journal.revision, reason=f"rollback hook: {exc}")
+        txn.finish_rollback()
+        self.recorder.record("rollback.completed", journal.revision, changes=len(journal.entries))
+        return hooks
+
+    def _failed(self, revision: str, reason: str, current: Plan | None, hooks: tuple[HookResult, ...] = ()) -> PassResult:
+        self.recorder.record("pass.failed", revision, reason=reason)
+        records.record_attempt(self.settings.var_dir, revision=revision, outcome="failed", reason=reason)
+        return PassResult("failed", revision, current, reason=reason, hooks=hooks)
+
+    # -- steps after the swap --------------------------------------------------------------------
+
+    def _refresh_trust(self, journal: Journal) -> None:
+        from reconciler.truststore import trust_store_for
+
+        store = trust_store_for(self.settings)
+        store.refresh(removed=journal.trust_removed)
+        wanted = [self._read_staged_certs(journal)]
+        missing = store.missing_after_refresh([der for group in wanted for der in group])
+        if missing:
+            raise ApplyError(
+                "trust store refresh did not install: " + ", ".join(missing[:5])
+                + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            )
+
+    def _read_staged_certs(self, journal: Journal) -> list[bytes]:
+        from cryptography import x509
+
+        ders = []
+        for entry in journal.entries:
+            if entry.kind != "trust" or entry.staged is None:
+                continue
+            pem = Path(entry.path).read_bytes()
+            ders += [c.public_bytes(Encoding.DER) for c in x509.load_pem_x509_certificates(pem)]
+        return ders
+
+    def _run_hooks(self, journal: Journal, phase: Literal["apply", "rollback"]) -> list[HookResult]:
+        env = hook_environment(journal.kinds, journal.revision, str(self.settings.root), phase)
+        results: list[HookResult] = []
+        for hook in hooks_for(self.settings.hooks, journal.kinds):
+            ran = run_hook(hook, phase=phase, env=env)
+            for result in ran:
+                results.append(result)
+                self.recorder.record(
+                    "hook.ran",
+                    journal.revision,
+                    hook=result.hook,
+                    step=result.step,
+                    phase=phase,
+                    exit_code=result.exit_code,
+                    duration_ms=result.duration_ms,
+                    output_tail=result.output_tail,
+                    error=result.error,
+                )
+            failed = next((r for r in ran if not r.ok), None)
+            if failed is not None and phase == "apply":
+                raise HookFailedError(failed.describe())
+        return results
+
+    def _verify(self, journal: Journal) -> None:
+        address = self.settings.verify.console
+        if address is None or not {"identity", "console"} & set(journal.kinds):
+            return
+        from reconciler.verify import verify_console
+
+        ssl_conf = self.settings.root / "nginx" / "ssl.conf"
+        expected = _leaf_fingerprint(self.settings.root / "data" / "cert.pem") if ssl_conf.exists() else None
+        problem = verify_console(address, expected, self.settings.verify.timeout_s)
+        if problem is not None:
+            raise HookFailedError(f"verification failed: {problem}")
+
+    # -- entry points ----------------------------------------------------------------------------
+
+    def apply_once(self, lock_timeout_s: float) -> PassResult:
+        """`reconciler apply`: recover, then one pass, under the lock."""
+        with self.lock.held(lock_timeout_s):
+            recovered = self.recover()
+            result = self.run_pass()
+            if recovered is not None and not recovered.ok and result.outcome == "no-change":
+                return recovered
+            return result
+
+
+def _leaf_fingerprint(cert_path: Path) -> str | None:
+    from cryptography import x509
+
+    try:
+        cert = x509.load_pem_x509_certificates(cert_path.read_bytes())[0]
+    except (OSError, ValueError, IndexError):
+        return None
+    return hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest()
+
+
+def _cert_fields(info: CertInfo) -> dict[str, Any]:
+    return {
+        "subject": info.subject,
+        "issuer": info.issuer,
+        "serial": info.serial,
+        "not_after": info.not_after.isoformat().replace("+00:00", "Z"),
+        "sha256_fingerprint": info.sha256_fingerprint,
+    }

@@ -1,0 +1,38 @@
+"""An opaque carrier for private key bytes: its repr and str never show the key."""
+
+from __future__ import annotations
+
+import hashlib
+
+
+class SecretBytes:
+    """Private key material. Only `reveal()` gives the bytes; everything else is redacted."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: bytes) -> None:
+        self._value = value
+
+    def reveal(self) -> bytes:
+        return self._value
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self._value).hexdigest()
+
+    def __repr__(self) -> str:
+        return "SecretBytes(<redacted>)"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SecretBytes) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __len__(self) -> int:
+        return len(self._value)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        raise TypeError("SecretBytes cannot be pickled")

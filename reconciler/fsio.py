@@ -1,0 +1,161 @@
+"""Durable file primitives for the apply step: temp file, fsync, rename, directory fsync.
+
+Every new file is created 0600 (O_EXCL, so never world-readable, even for a moment), written,
+given its final mode and group, fsynced, then renamed over the target. Temporary files carry
+TMP_PREFIX so a crashed pass's leftovers can be found and removed at the next start.
+
+For tests only, RECONCILER_TEST_FAULT=OP:SUBSTRING:ERRNO makes the OP ("write", "rename",
+"unlink", "fsync", "mkdir") on any path containing SUBSTRING fail with that errno.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import stat
+from collections.abc import Iterable
+from pathlib import Path
+
+from reconciler.errors import ApplyError
+
+TMP_PREFIX = ".reconciler-tmp-"
+
+
+def _fault(op: str, path: str) -> None:
+    spec = os.environ.get("RECONCILER_TEST_FAULT")
+    if not spec:
+        return
+    for item in spec.split(","):
+        want_op, _, rest = item.partition(":")
+        substring, _, code = rest.rpartition(":")
+        if want_op == op and substring in path:
+            number = getattr(errno, code, errno.EIO)
+            raise OSError(number, os.strerror(number), path)
+
+
+def describe(exc: OSError, path: Path | str) -> str:
+    """An operator's sentence for an I/O error: the path and what went wrong."""
+    names = {
+        errno.ENOSPC: "no space left on the device",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "operation not permitted",
+        errno.EROFS: "the file system is read-only",
+        errno.EIO: "input/output error",
+        errno.EDQUOT: "disk quota exceeded",
+    }
+    reason = names.get(exc.errno or 0) or exc.strerror or type(exc).__name__
+    return f"{path}: {reason}"
+
+
+def fsync_dir(directory: Path | str) -> None:
+    _fault("fsync", str(directory))
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def ensure_private_dir(directory: Path) -> None:
+    """Create `directory` (and parents) 0700, and tighten it if it exists more open."""
+    _fault("mkdir", str(directory))
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if directory.stat().st_mode & 0o077:
+        directory.chmod(0o700)
+
+
+def write_temp(directory: Path, name: str, data: bytes, mode: int, gid: int | None) -> Path:
+    """Write `data` to a new 0600 temporary file in `directory`, then give it `mode`; fsynced."""
+    tmp = directory / f"{TMP_PREFIX}{name}.{secrets.token_hex(4)}"
+    _fault("write", str(directory / name))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        if gid is not None:
+            os.fchown(fd, -1, gid)
+        os.fchmod(fd, mode)
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        _unlink_quietly(tmp)
+        raise
+    os.close(fd)
+    return tmp
+
+
+def replace_file(path: Path, data: bytes, mode: int, gid: int | None = None, *, sync_dir: bool = True) -> None:
+    """Atomically make `path` hold `data` with `mode`; raise ApplyError naming the path."""
+    tmp: Path | None = None
+    try:
+        tmp = write_temp(path.parent, path.name, data, mode, gid)
+        _fault("rename", str(path))
+        os.rename(tmp, path)
+        tmp = None
+        if sync_dir:
+            fsync_dir(path.parent)
+    except OSError as exc:
+        raise ApplyError(describe(exc, path)) from exc
+    finally:
+        if tmp is not None:
+            _unlink_quietly(tmp)
+
+
+def remove_file(path: Path, *, sync_dir: bool = True) -> None:
+    """Remove `path` if it exists; raise ApplyError naming the path."""
+    try:
+        _fault("unlink", str(path))
+        path.unlink(missing_ok=True)
+        if sync_dir:
+            fsync_dir(path.parent)
+    except OSError as exc:
+        raise ApplyError(describe(exc, path)) from exc
+
+
+def sync_dirs(directories: Iterable[Path]) -> None:
+    for directory in sorted(set(directories)):
+        try:
+            fsync_dir(directory)
+        except OSError as exc:
+            raise ApplyError(describe(exc, directory)) from exc
+
+
+def remove_stale_temps(directories: Iterable[Path]) -> list[Path]:
+    """Remove temporary files a crashed pass left behind; return what was removed."""
+    removed = []
+    for directory in directories:
+        try:
+            entries = list(os.scandir(directory))
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.name.startswith(TMP_PREFIX) and entry.is_file(follow_symlinks=False):
+                _unlink_quietly(Path(entry.path))
+                removed.append(Path(entry.path))
+    return removed
+
+
+def read_bytes(path: Path) -> bytes | None:
+    """The content of a regular file, or None when absent (a link or special file counts as absent)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return None
+        raise
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return handle.read()
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass

@@ -1,0 +1,314 @@
+"""Reads STATE once: links resolved, limits and escapes checked, every input file as bytes.
+
+A pass must see one consistent desired state even while GitOps tooling replaces it:
+
+* a git-sync worktree: STATE itself is a link swapped by rename, the old worktree deleted at once;
+* a Kubernetes ConfigMap/Secret volume: top-level links point into `..data`, itself a link to a
+  `..TIMESTAMP` directory, swapped by rename, the old directory deleted right after.
+
+So the snapshot resolves STATE (and `..data` inside it) once, reads every file through the resolved
+directory, and checks at the end that neither link moved. If one did, or a file vanished mid-read,
+the whole read is retried: such a state is in transit, not invalid.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import stat
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from reconciler.core.desired import MAX_FILE_BYTES, NAME_RE, Finding
+from reconciler.core.load import GATEWAY_FILE, KeySource, SourceFile, StateInput, error
+from reconciler.core.secret import SecretBytes
+
+K8S_DATA = "..data"
+TRUST_SUFFIXES = (".pem", ".crt")
+RETRIES = 5
+
+
+class SnapshotMovedError(Exception):
+    """The desired state changed under the reader: read it again."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Base:
+    state: Path
+    """STATE as configured (maybe a link)."""
+    real: str
+    """STATE resolved once."""
+    data_real: str | None
+    """`..data` inside STATE resolved once, for Kubernetes volumes."""
+
+
+def read_snapshot(state_dir: Path, key_dirs: Sequence[Path] = ()) -> StateInput:
+    """Read the desired state once; retry while it is being swapped."""
+    last: SnapshotMovedError | None = None
+    for _ in range(RETRIES):
+        try:
+            return _read(state_dir, key_dirs)
+        except SnapshotMovedError as exc:
+            last = exc
+    reason = f"kept changing while being read ({last}); will retry at the next event"
+    return StateInput("unknown", None, findings=(error(str(state_dir), None, reason),))
+
+
+def _read(state_dir: Path, key_dirs: Sequence[Path]) -> StateInput:
+    if not state_dir.exists():
+        return _unusable(state_dir, "desired-state directory does not exist")
+    if not state_dir.is_dir():
+        return _unusable(state_dir, "desired state is not a directory")
+    real = os.path.realpath(state_dir)
+    data_link = os.path.join(real, K8S_DATA)
+    data_real = os.path.realpath(data_link) if os.path.islink(data_link) else None
+    base = _Base(state_dir, real, data_real)
+    reader = _Reader(base, key_dirs)
+
+    gateway = reader.read(GATEWAY_FILE, None, missing_ok=True)
+    cert: SourceFile | None = None
+    key: KeySource | None = None
+    paths = _identity_paths(gateway)
+    if paths is not None:
+        cert = reader.read(paths[0], "identity.cert")
+        key = reader.read_key(paths[1])
+    trust = reader.listing("trust", TRUST_SUFFIXES)
+    profiles = reader.listing("profiles", (".toml",))
+    _check_unchanged(base)
+    if gateway is None and not trust and not profiles and not reader.findings:
+        if not os.listdir(real):
+            return _unusable(state_dir, "desired-state directory is empty")
+    revision = _git_revision(Path(real)) or "sha256:" + reader.digest.hexdigest()
+    return StateInput(
+        revision=revision,
+        gateway=gateway,
+        cert=cert,
+        key=key,
+        trust=trust,
+        profiles=profiles,
+        findings=tuple(reader.findings),
+    )
+
+
+def _unusable(state_dir: Path, reason: str) -> StateInput:
+    return StateInput("unknown", None, findings=(error(str(state_dir), None, reason),))
+
+
+def _identity_paths(gateway: SourceFile | None) -> tuple[str, str] | None:
+    """The identity paths gateway.toml names, if it names them as strings (the core says the rest)."""
+    if gateway is None or gateway.data is None:
+        return None
+    try:
+        raw = tomllib.loads(gateway.data.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return None
+    identity = raw.get("identity")
+    if not isinstance(identity, dict):
+        return None
+    cert, key = identity.get("cert"), identity.get("key")
+    if isinstance(cert, str) and isinstance(key, str) and cert and key:
+        return cert, key
+    return None
+
+
+def _check_unchanged(base: _Base) -> None:
+    if os.path.realpath(base.state) != base.real:
+        raise SnapshotMovedError("the desired-state link was swapped")
+    if base.data_real is not None:
+        if os.path.realpath(os.path.join(base.real, K8S_DATA)) != base.data_real:
+            raise SnapshotMovedError("the ..data link was swapped")
+
+
+class _Reader:
+    """Reads files of one snapshot, collecting findings and the content digest."""
+
+    def __init__(self, base: _Base, key_dirs: Sequence[Path]) -> None:
+        self.base = base
+        self.key_dirs = [os.path.realpath(d) for d in key_dirs]
+        self.findings: list[Finding] = []
+        self.digest = hashlib.sha256()
+
+    def _resolve(self, rel: str) -> str:
+        """The real path of STATE/rel, with `..data` taken as resolved at the start."""
+        real = os.path.realpath(os.path.join(self.base.real, rel))
+        data = self.base.data_real
+        if data is not None and _inside(real, self.base.real):
+            name = os.path.relpath(real, self.base.real).split(os.sep)[0]
+            if name.startswith("..") and name != K8S_DATA and not _inside(real, data):
+                raise SnapshotMovedError(f"{rel} points into {name}, not the current ..data")
+        return real
+
+    def read(self, rel: str, field: str | None, *, missing_ok: bool = False) -> SourceFile | None:
+        if os.path.isabs(rel) or rel.startswith("~"):
+            self.findings.append(error(GATEWAY_FILE, field, f"{rel}: must be relative to STATE"))
+            return SourceFile(rel, None)
+        real = self._resolve(rel)
+        if not _inside(real, self.base.real) and not (
+            self.base.data_real and _inside(real, self.base.data_real)
+        ):
+            self.findings.append(
+                error(rel, field, "path leads outside the desired-state directory")
+            )
+            return SourceFile(rel, None)
+        data = self._load(real, rel, field, missing_ok=missing_ok)
+        if data is None and missing_ok and not os.path.lexists(os.path.join(self.base.real, rel)):
+            return None
+        return SourceFile(rel, data)
+
+    def read_key(self, path: str) -> KeySource:
+        if os.path.isabs(path):
+            real = os.path.realpath(path)
+            if not any(_inside(real, d) for d in self.key_dirs):
+                reason = f"{path}: an absolute key path must be inside one of key_dirs"
+                if not self.key_dirs:
+                    reason += " (none are set)"
+                self.findings.append(error(GATEWAY_FILE, "identity.key", reason))
+                return KeySource(path, None)
+            data = self._load(real, path, "identity.key")
+            return KeySource(path, SecretBytes(data) if data is not None else None)
+        source = self.read(path, "identity.key")
+        assert source is not None
+        return KeySource(path, SecretBytes(source.data) if source.data is not None else None)
+
+    def _load(self, real: str, shown: str, field: str | None, *, missing_ok: bool = False) -> bytes | None:
+        try:
+            fd = os.open(real, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except FileNotFoundError as exc:
+            if self._vanished(shown):
+                raise SnapshotMovedError(f"{shown} vanished while being read") from exc
+            if not missing_ok:
+                self.findings.append(error(shown, field, "file does not exist"))
+            return None
+        except OSError as exc:
+            self.findings.append(error(shown, field, f"cannot be read: {_strerror(exc)}"))
+            return None
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                self.findings.append(error(shown, field, "not a regular file"))
+                return None
+            if info.st_size > MAX_FILE_BYTES:
+                self.findings.append(error(shown, field, f"{info.st_size} bytes: over the 1 MiB limit"))
+                return None
+            chunks = []
+            remaining = MAX_FILE_BYTES + 1
+            while remaining > 0:
+                chunk = os.read(fd, min(remaining, 1 << 20))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                remaining -= len(chunk)
+            data = b"".join(chunks)
+        except OSError as exc:
+            self.findings.append(error(shown, field, f"cannot be read: {_strerror(exc)}"))
+            return None
+        finally:
+            os.close(fd)
+        if len(data) > MAX_FILE_BYTES:
+            self.findings.append(error(shown, field, "over the 1 MiB limit"))
+            return None
+        self.digest.update(f"{shown}\0{len(data)}\0".encode())
+        self.digest.update(data)
+        return data
+
+    def _vanished(self, shown: str) -> bool:
+        """A file that disappears while its snapshot moved is in transit, not missing."""
+        try:
+            _check_unchanged(self.base)
+        except SnapshotMovedError:
+            return True
+        return not os.path.isdir(self.base.real)
+
+    def listing(self, folder: str, suffixes: tuple[str, ...]) -> tuple[tuple[str, SourceFile], ...]:
+        link = os.path.join(self.base.real, folder)
+        if not os.path.lexists(link):
+            return ()
+        real = self._resolve(folder)
+        if not _inside(real, self.base.real):
+            self.findings.append(error(folder, None, "leads outside the desired-state directory"))
+            return ()
+        try:
+            names = sorted(os.listdir(real))
+        except FileNotFoundError as exc:
+            raise SnapshotMovedError(f"{folder}/ vanished while being read") from exc
+        except OSError as exc:
+            if exc.errno == errno.ENOTDIR:
+                self.findings.append(error(folder, None, "not a directory"))
+            else:
+                self.findings.append(error(folder, None, f"cannot be listed: {_strerror(exc)}"))
+            return ()
+        found: dict[str, tuple[str, SourceFile]] = {}
+        for entry in names:
+            if entry.startswith("."):
+                continue  # hidden files, ConfigMap `..data` plumbing, editor swap files
+            rel = f"{folder}/{entry}"
+            stem, suffix = os.path.splitext(entry)
+            if suffix not in suffixes:
+                wanted = " or ".join(f"NAME{s}" for s in suffixes)
+                self.findings.append(Finding("warning", rel, None, f"ignored: not {wanted}"))
+                continue
+            if not NAME_RE.match(stem):
+                self.findings.append(
+                    error(rel, None, f"name {stem!r} must match {NAME_RE.pattern}")
+                )
+                continue
+            if stem in found:
+                other = found[stem][1].path
+                self.findings.append(error(rel, None, f"same name as {other}: keep one of them"))
+                continue
+            source = self.read(rel, None)
+            assert source is not None
+            found[stem] = (stem, source)
+        return tuple(found[name] for name in sorted(found))
+
+
+def _inside(path: str, directory: str) -> bool:
+    return path == directory or path.startswith(directory.rstrip(os.sep) + os.sep)
+
+
+def _strerror(exc: OSError) -> str:
+    return exc.strerror or type(exc).__name__
+
+
+def _git_revision(worktree: Path) -> str | None:
+    """The commit checked out at `worktree`, read from .git without running git, or None."""
+    dot_git = worktree / ".git"
+    try:
+        if dot_git.is_file():
+            text = dot_git.read_text("utf-8").strip()
+            if not text.startswith("gitdir:"):
+                return None
+            git_dir = (worktree / text.removeprefix("gitdir:").strip()).resolve()
+        elif dot_git.is_dir():
+            git_dir = dot_git
+        else:
+            return None
+        head = (git_dir / "HEAD").read_text("utf-8").strip()
+        if not head.startswith("ref:"):
+            return head if _is_sha(head) else None
+        ref = head.removeprefix("ref:").strip()
+        common = git_dir
+        commondir = git_dir / "commondir"
+        if commondir.is_file():
+            common = (git_dir / commondir.read_text("utf-8").strip()).resolve()
+        for base in (git_dir, common):
+            ref_file = base / ref
+            if ref_file.is_file():
+                sha = ref_file.read_text("utf-8").strip()
+                return sha if _is_sha(sha) else None
+        packed = common / "packed-refs"
+        if packed.is_file():
+            for line in packed.read_text("utf-8").splitlines():
+                sha, _, name = line.partition(" ")
+                if name == ref and _is_sha(sha):
+                    return sha
+    except OSError:
+        return None
+    return None
+
+
+def _is_sha(text: str) -> bool:
+    return len(text) in (40, 64) and all(c in "0123456789abcdef" for c in text)

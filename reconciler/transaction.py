@@ -1,0 +1,363 @@
+"""Staging, journal, swap, rollback, recovery and generations: a pass applies all of it or none.
+
+The protocol, in the order a pass runs it (VAR is `var_dir`, 0700; every file in it 0600):
+
+1. **lock**    `VAR/lock` is flocked for the whole pass; it holds the holder's PID.
+2. **stage**   every new target content goes to `VAR/txn/ID/new/N`, and the current content of every
+               target the pass replaces or deletes to `VAR/txn/ID/old/N` (the previous
+               generation), all fsynced.
+3. **journal** `VAR/journal.json` names the whole change set, phase `prepared`; written to a temp
+               file, fsynced, renamed, directory fsynced. From here on a crash is recoverable.
+4. **swap**    each target is replaced from its staged copy (temp file in the target's directory,
+               fsync, rename) or deleted; then the target directories are fsynced.
+5. **swapped** the journal's phase becomes `swapped`: the files are done, refresh and hooks pending.
+6. (the caller refreshes the trust store, runs hooks and verifies)
+7. **commit**  `VAR/txn/ID` moves to `VAR/generations/ID` (the last KEEP_GENERATIONS are kept)
+               and the journal is removed.
+
+A failure after step 4 started (a write error, a failed hook or verification) sets phase
+`rolling-back`, restores every target from `old/` (deleting those that did not exist), and removes
+the journal once the rollback hooks ran.
+
+**Recovery** at the start of every writing command, before anything else, by the journal's phase:
+
+* no journal: any `VAR/txn/*` is a pass that never reached its journal: deleted; targets untouched.
+* `prepared`: the swap may be partial and no hook has run, so the old generation is what runs:
+  **undo** (restore every target from `old/`). The desired state is applied afresh by the next pass.
+* `swapped`: the new files all stand but their hooks may not have run: **complete** (refresh,
+  hooks, verification, commit; or roll back if they fail).
+* `rolling-back`: **finish the rollback** (restore again, run the rollback hooks).
+
+Restoring and swapping are idempotent, so a crash during recovery is recovered the same way.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from reconciler import fsio
+from reconciler.core.plan import Plan
+from reconciler.errors import ApplyError, LockHeldError
+
+Phase = Literal["prepared", "swapped", "rolling-back"]
+
+JOURNAL = "journal.json"
+STAGING = "txn"
+GENERATIONS = "generations"
+LOCK = "lock"
+KEEP_GENERATIONS = 5
+
+
+def crashpoint(step: str) -> None:
+    """Test-only: RECONCILER_TEST_CRASH_AT=STEP stops the process dead here (the crash sweep)."""
+    if os.environ.get("RECONCILER_TEST_CRASH_AT") == step:
+        os._exit(86)
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One target in the journal: where its new and previous contents are kept."""
+
+    path: str
+    kind: str
+    action: str
+    cause: str
+    staged: str | None
+    backup: str | None
+    mode: int | None
+    gid: int | None
+    before_mode: int | None
+    before_gid: int | None
+    before_sha256: str | None
+    after_sha256: str | None
+    secret: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Journal:
+    """The whole change set of one pass, as fsynced to VAR/journal.json."""
+
+    id: str
+    revision: str
+    phase: Phase
+    kinds: tuple[str, ...]
+    trust_changed: bool
+    trust_removed: bool
+    started: str
+    entries: tuple[Entry, ...]
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), indent=1, sort_keys=True).encode() + b"\n"
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Journal:
+        raw = json.loads(data)
+        entries = tuple(Entry(**e) for e in raw.pop("entries"))
+        raw["kinds"] = tuple(raw["kinds"])
+        return cls(entries=entries, **raw)
+
+
+class Transaction:
+    """One pass's change set on disk. Create with `prepare`, or `load` after a crash."""
+
+    def __init__(self, var_dir: Path, journal: Journal) -> None:
+        self.var_dir = var_dir
+        self.journal = journal
+
+    @property
+    def dir(self) -> Path:
+        return self.var_dir / STAGING / self.journal.id
+
+    # -- step 2 and 3 ------------------------------------------------------------------------
+
+    @classmethod
+    def prepare(cls, var_dir: Path, plan: Plan) -> Transaction:
+        """Stage new contents and back up old ones, then write the journal (phase `prepared`).
+
+        On any I/O error the staging area is removed and ApplyError names the path: no target
+        has been touched yet.
+        """
+        txn_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
+        directory = var_dir / STAGING / txn_id
+        try:
+            fsio.ensure_private_dir(var_dir)
+            fsio.ensure_private_dir(directory / "new")
+            fsio.ensure_private_dir(directory / "old")
+            entries = [_stage(directory, number, change) for number, change in enumerate(plan.changes)]
+            fsio.sync_dirs([directory / "new", directory / "old", directory, var_dir / STAGING])
+            crashpoint("staged")
+            journal = Journal(
+                id=txn_id,
+                revision=plan.revision,
+                phase="prepared",
+                kinds=tuple(plan.kinds),
+                trust_changed=any(c.kind == "trust" for c in plan.changes),
+                trust_removed=any(c.kind == "trust" and c.action == "delete" for c in plan.changes),
+                started=datetime.now(UTC).isoformat(),
+                entries=tuple(entries),
+            )
+            txn = cls(var_dir, journal)
+            txn._write_journal()
+        except (OSError, ApplyError) as exc:
+            shutil.rmtree(directory, ignore_errors=True)
+            if isinstance(exc, ApplyError):
+                raise
+            raise ApplyError(fsio.describe(exc, getattr(exc, "filename", None) or var_dir)) from exc
+        crashpoint("journal-prepared")
+        return txn
+
+    def _write_journal(self) -> None:
+        fsio.replace_file(self.var_dir / JOURNAL, self.journal.to_json(), 0o600)
+
+    def _set_phase(self, phase: Phase) -> None:
+        self.journal = replace(self.journal, phase=phase)
+        self._write_journal()
+
+    # -- step 4 and 5 ------------------------------------------------------------------------
+
+    def swap(self) -> None:
+        """Put every staged target in place (or delete it); then phase `swapped`."""
+        touched: list[Path] = []
+        for number, entry in enumerate(self.journal.entries):
+            target = Path(entry.path)
+            if entry.staged is None:
+                fsio.remove_file(target, sync_dir=False)
+            else:
+                data = self._read(entry.staged)
+                assert entry.mode is not None
+                fsio.replace_file(target, data, entry.mode, entry.gid, sync_dir=False)
+            touched.append(target.parent)
+            if number == 0:
+                crashpoint("swap-first")
+        fsio.sync_dirs(touched)
+        crashpoint("swap-done")
+        self._set_phase("swapped")
+        crashpoint("swapped")
+
+    def _read(self, name: str) -> bytes:
+        path = self.dir / name
+        try:
+            return path.read_bytes()
+        except OSError as exc:
+            raise ApplyError(fsio.describe(exc, path)) from exc
+
+    # -- rollback ------------------------------------------------------------------------------
+
+    def restore(self) -> None:
+        """Put the previous generation back (phase `rolling-back` until `finish_rollback`)."""
+        if self.journal.phase != "rolling-back":
+            self._set_phase("rolling-back")
+        touched: list[Path] = []
+        for entry in reversed(self.journal.entries):
+            target = Path(entry.path)
+            if entry.backup is None:
+                fsio.remove_file(target, sync_dir=False)
+            else:
+                data = self._read(entry.backup)
+                mode = entry.before_mode if entry.before_mode is not None else 0o600
+                fsio.replace_file(target, data, mode, entry.before_gid, sync_dir=False)
+            touched.append(target.parent)
+        fsio.sync_dirs(touched)
+        crashpoint("restored")
+
+    def finish_rollback(self) -> None:
+        """Forget the failed pass: the journal and its staging go."""
+        self._remove_journal()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    # -- step 7 ------------------------------------------------------------------------------
+
+    def commit(self) -> None:
+        """Keep this pass as a generation (bounded), and drop the journal."""
+        generations = self.var_dir / GENERATIONS
+        fsio.ensure_private_dir(generations)
+        (self.dir / "journal.json").write_bytes(self.journal.to_json())
+        os.chmod(self.dir / "journal.json", 0o600)
+        os.replace(self.dir, generations / self.journal.id)
+        fsio.fsync_dir(generations)
+        crashpoint("committing")
+        self._remove_journal()
+        prune_generations(self.var_dir)
+
+    def _remove_journal(self) -> None:
+        fsio.remove_file(self.var_dir / JOURNAL)
+
+    @classmethod
+    def load(cls, var_dir: Path) -> Transaction | None:
+        """The interrupted pass, if the journal says there is one."""
+        data = fsio.read_bytes(var_dir / JOURNAL)
+        if data is None:
+            return None
+        return cls(var_dir, Journal.from_json(data))
+
+
+def _stage(directory: Path, number: int, change: object) -> Entry:
+    from reconciler.core.plan import Change
+
+    assert isinstance(change, Change)
+    name = f"{number:05d}"
+    target = Path(change.path)
+    staged = None
+    if change.target is not None:
+        assert change.target.content is not None
+        staged = f"new/{name}"
+        fsio.write_temp(directory / "new", name, change.target.content, 0o600, None).rename(
+            directory / staged
+        )
+    backup = None
+    before_mode = before_gid = None
+    before_sha = None
+    current = fsio.read_bytes(target)
+    if current is not None:
+        info = target.stat()
+        before_mode, before_gid = info.st_mode & 0o7777, info.st_gid
+        backup = f"old/{name}"
+        fsio.write_temp(directory / "old", name, current, 0o600, None).rename(directory / backup)
+        from reconciler.core.plan import digest
+
+        before_sha = digest(current)
+    secret = bool(change.target and change.target.secret)
+    return Entry(
+        path=change.path,
+        kind=change.kind,
+        action=change.action,
+        cause=change.cause,
+        staged=staged,
+        backup=backup,
+        mode=change.mode,
+        gid=change.target.gid if change.target else None,
+        before_mode=before_mode,
+        before_gid=before_gid,
+        before_sha256=before_sha,
+        after_sha256=change.after_sha256,
+        secret=secret,
+    )
+
+
+def prune_generations(var_dir: Path, keep: int = KEEP_GENERATIONS) -> None:
+    generations = var_dir / GENERATIONS
+    try:
+        names = sorted(p.name for p in generations.iterdir())
+    except OSError:
+        return
+    for name in names[:-keep] if keep else names:
+        shutil.rmtree(generations / name, ignore_errors=True)
+
+
+def remove_orphan_staging(var_dir: Path, keep: str | None) -> list[Path]:
+    """Staging directories of passes that never wrote their journal: nothing refers to them."""
+    removed = []
+    try:
+        children = list((var_dir / STAGING).iterdir())
+    except OSError:
+        return removed
+    for child in children:
+        if child.name != keep:
+            shutil.rmtree(child, ignore_errors=True)
+            removed.append(child)
+    return removed
+
+
+class RootLock:
+    """An exclusive flock on VAR/lock: one reconciler changes a ROOT at a time."""
+
+    def __init__(self, var_dir: Path) -> None:
+        self.path = var_dir / LOCK
+        self._fd: int | None = None
+
+    def acquire(self, timeout_s: float) -> None:
+        fsio.ensure_private_dir(self.path.parent)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        deadline = time.monotonic() + timeout_s
+        delay = 0.01
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = _read_pid(fd)
+                    os.close(fd)
+                    who = f"process {holder}" if holder else "another process"
+                    raise LockHeldError(
+                        f"{self.path}: held by {who} for over {timeout_s:g} s; "
+                        "another reconciler is changing this ROOT"
+                    ) from None
+                time.sleep(delay)  # polling a lock held by another process: no event to wait on
+                delay = min(delay * 2, 0.2)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None
+
+    @contextmanager
+    def held(self, timeout_s: float) -> Iterator[None]:
+        self.acquire(timeout_s)
+        try:
+            yield
+        finally:
+            self.release()
+
+
+def _read_pid(fd: int) -> int | None:
+    try:
+        text = os.pread(fd, 32, 0).decode().strip()
+        return int(text) if text else None
+    except (OSError, ValueError):
+        return None
