@@ -25,7 +25,13 @@ from reconciler.errors import ApplyError, HookFailedError
 from reconciler.hooks import HookResult, hook_environment, hooks_for, run_hook
 from reconciler.settings import Settings
 from reconciler.snapshot import read_snapshot
-from reconciler.transaction import Journal, RootLock, Transaction, remove_orphan_staging
+from reconciler.transaction import (
+    Journal,
+    RootLock,
+    Transaction,
+    crashpoint,
+    remove_orphan_staging,
+)
 
 Outcome = Literal["converged", "no-change", "rejected", "failed", "suspended"]
 
@@ -104,7 +110,11 @@ def observe(targets: Sequence[Target], layout: Layout) -> dict[str, Observed]:
         entries = []
     for entry in entries:
         name = entry.name
-        if name.startswith(layout.trust_prefix) and name.endswith(".crt") and entry.path not in found:
+        if (
+            name.startswith(layout.trust_prefix)
+            and name.endswith(".crt")
+            and entry.path not in found
+        ):
             seen = _observe_one(Path(entry.path), "trust")
             if seen is not None:
                 found[entry.path] = seen
@@ -161,14 +171,18 @@ class Reconciler:
             txn.restore()
             txn.finish_rollback()
             action = "undone"
-            result = PassResult("failed", revision, reason="interrupted before its files were all in place; undone")
+            result = PassResult(
+                "failed", revision, reason="interrupted before its files were all in place; undone"
+            )
         elif journal.phase == "swapped":
             result = self._complete(txn)
             action = "completed" if result.ok else "rolled-back"
         else:
             hooks = self._roll_back(txn, hooks_ran=True)
             action = "rolled-back"
-            result = PassResult("failed", revision, reason="interrupted during rollback; rolled back", hooks=hooks)
+            result = PassResult(
+                "failed", revision, reason="interrupted during rollback; rolled back", hooks=hooks
+            )
         self.recorder.record(
             "recovery.completed",
             revision,
@@ -197,15 +211,24 @@ class Reconciler:
             if seen not in self.seen_rejections:
                 self.seen_rejections.add(seen)
                 self.recorder.record("state.rejected", revision, errors=errors)
-            records.record_attempt(settings.var_dir, revision=revision, outcome="rejected", reason=errors[0] if errors else None)
-            return PassResult("rejected", revision, findings=evaluation.findings, reason="; ".join(errors))
+            records.record_attempt(
+                settings.var_dir,
+                revision=revision,
+                outcome="rejected",
+                reason=errors[0] if errors else None,
+            )
+            return PassResult(
+                "rejected", revision, findings=evaluation.findings, reason="; ".join(errors)
+            )
         self._record_warnings(revision, evaluation.warnings)
         current = planned.plan
         if current.empty:
             self._remember(revision, planned.targets)
             return PassResult("no-change", revision, current, evaluation.findings)
         if records.load_suspension(settings.var_dir) is not None:
-            return PassResult("suspended", revision, current, evaluation.findings, reason="suspended")
+            return PassResult(
+                "suspended", revision, current, evaluation.findings, reason="suspended"
+            )
         return self._apply(current, planned.targets, evaluation.findings)
 
     def _record_warnings(self, revision: str, warnings: Sequence[Finding]) -> None:
@@ -225,7 +248,9 @@ class Reconciler:
             records.store_last_applied(self.settings.var_dir, revision, wanted)
         records.record_attempt(self.settings.var_dir, revision=revision, outcome="no-change")
 
-    def _apply(self, current: Plan, targets: Sequence[Target], findings: tuple[Finding, ...]) -> PassResult:
+    def _apply(
+        self, current: Plan, targets: Sequence[Target], findings: tuple[Finding, ...]
+    ) -> PassResult:
         revision = current.revision
         self.recorder.record(
             "pass.started", revision, kinds=list(current.kinds), changes=len(current.changes)
@@ -266,15 +291,31 @@ class Reconciler:
         try:
             if journal.trust_changed:
                 self._refresh_trust(journal)
+            crashpoint("refreshed")
             hooks = self._run_hooks(journal, "apply")
+            crashpoint("hooks-done")
             self._verify(journal)
         except (ApplyError, HookFailedError) as exc:
-            rollback_hooks = self._roll_back(txn, hooks_ran=bool(hooks) or isinstance(exc, HookFailedError))
+            rollback_hooks = self._roll_back(
+                txn, hooks_ran=bool(hooks) or isinstance(exc, HookFailedError)
+            )
             return self._failed(journal.revision, str(exc), current, tuple(hooks + rollback_hooks))
+        # Audited before the commit point: a crash in between re-runs the hooks, never loses them.
+        self.recorder.record(
+            "pass.succeeded",
+            journal.revision,
+            changes=len(journal.entries),
+            kinds=list(journal.kinds),
+        )
         txn.commit()
-        self.recorder.record("pass.succeeded", journal.revision, changes=len(journal.entries), kinds=list(journal.kinds))
         drift = sum(1 for e in journal.entries if e.cause == "drift")
-        records.record_attempt(self.settings.var_dir, revision=journal.revision, outcome="converged", changes=len(journal.entries), drift=drift)
+        records.record_attempt(
+            self.settings.var_dir,
+            revision=journal.revision,
+            outcome="converged",
+            changes=len(journal.entries),
+            drift=drift,
+        )
         return PassResult("converged", journal.revision, current, hooks=tuple(hooks))
 
     def _roll_back(self, txn: Transaction, *, hooks_ran: bool) -> list[HookResult]:
@@ -282,10 +323,14 @@ class Reconciler:
         journal = txn.journal
         txn.restore()
         if journal.trust_changed:
+            from reconciler.truststore import trust_store_from_settings
+
             try:
-                self._refresh_trust(journal)
+                trust_store_from_settings(self.settings).refresh(removed=True)
             except ApplyError as exc:
-                self.recorder.record("warning", journal.revision, reason=f"trust refresh during rollback: {exc}")
+                self.recorder.record(
+                    "warning", journal.revision, reason=f"trust refresh during rollback: {exc}"
+                )
         hooks: list[HookResult] = []
         if hooks_ran:
             try:
@@ -296,23 +341,28 @@ class Reconciler:
         self.recorder.record("rollback.completed", journal.revision, changes=len(journal.entries))
         return hooks
 
-    def _failed(self, revision: str, reason: str, current: Plan | None, hooks: tuple[HookResult, ...] = ()) -> PassResult:
+    def _failed(
+        self, revision: str, reason: str, current: Plan | None, hooks: tuple[HookResult, ...] = ()
+    ) -> PassResult:
         self.recorder.record("pass.failed", revision, reason=reason)
-        records.record_attempt(self.settings.var_dir, revision=revision, outcome="failed", reason=reason)
+        records.record_attempt(
+            self.settings.var_dir, revision=revision, outcome="failed", reason=reason
+        )
         return PassResult("failed", revision, current, reason=reason, hooks=hooks)
 
     # -- steps after the swap --------------------------------------------------------------------
 
     def _refresh_trust(self, journal: Journal) -> None:
-        from reconciler.truststore import trust_store_for
+        from reconciler.truststore import trust_store_from_settings
 
-        store = trust_store_for(self.settings)
+        store = trust_store_from_settings(self.settings)
         store.refresh(removed=journal.trust_removed)
         wanted = [self._read_staged_certs(journal)]
         missing = store.missing_after_refresh([der for group in wanted for der in group])
         if missing:
             raise ApplyError(
-                "trust store refresh did not install: " + ", ".join(missing[:5])
+                "trust store refresh did not install: "
+                + ", ".join(missing[:5])
                 + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
             )
 
@@ -357,7 +407,11 @@ class Reconciler:
         from reconciler.verify import verify_console
 
         ssl_conf = self.settings.root / "nginx" / "ssl.conf"
-        expected = _leaf_fingerprint(self.settings.root / "data" / "cert.pem") if ssl_conf.exists() else None
+        expected = (
+            _leaf_fingerprint(self.settings.root / "data" / "cert.pem")
+            if ssl_conf.exists()
+            else None
+        )
         problem = verify_console(address, expected, self.settings.verify.timeout_s)
         if problem is not None:
             raise HookFailedError(f"verification failed: {problem}")
@@ -368,6 +422,7 @@ class Reconciler:
         """`reconciler apply`: recover, then one pass, under the lock."""
         with self.lock.held(lock_timeout_s):
             recovered = self.recover()
+            crashpoint("recovered")
             result = self.run_pass()
             if recovered is not None and not recovered.ok and result.outcome == "no-change":
                 return recovered

@@ -32,12 +32,27 @@ class _Parser(argparse.ArgumentParser):
 
 def _global_flags(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     default = argparse.SUPPRESS if suppress else None
-    parser.add_argument("--config", type=Path, default=default, metavar="FILE",
-                        help="settings file (default: $RECONCILER_CONFIG or /etc/reconciler/reconciler.toml)")
-    parser.add_argument("--state", type=Path, default=default, metavar="DIR",
-                        help="desired-state directory (setting state_dir)")
-    parser.add_argument("--root", type=Path, default=default, metavar="DIR",
-                        help="the gateway's install base (setting root)")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=default,
+        metavar="FILE",
+        help="settings file (default: $RECONCILER_CONFIG or /etc/reconciler/reconciler.toml)",
+    )
+    parser.add_argument(
+        "--state",
+        type=Path,
+        default=default,
+        metavar="DIR",
+        help="desired-state directory (setting state_dir)",
+    )
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=default,
+        metavar="DIR",
+        help="the gateway's install base (setting root)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,29 +73,55 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     command("validate", "check the desired state only (exit 0 valid, 1 invalid); needs no ROOT")
-    command("plan", "show what a pass would change (exit 0 none, 2 changes, 1 invalid)", json_flag=True)
+    command(
+        "plan", "show what a pass would change (exit 0 none, 2 changes, 1 invalid)", json_flag=True
+    )
     apply = command("apply", "one pass with hooks and verification (exit 0 converged, 1 failed)")
-    apply.add_argument("--lock-timeout", type=float, default=60.0, metavar="S",
-                       help="seconds to wait for another reconciler's pass (default 60)")
+    apply.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="seconds to wait for another reconciler's pass (default 60)",
+    )
     command("run", "the daemon: watch the desired state and the targets, reconcile on change")
-    command("status", "last applied and attempted revisions, recent passes, drift, expiry", json_flag=True)
+    command(
+        "status",
+        "last applied and attempted revisions, recent passes, drift, expiry",
+        json_flag=True,
+    )
     suspend = command("suspend", "pause applying (maintenance); validation and drift reports go on")
     suspend.add_argument("--reason", default=None, help="why, shown in status and the audit log")
     command("resume", "resume applying after `suspend`")
     audit = command("audit", "read or verify the audit log")
-    audit_commands = audit.add_subparsers(dest="audit_command", metavar="SUBCOMMAND", parser_class=_Parser)
+    audit_commands = audit.add_subparsers(
+        dest="audit_command", metavar="SUBCOMMAND", parser_class=_Parser
+    )
     audit_commands.required = True
-    show = audit_commands.add_parser("show", help="the audit log, readable", description="the audit log, readable")
+    show = audit_commands.add_parser(
+        "show", help="the audit log, readable", description="the audit log, readable"
+    )
     _global_flags(show, suppress=True)
     show.add_argument("--since", help="ISO time (2026-11-27T10:00Z) or a duration (30m, 2h, 7d)")
-    show.add_argument("--kind", action="append", help="only records of this resource kind (repeatable)")
-    show.add_argument("--event", action="append", help="only this event, e.g. change.applied (repeatable)")
+    show.add_argument(
+        "--kind", action="append", help="only records of this resource kind (repeatable)"
+    )
+    show.add_argument(
+        "--event", action="append", help="only this event, e.g. change.applied (repeatable)"
+    )
     show.add_argument("--revision", help="only records of this revision (a prefix is enough)")
     show.add_argument("--json", action="store_true", help="JSON Lines, as stored")
-    verify = audit_commands.add_parser("verify", help="check the hash chain; names the first bad record",
-                                       description="check the hash chain; names the first bad record")
+    verify = audit_commands.add_parser(
+        "verify",
+        help="check the hash chain; names the first bad record",
+        description="check the hash chain; names the first bad record",
+    )
     _global_flags(verify, suppress=True)
-    command("probe", "live TLS check of every TLS profile (exit 0 all trusted, 1 otherwise)", json_flag=True)
+    command(
+        "probe",
+        "live TLS check of every TLS profile (exit 0 all trusted, 1 otherwise)",
+        json_flag=True,
+    )
     command("schema", "print the JSON Schema of gateway.toml and profile files")
     return parser
 
@@ -133,9 +174,9 @@ def _dispatch(args: argparse.Namespace) -> int:
 # -- validate / plan / schema ---------------------------------------------------------------------
 
 
-def _print_findings(findings: Sequence[Finding], stream: Any = sys.stderr) -> None:
+def _print_findings(findings: Sequence[Finding]) -> None:
     for finding in findings:
-        print(str(finding), file=stream)
+        print(str(finding), file=sys.stderr)
 
 
 def _validate(settings: Settings, args: argparse.Namespace) -> int:
@@ -150,8 +191,10 @@ def _validate(settings: Settings, args: argparse.Namespace) -> int:
     desired = evaluation.desired
     if desired is None:
         count = len(evaluation.errors)
-        print(f"{settings.state_dir}: invalid ({count} error{'s' * (count != 1)}); nothing would be applied",
-              file=sys.stderr)
+        print(
+            f"{settings.state_dir}: invalid ({count} error{'s' * (count != 1)}); nothing would be applied",
+            file=sys.stderr,
+        )
         return EXIT_FAILED
     identity = "an identity" if desired.identity else "no identity"
     print(
@@ -191,8 +234,13 @@ def plan_to_json(planned: Planned) -> dict[str, Any]:
                 "after_sha256": c.after_sha256,
                 "mode": f"{c.mode:04o}" if c.mode is not None else None,
                 "certificates": [
-                    {"subject": i.subject, "issuer": i.issuer, "serial": i.serial,
-                     "not_after": i.not_after.isoformat(), "sha256_fingerprint": i.sha256_fingerprint}
+                    {
+                        "subject": i.subject,
+                        "issuer": i.issuer,
+                        "serial": i.serial,
+                        "not_after": i.not_after.isoformat(),
+                        "sha256_fingerprint": i.sha256_fingerprint,
+                    }
                     for i in c.certs
                 ],
             }
@@ -218,7 +266,9 @@ def format_plan(planned: Planned) -> str:
         if c.certs:
             leaf = c.certs[0]
             more = f" (+{len(c.certs) - 1} more)" if len(c.certs) > 1 else ""
-            lines.append(f"  {'':<12} {'':<6} subject {leaf.subject}, expires {leaf.not_after:%Y-%m-%d}{more}")
+            lines.append(
+                f"  {'':<12} {'':<6} subject {leaf.subject}, expires {leaf.not_after:%Y-%m-%d}{more}"
+            )
     return "\n".join(lines)
 
 
@@ -228,8 +278,16 @@ def _plan(settings: Settings, args: argparse.Namespace) -> int:
     planned = make_plan(settings)
     if planned.plan is None:
         if args.json:
-            print(json.dumps({"revision": planned.revision, "valid": False,
-                              "errors": [str(f) for f in planned.evaluation.errors]}, indent=2))
+            print(
+                json.dumps(
+                    {
+                        "revision": planned.revision,
+                        "valid": False,
+                        "errors": [str(f) for f in planned.evaluation.errors],
+                    },
+                    indent=2,
+                )
+            )
         _print_findings(planned.evaluation.findings)
         return EXIT_FAILED
     if args.json:
@@ -265,14 +323,22 @@ def _apply(settings: Settings, args: argparse.Namespace) -> int:
         print(f"revision {result.revision}: applied {len(result.plan.changes)} change(s)")
         return EXIT_OK
     if result.outcome == "suspended":
-        print(f"revision {result.revision}: suspended; {len(result.plan.changes) if result.plan else 0} "
-              "change(s) pending, nothing applied (reconciler resume)", file=sys.stderr)
+        print(
+            f"revision {result.revision}: suspended; {len(result.plan.changes) if result.plan else 0} "
+            "change(s) pending, nothing applied (reconciler resume)",
+            file=sys.stderr,
+        )
         return EXIT_FAILED
     if result.outcome == "rejected":
-        print(f"desired state rejected; nothing was applied, the targets are unchanged", file=sys.stderr)
+        print(
+            "desired state rejected; nothing was applied, the targets are unchanged",
+            file=sys.stderr,
+        )
         return EXIT_FAILED
-    print(f"revision {result.revision}: failed: {result.reason}; the previous state is back in place",
-          file=sys.stderr)
+    print(
+        f"revision {result.revision}: failed: {result.reason}; the previous state is back in place",
+        file=sys.stderr,
+    )
     return EXIT_FAILED
 
 
@@ -300,9 +366,12 @@ def _suspend(settings: Settings, args: argparse.Namespace) -> int:
     from reconciler import records
 
     records.suspend(settings.var_dir, args.reason)
-    _recorder(settings).record("warning", None, reason="applying suspended", suspended=True,
-                               suspend_reason=args.reason)
-    print(f"suspended: passes validate and report drift but change nothing until `reconciler resume`")
+    _recorder(settings).record(
+        "warning", None, reason="applying suspended", suspended=True, suspend_reason=args.reason
+    )
+    print(
+        "suspended: passes validate and report drift but change nothing until `reconciler resume`"
+    )
     return EXIT_OK
 
 

@@ -90,9 +90,15 @@ def make_ca(
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                crl_sign=True, encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -136,7 +142,10 @@ def issue(
     if names:
         builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
     if eku is not None:
-        oids = {"server": ExtendedKeyUsageOID.SERVER_AUTH, "client": ExtendedKeyUsageOID.CLIENT_AUTH}
+        oids = {
+            "server": ExtendedKeyUsageOID.SERVER_AUTH,
+            "client": ExtendedKeyUsageOID.CLIENT_AUTH,
+        }
         builder = builder.add_extension(
             x509.ExtendedKeyUsage([oids[usage] for usage in eku]), critical=False
         )
@@ -145,7 +154,11 @@ def issue(
 
 
 def _hash_for(key: CertificateIssuerPrivateKeyTypes) -> hashes.HashAlgorithm | None:
-    return hashes.SHA256() if isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | dsa.DSAPrivateKey) else None
+    return (
+        hashes.SHA256()
+        if isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | dsa.DSAPrivateKey)
+        else None
+    )
 
 
 def write_demo_identity(directory: str, common_name: str = "gateway.demo.test") -> None:

@@ -87,7 +87,9 @@ def write_temp(directory: Path, name: str, data: bytes, mode: int, gid: int | No
     return tmp
 
 
-def replace_file(path: Path, data: bytes, mode: int, gid: int | None = None, *, sync_dir: bool = True) -> None:
+def replace_file(
+    path: Path, data: bytes, mode: int, gid: int | None = None, *, sync_dir: bool = True
+) -> None:
     """Atomically make `path` hold `data` with `mode`; raise ApplyError naming the path."""
     tmp: Path | None = None
     try:

@@ -103,17 +103,19 @@ def run_command(
     return HookResult(name, step, phase, code, _ms(started), tail, error)
 
 
-def run_hook(
-    hook: HookSettings, *, phase: HookPhase, env: Mapping[str, str]
-) -> list[HookResult]:
+def run_hook(hook: HookSettings, *, phase: HookPhase, env: Mapping[str, str]) -> list[HookResult]:
     """`check` (when set), then `run` if the check passed. Results of what ran, in order."""
     results = []
     if hook.check is not None:
-        check = run_command(hook.name, "check", hook.check, phase=phase, env=env, timeout_s=hook.timeout_s)
+        check = run_command(
+            hook.name, "check", hook.check, phase=phase, env=env, timeout_s=hook.timeout_s
+        )
         results.append(check)
         if not check.ok:
             return results
-    results.append(run_command(hook.name, "run", hook.run, phase=phase, env=env, timeout_s=hook.timeout_s))
+    results.append(
+        run_command(hook.name, "run", hook.run, phase=phase, env=env, timeout_s=hook.timeout_s)
+    )
     return results
 
 

@@ -81,8 +81,14 @@ def record_attempt(
 ) -> None:
     """Remember one pass's outcome for `reconciler status`."""
     status = load_status(var_dir)
-    entry = {"revision": revision, "time": now_rfc3339(), "outcome": outcome, "reason": reason,
-             "changes": changes, "drift": drift}
+    entry = {
+        "revision": revision,
+        "time": now_rfc3339(),
+        "outcome": outcome,
+        "reason": reason,
+        "changes": changes,
+        "drift": drift,
+    }
     status["last_attempt"] = entry
     if outcome in ("converged", "no-change"):
         status["last_applied"] = {"revision": revision, "time": entry["time"]}

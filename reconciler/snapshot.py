@@ -173,7 +173,9 @@ class _Reader:
         assert source is not None
         return KeySource(path, SecretBytes(source.data) if source.data is not None else None)
 
-    def _load(self, real: str, shown: str, field: str | None, *, missing_ok: bool = False) -> bytes | None:
+    def _load(
+        self, real: str, shown: str, field: str | None, *, missing_ok: bool = False
+    ) -> bytes | None:
         try:
             fd = os.open(real, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
         except FileNotFoundError as exc:
@@ -191,7 +193,9 @@ class _Reader:
                 self.findings.append(error(shown, field, "not a regular file"))
                 return None
             if info.st_size > MAX_FILE_BYTES:
-                self.findings.append(error(shown, field, f"{info.st_size} bytes: over the 1 MiB limit"))
+                self.findings.append(
+                    error(shown, field, f"{info.st_size} bytes: over the 1 MiB limit")
+                )
                 return None
             chunks = []
             remaining = MAX_FILE_BYTES + 1

@@ -49,21 +49,31 @@ def collect_status(settings: Settings) -> dict[str, Any]:
         interrupted = None
     status["interrupted_pass"] = (
         {"revision": interrupted.journal.revision, "phase": interrupted.journal.phase}
-        if interrupted else None
+        if interrupted
+        else None
     )
     planned = make_plan(settings, now)
     if planned.plan is None:
-        status["desired"] = {"valid": False, "revision": planned.revision,
-                             "errors": [str(f) for f in planned.evaluation.errors]}
+        status["desired"] = {
+            "valid": False,
+            "revision": planned.revision,
+            "errors": [str(f) for f in planned.evaluation.errors],
+        }
         status["pending"] = None
     else:
         changes = planned.plan.changes
-        status["desired"] = {"valid": True, "revision": planned.revision,
-                             "warnings": [str(f) for f in planned.evaluation.warnings]}
+        status["desired"] = {
+            "valid": True,
+            "revision": planned.revision,
+            "warnings": [str(f) for f in planned.evaluation.warnings],
+        }
         status["pending"] = {
             "changes": len(changes),
-            "drift": [{"path": c.path, "kind": c.kind, "action": c.action}
-                      for c in changes if c.cause == "drift"],
+            "drift": [
+                {"path": c.path, "kind": c.kind, "action": c.action}
+                for c in changes
+                if c.cause == "drift"
+            ],
         }
     status["identity"] = _expiry(settings.root / "data" / "cert.pem", now)
     trust = []
@@ -101,7 +111,9 @@ def format_status(status: dict[str, Any]) -> str:
         reason = status["suspended"].get("reason") or "no reason given"
         lines.append(f"SUSPENDED       since {status['suspended']['since']}: {reason}")
     if status["interrupted_pass"]:
-        lines.append(f"interrupted     {status['interrupted_pass']} (resolved at the next apply/run)")
+        lines.append(
+            f"interrupted     {status['interrupted_pass']} (resolved at the next apply/run)"
+        )
     desired = status["desired"]
     if not desired["valid"]:
         lines.append(f"desired state   INVALID: {desired['errors'][0]}")
@@ -112,16 +124,22 @@ def format_status(status: dict[str, Any]) -> str:
         lines += [f"  drift         {d['action']} {d['path']}" for d in drift]
     identity = status["identity"]
     if identity:
-        lines.append(f"identity        {identity['subject']}, expires {identity['not_after']} "
-                     f"({identity['days_left']} days)")
+        lines.append(
+            f"identity        {identity['subject']}, expires {identity['not_after']} "
+            f"({identity['days_left']} days)"
+        )
     else:
         lines.append("identity        none installed")
     if status["trust"]:
         soonest = min(status["trust"], key=lambda t: t["days_left"])
-        lines.append(f"trust           {len(status['trust'])} entries; soonest expiry "
-                     f"{soonest['not_after']} ({soonest['days_left']} days, {soonest['subject']})")
+        lines.append(
+            f"trust           {len(status['trust'])} entries; soonest expiry "
+            f"{soonest['not_after']} ({soonest['days_left']} days, {soonest['subject']})"
+        )
     if status["recent"]:
         lines.append("recent passes")
-        lines += [f"  {r['time']}  {r['outcome']:<10} {r['revision'][:20]}  {r.get('reason') or ''}".rstrip()
-                  for r in status["recent"]]
+        lines += [
+            f"  {r['time']}  {r['outcome']:<10} {r['revision'][:20]}  {r.get('reason') or ''}".rstrip()
+            for r in status["recent"]
+        ]
     return "\n".join(lines)

@@ -128,13 +128,15 @@ class Transaction:
         On any I/O error the staging area is removed and ApplyError names the path: no target
         has been touched yet.
         """
-        txn_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
+        txn_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ") + "-" + secrets.token_hex(3)
         directory = var_dir / STAGING / txn_id
         try:
             fsio.ensure_private_dir(var_dir)
             fsio.ensure_private_dir(directory / "new")
             fsio.ensure_private_dir(directory / "old")
-            entries = [_stage(directory, number, change) for number, change in enumerate(plan.changes)]
+            entries = [
+                _stage(directory, number, change) for number, change in enumerate(plan.changes)
+            ]
             fsio.sync_dirs([directory / "new", directory / "old", directory, var_dir / STAGING])
             crashpoint("staged")
             journal = Journal(
@@ -195,12 +197,18 @@ class Transaction:
     # -- rollback ------------------------------------------------------------------------------
 
     def restore(self) -> None:
-        """Put the previous generation back (phase `rolling-back` until `finish_rollback`)."""
+        """Put the previous generation back (phase `rolling-back` until `finish_rollback`).
+
+        Targets that already hold their previous content are left alone: a swap that failed
+        half-way (a full disk) must not need to write the files it never reached.
+        """
         if self.journal.phase != "rolling-back":
             self._set_phase("rolling-back")
         touched: list[Path] = []
         for entry in reversed(self.journal.entries):
             target = Path(entry.path)
+            if _holds(target, entry.before_sha256, entry.before_mode, entry.before_gid):
+                continue
             if entry.backup is None:
                 fsio.remove_file(target, sync_dir=False)
             else:
@@ -219,16 +227,16 @@ class Transaction:
     # -- step 7 ------------------------------------------------------------------------------
 
     def commit(self) -> None:
-        """Keep this pass as a generation (bounded), and drop the journal."""
-        generations = self.var_dir / GENERATIONS
-        fsio.ensure_private_dir(generations)
-        (self.dir / "journal.json").write_bytes(self.journal.to_json())
-        os.chmod(self.dir / "journal.json", 0o600)
-        os.replace(self.dir, generations / self.journal.id)
-        fsio.fsync_dir(generations)
-        crashpoint("committing")
+        """Drop the journal (the commit point), then keep this pass as a generation (bounded).
+
+        A crash between the two leaves a staging directory holding its own journal copy: the
+        next start files it under generations instead of deleting it.
+        """
+        copy = self.dir / JOURNAL
+        fsio.replace_file(copy, self.journal.to_json(), 0o600)
         self._remove_journal()
-        prune_generations(self.var_dir)
+        crashpoint("committing")
+        _keep_generation(self.var_dir, self.dir)
 
     def _remove_journal(self) -> None:
         fsio.remove_file(self.var_dir / JOURNAL)
@@ -295,18 +303,47 @@ def prune_generations(var_dir: Path, keep: int = KEEP_GENERATIONS) -> None:
         shutil.rmtree(generations / name, ignore_errors=True)
 
 
+def _keep_generation(var_dir: Path, staging: Path) -> None:
+    generations = var_dir / GENERATIONS
+    fsio.ensure_private_dir(generations)
+    os.replace(staging, generations / staging.name)
+    fsio.fsync_dir(generations)
+    prune_generations(var_dir)
+
+
 def remove_orphan_staging(var_dir: Path, keep: str | None) -> list[Path]:
-    """Staging directories of passes that never wrote their journal: nothing refers to them."""
+    """Resolve staging directories no journal refers to: a committed pass (it holds its journal
+    copy) becomes a generation; one that never wrote its journal is deleted, untouched targets."""
     removed = []
     try:
         children = list((var_dir / STAGING).iterdir())
     except OSError:
         return removed
     for child in children:
-        if child.name != keep:
+        if child.name == keep:
+            continue
+        if (child / JOURNAL).is_file():
+            _keep_generation(var_dir, child)
+        else:
             shutil.rmtree(child, ignore_errors=True)
             removed.append(child)
     return removed
+
+
+def _holds(path: Path, sha256: str | None, mode: int | None, gid: int | None) -> bool:
+    """Whether `path` is already as described (None sha256: absent)."""
+    from reconciler.core.plan import digest
+
+    try:
+        content = fsio.read_bytes(path)
+    except OSError:
+        return False
+    if content is None:
+        return sha256 is None and not os.path.lexists(path)
+    if sha256 is None or digest(content) != sha256:
+        return False
+    info = path.stat()
+    return (mode is None or info.st_mode & 0o7777 == mode) and (gid is None or info.st_gid == gid)
 
 
 class RootLock:

@@ -90,8 +90,10 @@ def plan(
             action: Action = "delete"
         elif found is None:
             action = "create"
-        elif before != after or found.mode & 0o7777 != target.mode or (
-            target.gid is not None and found.gid != target.gid
+        elif (
+            before != after
+            or found.mode & 0o7777 != target.mode
+            or (target.gid is not None and found.gid != target.gid)
         ):
             action = "update"
         else:

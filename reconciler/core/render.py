@@ -1,0 +1,249 @@
+"""Target contents from the desired state (ssl.conf, JSON, PEM bundles): pure and deterministic.
+
+render() is the step between validation and planning: it turns a validated DesiredState and the
+Layout taken from the settings into the exact bytes every managed file must hold (SPEC section 3).
+Equal inputs give equal bytes, whatever the order the loader found trust files or profiles in, so
+a commit that changes nothing relevant changes no target and restarts nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import PurePosixPath
+
+from reconciler.core.desired import CertInfo, DesiredState, Identity, Kind, TlsPolicy
+from reconciler.core.mozilla import GUIDELINES_VERSION, policy
+from reconciler.errors import SettingsError
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Where targets go and how they look; everything rendering needs from the settings."""
+
+    root: PurePosixPath
+    trust_dir: PurePosixPath
+    trust_prefix: str = "reconciler-"
+    ssl_on: bool = False
+    key_mode: int = 0o600
+    gid: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One managed file as it must be. `content` None means the file must not exist."""
+
+    path: str
+    kind: Kind
+    mode: int
+    content: bytes | None = field(repr=False)
+    secret: bool = False
+    """True when the content holds private key material (never printed, staged 0600)."""
+    certs: tuple[CertInfo, ...] = ()
+    """Certificates in the content, for plan output and the audit log."""
+    gid: int | None = None
+
+
+PUBLIC_MODE = 0o644
+
+# Characters nginx would not read back as the same path inside a double-quoted argument: `$`
+# starts a variable (ssl_certificate takes variables since 1.15.9) and cannot be escaped, a quote
+# or backslash would need escaping, and control characters have no business in a path.
+_NGINX_UNSAFE = re.compile(r'[$"\\\x00-\x1f\x7f]')
+
+
+def render(desired: DesiredState, layout: Layout) -> tuple[Target, ...]:
+    """Every target of SPEC section 3, sorted by path. Trust files not rendered are deleted by plan.
+
+    `desired` must have passed validation (console.https or inbound TLS imply an identity).
+    Raises SettingsError when `layout.root` or `layout.trust_dir` cannot be rendered faithfully,
+    and ValueError when two trust entries share a name (the loader must reject NAME.pem + NAME.crt).
+    """
+    _check_layout(layout)
+    data = layout.root / "data"
+    cert_path = data / "cert.pem"
+    key_path = data / "key.pem"
+    identity = desired.identity
+    console = desired.gateway.console
+
+    targets = [
+        *_identity_targets(identity, layout, key_path=key_path, cert_path=cert_path),
+        Target(
+            path=str(layout.root / "nginx" / "ssl.conf"),
+            kind="console",
+            mode=PUBLIC_MODE,
+            content=(
+                render_ssl_conf(
+                    console.tls_policy, cert_path=cert_path, key_path=key_path, ssl_on=layout.ssl_on
+                )
+                if console.https
+                else None
+            ),
+        ),
+        Target(
+            path=str(data / "smtp-inbound.json"),
+            kind="smtp_inbound",
+            mode=PUBLIC_MODE,
+            content=_json(
+                {
+                    "tls": desired.gateway.smtp_inbound.tls,
+                    "cert_file": str(cert_path) if identity is not None else None,
+                    "key_file": str(key_path) if identity is not None else None,
+                }
+            ),
+        ),
+        Target(
+            path=str(data / "server-profiles.json"),
+            kind="profiles",
+            mode=PUBLIC_MODE,
+            content=_json(
+                {
+                    "profiles": [
+                        {
+                            "name": p.name,
+                            "kind": p.kind,
+                            "scheme": p.scheme,
+                            "host": p.host,
+                            "port": p.port,
+                            "path": p.path,
+                            "tls": p.tls,
+                        }
+                        for p in sorted(desired.profiles, key=lambda p: p.name)
+                    ]
+                }
+            ),
+        ),
+        *(
+            Target(
+                path=str(layout.trust_dir / f"{layout.trust_prefix}{entry.name}.crt"),
+                kind="trust",
+                mode=PUBLIC_MODE,
+                content=entry.pem,
+                certs=entry.certs,
+            )
+            for entry in desired.trust
+        ),
+    ]
+    paths = [t.path for t in targets]
+    if len(set(paths)) != len(paths):
+        duplicates = sorted({p for p in paths if paths.count(p) > 1})
+        raise ValueError(f"two desired entries render to the same target: {duplicates}")
+    return tuple(sorted((replace(t, gid=layout.gid) for t in targets), key=lambda t: t.path))
+
+
+def _identity_targets(
+    identity: Identity | None,
+    layout: Layout,
+    *,
+    key_path: PurePosixPath,
+    cert_path: PurePosixPath,
+) -> tuple[Target, ...]:
+    certs = (identity.leaf, *identity.chain) if identity is not None else ()
+    key = _ends_with_newline(identity.key_pem.reveal()) if identity is not None else None
+    cert = _ends_with_newline(identity.cert_pem) if identity is not None else None
+    bundle = key + cert if key is not None and cert is not None else None
+    return (
+        Target(str(key_path), "identity", layout.key_mode, key, secret=True),
+        Target(str(cert_path), "identity", PUBLIC_MODE, cert, certs=certs),
+        # tls.pem is for daemons that take key and chain in one file (SPEC: key first).
+        Target(str(key_path.parent / "tls.pem"), "identity", layout.key_mode, bundle, True, certs),
+    )
+
+
+def render_ssl_conf(
+    tls_policy: TlsPolicy,
+    *,
+    cert_path: PurePosixPath,
+    key_path: PurePosixPath,
+    ssl_on: bool,
+) -> bytes:
+    """The console's nginx include for one Mozilla policy; valid inside a `server {}` block."""
+    moz = policy(tls_policy)
+    lines = [
+        f"# Managed by reconciler: edits are overwritten. Mozilla Server Side TLS "
+        f"{GUIDELINES_VERSION}, {moz.name} policy.",
+        "# Include inside the console's server {} block.",
+        "",
+    ]
+    if ssl_on:
+        lines += [
+            "# The gateway's documented form; nginx removed this directive in 1.25.1.",
+            "ssl on;",
+        ]
+    lines += [
+        f'ssl_certificate "{cert_path}";',
+        f'ssl_certificate_key "{key_path}";',
+        "",
+        f"ssl_protocols {' '.join(moz.tls_versions)};",
+    ]
+    if moz.ciphers:
+        ciphers = ":".join(moz.ciphers)
+        if moz.needs_seclevel_0:
+            lines.append(
+                "# OpenSSL 3 negotiates TLSv1 and TLSv1.1 only at security level 0; Mozilla's "
+                "generator adds the same."
+            )
+            ciphers += ":@SECLEVEL=0"
+        lines.append(f"ssl_ciphers {ciphers};")
+    else:
+        lines.append(
+            "# TLSv1.3 only: OpenSSL's default suites are the policy's "
+            f"({':'.join(moz.ciphersuites)})."
+        )
+    if any(c.startswith("DHE-") for c in moz.ciphers):
+        lines.append(
+            "# No ssl_dhparam: reconciler manages no DH parameter file, so nginx does not offer "
+            "the DHE ciphers; clients use the others listed."
+        )
+    lines += [
+        f"ssl_prefer_server_ciphers {'on' if moz.server_preferred_order else 'off'};",
+        f"ssl_ecdh_curve {':'.join(moz.tls_curves)};",
+        "",
+        "ssl_session_timeout 1d;",
+        "ssl_session_cache shared:MozSSL:10m;",
+        "# nginx before 1.23.2 never rotates ticket keys, which would defeat forward secrecy.",
+        "ssl_session_tickets off;",
+    ]
+    return ("\n".join(lines) + "\n").encode("ascii")
+
+
+def ssl_on_supported(nginx_version_output: str) -> bool:
+    """Whether `ssl on;` is accepted, from the text `nginx -v` prints (removed in 1.25.1).
+
+    Reads nginx, openresty and freenginx versions (openresty's first three numbers are its nginx
+    core) and Tengine's "(nginx/X.Y.Z)". Anything else is unknown and answers False: without
+    `ssl on;` the console still works where its `listen` says `ssl`, while an nginx that
+    rejects the directive would refuse to start.
+    """
+    match = _VERSION_RE.search(nginx_version_output)
+    if match is None:
+        return False
+    version = tuple(int(part) for part in match.groups())
+    return version < (1, 25, 1)
+
+
+_VERSION_RE = re.compile(r"\b(?:nginx|openresty|freenginx)/(\d+)\.(\d+)\.(\d+)")
+
+
+def _check_layout(layout: Layout) -> None:
+    for name, path in (("root", layout.root), ("trust_dir", layout.trust_dir)):
+        if not path.is_absolute():
+            raise SettingsError(f"setting {name} = {str(path)!r}: must be an absolute path")
+    bad = _NGINX_UNSAFE.search(str(layout.root))
+    if bad is not None:
+        raise SettingsError(
+            f"setting root = {str(layout.root)!r}: contains {bad.group()!r}, which nginx cannot "
+            "read back in ssl.conf's certificate paths; choose a path without $, quotes, "
+            "backslashes or control characters"
+        )
+
+
+def _json(value: object) -> bytes:
+    # ensure_ascii keeps the bytes independent of how a host name was spelled in Unicode.
+    return (json.dumps(value, sort_keys=True, indent=2, ensure_ascii=True) + "\n").encode("ascii")
+
+
+def _ends_with_newline(pem: bytes) -> bytes:
+    # Concatenating PEM blocks needs a newline between them; canonical PEM already ends with one.
+    return pem if pem.endswith(b"\n") else pem + b"\n"

@@ -1,0 +1,203 @@
+"""Operational logs: the structlog pipeline beside the audit log, both fed from the same events.
+
+Every pass step goes through `Recorder.record`, which first appends the audit record (fsynced: the
+step is durable before anything reports it) and then emits the same event, with its `seq`, to
+the operational log. Operational logs are for the operator watching now (stderr, console or JSON);
+the audit log is the durable, verifiable record. Other diagnostics use `get_logger(name)` directly.
+
+The pipeline is pure processors and exactly one writer (structlog's WriteLogger on one stream):
+
+    merge contextvars -> redact secrets -> add level -> UTC ISO timestamp
+        -> (JSON: format exceptions -> JSONRenderer | console: ConsoleRenderer) -> redact PEM blocks
+
+Key material is kept out by construction (it travels as `SecretBytes`, and the audit log refuses
+it); the two redaction processors are defence in depth: any `SecretBytes` or bytes value, any text
+holding "PRIVATE KEY", and any PEM private key block left in the rendered line are replaced.
+
+structlog costs 0.15-0.25 s to import, more than `reconciler validate` may spend starting, so this
+module imports it only when a log line is emitted or `configure_logging` runs. An unconfigured
+first use configures the default pipeline (stderr), so nothing ever lands on stdout, which
+belongs to command output such as `plan --json`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Mapping, MutableMapping
+from typing import TYPE_CHECKING, Any, Final, Literal, TextIO
+
+from reconciler.core.secret import SecretBytes
+
+if TYPE_CHECKING:
+    from reconciler.audit import AuditLog, Event, Record
+
+__all__ = ["LogFormat", "Logger", "Recorder", "configure_logging", "get_logger", "redact_secrets"]
+
+LogFormat = Literal["json", "console"]
+Level = Literal["debug", "info", "warning", "error"]
+
+REDACTED: Final = "<redacted>"
+_KEY_TEXT: Final = "PRIVATE KEY"
+_PEM_KEY_BLOCK: Final = re.compile(
+    r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)", re.DOTALL
+)
+_LEVELS: Final = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+
+#: Audit events logged above info: the operator should notice them.
+_WARNING_EVENTS: Final = frozenset(
+    {"warning", "pass.failed", "state.rejected", "rollback.completed"}
+)
+
+
+def _redact(value: object) -> object:
+    if isinstance(value, SecretBytes):
+        return REDACTED
+    if isinstance(value, bytes | bytearray | memoryview):
+        return f"<{len(value)} bytes redacted>"
+    if isinstance(value, str):
+        return REDACTED if _KEY_TEXT in value else value
+    if isinstance(value, Mapping):
+        return {key: _redact(item) for key, item in value.items()}
+    if isinstance(value, tuple):
+        return tuple(_redact(item) for item in value)
+    if isinstance(value, list | set | frozenset):
+        return [_redact(item) for item in value]
+    return value
+
+
+def redact_secrets(
+    logger: object, method_name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Processor: SecretBytes, bytes and text holding "PRIVATE KEY" become placeholders."""
+    # exc_info is left to the renderers (its shape matters to them); _redact_rendered covers it.
+    return {
+        key: value if key == "exc_info" else _redact(value) for key, value in event_dict.items()
+    }
+
+
+def _redact_rendered(logger: object, method_name: str, rendered: str) -> str:
+    """Last processor: a PEM private key block that slipped into the rendered line (say, inside
+    an exception's message) is cut out; JSON escapes newlines, so the block is still one match."""
+    if _KEY_TEXT not in rendered:
+        return rendered
+    return _PEM_KEY_BLOCK.sub(REDACTED, rendered)
+
+
+def configure_logging(
+    fmt: LogFormat | None = None, stream: TextIO | None = None, *, level: Level = "info"
+) -> None:
+    """Set up the operational log on `stream` (default: stderr at call time).
+
+    `fmt` None means console on a TTY and JSON otherwise; colours only on a TTY and without
+    NO_COLOR. Calling it again replaces the configuration (idempotent for the same arguments).
+    """
+    import structlog
+
+    out = stream if stream is not None else sys.stderr
+    tty = _isatty(out)
+    chosen: LogFormat = fmt if fmt is not None else ("console" if tty else "json")
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        redact_secrets,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    if chosen == "json":
+        processors += [
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(ensure_ascii=False, default=str),
+        ]
+    else:
+        colors = tty and "NO_COLOR" not in os.environ
+        # Plain tracebacks: the default rich formatter prints local variables, and a local may
+        # hold key bytes that no redaction can recognise.
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=colors, exception_formatter=structlog.dev.plain_traceback
+        )
+        processors.append(renderer)
+    processors.append(_redact_rendered)
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
+        logger_factory=structlog.WriteLoggerFactory(file=out),
+        # Not cached: reconfiguring (SIGHUP, tests' capture_logs) must reach existing loggers.
+        cache_logger_on_first_use=False,
+    )
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+class Logger:
+    """A named logger that imports structlog on its first line, not at import time."""
+
+    __slots__ = ("_context", "_name")
+
+    def __init__(self, name: str, context: Mapping[str, object] | None = None) -> None:
+        self._name = name
+        self._context = dict(context or {})
+
+    def bind(self, **context: object) -> Logger:
+        return Logger(self._name, {**self._context, **context})
+
+    def debug(self, event: str, **fields: object) -> None:
+        self._emit("debug", event, fields)
+
+    def info(self, event: str, **fields: object) -> None:
+        self._emit("info", event, fields)
+
+    def warning(self, event: str, **fields: object) -> None:
+        self._emit("warning", event, fields)
+
+    def error(self, event: str, **fields: object) -> None:
+        self._emit("error", event, fields)
+
+    def exception(self, event: str, **fields: object) -> None:
+        """An error with the exception being handled attached."""
+        self._emit("exception", event, fields)
+
+    def log(self, level: Level, event: str, **fields: object) -> None:
+        self._emit(level, event, fields)
+
+    def _emit(self, method: str, event: str, fields: Mapping[str, object]) -> None:
+        import structlog
+
+        if not structlog.is_configured():
+            configure_logging()
+        bound = structlog.get_logger().bind(logger=self._name, **self._context)
+        getattr(bound, method)(event, **fields)
+
+
+def get_logger(name: str) -> Logger:
+    return Logger(name)
+
+
+class Recorder:
+    """Feeds one event to both sinks: the audit log first (durable), then the operational log."""
+
+    def __init__(self, audit: AuditLog | None, logger: Logger | None = None) -> None:
+        self.audit = audit
+        self.logger = logger if logger is not None else get_logger("reconciler.audit")
+
+    def record(self, event: Event, revision: str | None, **fields: object) -> Record | None:
+        """Append the audit record (fsynced) and log the event; returns the record.
+
+        Without an audit log (commands that only read, like `plan`) only the log line is
+        written and None is returned. AuditError propagates: a step whose record could not be
+        written must not be reported done.
+        """
+        level: Level = "warning" if event in _WARNING_EVENTS else "info"
+        if self.audit is None:
+            self.logger.log(level, event, revision=revision, **fields)
+            return None
+        record = self.audit.append(event, revision, **fields)
+        # The audit record's JSON values, so both sinks show the same text for the same event.
+        logged = {key: record[key] for key in fields}
+        self.logger.log(level, event, revision=revision, seq=record["seq"], **logged)
+        return record

@@ -1,0 +1,323 @@
+"""Apply adapter for trust entries: list the managed files, refresh the OS store, prove the result.
+
+The transaction layer writes and deletes `TRUST_DIR/PREFIX+NAME.crt` itself (atomically, with the
+other targets of a pass). This module owns what is specific to each operating system (SPEC
+section 3): which files in TRUST_DIR are ours, the command that turns them into the store the TLS
+libraries read, and the check that every desired certificate really is in that store afterwards.
+"""
+
+from __future__ import annotations
+
+import binascii
+import contextlib
+import hashlib
+import os
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from cryptography import x509
+
+from reconciler.errors import ApplyError
+from reconciler.settings import Settings
+
+__all__ = [
+    "OUTPUT_TAIL_BYTES",
+    "DEFAULT_DEBIAN_BUNDLE",
+    "DEFAULT_RHEL_BUNDLE",
+    "RefreshResult",
+    "TrustRefreshError",
+    "TrustStore",
+    "DebianTrustStore",
+    "RhelTrustStore",
+    "DirectoryTrustStore",
+    "trust_store_from_settings",
+    "pem_cert_digests",
+]
+
+OUTPUT_TAIL_BYTES = 4096
+DEFAULT_DEBIAN_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+DEFAULT_RHEL_BUNDLE = Path("/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem")
+
+_UPDATE_CA_CERTIFICATES = "update-ca-certificates"
+_PEM_CERT_RE = re.compile(rb"-----BEGIN CERTIFICATE-----(.*?)-----END CERTIFICATE-----", re.DOTALL)
+# What `openssl rehash` names its links: the subject hash, a dot, a collision counter.
+_HASH_LINK_RE = re.compile(r"^[0-9a-f]{8}\.[0-9]+$")
+# Bounded wait for the pipes after the process group was killed: a grandchild that escaped the
+# group must not hang the pass.
+_DRAIN_AFTER_KILL_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshResult:
+    """One run of the refresh command, for the operational log and the audit log."""
+
+    argv: tuple[str, ...]
+    exit_code: int | None
+    """None when the command was killed after its timeout."""
+    duration_ms: int
+    output_tail: str
+    """The last 4 KiB of stdout and stderr together."""
+
+
+class TrustRefreshError(ApplyError):
+    """The refresh command failed or timed out; `result` holds its exit code and output."""
+
+    def __init__(self, message: str, result: RefreshResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+@dataclass(frozen=True, slots=True)
+class TrustStore:
+    """What every backend shares: the managed files and running the refresh command."""
+
+    trust_dir: Path
+    prefix: str
+    refresh_argv: tuple[str, ...]
+
+    backend: ClassVar[str] = ""
+
+    # -- the managed files ------------------------------------------------------------------
+
+    def managed_files(self) -> dict[str, Path]:
+        """NAME -> path for each `PREFIX+NAME.crt` in TRUST_DIR; nothing else is ever returned.
+
+        NAME is returned as found, even when it is no valid entry name, so that such a file
+        (ours by its prefix) is deleted by the plan rather than left behind.
+        """
+        found: dict[str, Path] = {}
+        try:
+            entries = list(os.scandir(self.trust_dir))
+        except FileNotFoundError:
+            return found
+        except OSError as exc:
+            raise ApplyError(f"trust directory {self.trust_dir}: cannot list it: {exc}") from exc
+        for entry in entries:
+            name = entry.name
+            if not name.startswith(self.prefix) or not name.endswith(".crt"):
+                continue
+            stem = name[len(self.prefix) : -len(".crt")]
+            # A directory with our name is not a trust entry we wrote; leave it to the operator.
+            if not stem or entry.is_dir(follow_symlinks=False):
+                continue
+            found[stem] = Path(entry.path)
+        return found
+
+    def path_for(self, name: str) -> Path:
+        """Where the entry NAME lives."""
+        return self.trust_dir / f"{self.prefix}{name}.crt"
+
+    # -- refreshing the OS store ------------------------------------------------------------
+
+    def argv_for(self, *, removed: bool) -> tuple[str, ...]:
+        """The refresh command for this pass."""
+        argv = self.refresh_argv
+        # update-ca-certificates only adds links; after a removal, --fresh drops the stale ones.
+        if (
+            removed
+            and argv
+            and Path(argv[0]).name == _UPDATE_CA_CERTIFICATES
+            and not {"--fresh", "-f"} & set(argv[1:])
+        ):
+            argv = (*argv, "--fresh")
+        return argv
+
+    def refresh(self, removed: bool, timeout_s: float = 120) -> RefreshResult:
+        """Run the refresh command once; raise TrustRefreshError on failure or timeout."""
+        argv = self.argv_for(removed=removed)
+        command = " ".join(argv)
+        started = time.monotonic()
+        try:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                # Its own process group, so a timeout kills the tool and whatever it started.
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise ApplyError(
+                f"trust store refresh `{command}` (setting trust_refresh) cannot start: {exc}"
+            ) from exc
+        timed_out = False
+        try:
+            output, _ = proc.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            output = _kill_group_and_drain(proc)
+        duration_ms = round((time.monotonic() - started) * 1000)
+        result = RefreshResult(
+            argv=argv,
+            exit_code=None if timed_out else proc.returncode,
+            duration_ms=duration_ms,
+            output_tail=_tail(output),
+        )
+        if timed_out:
+            raise TrustRefreshError(
+                f"trust store refresh `{command}` timed out after {timeout_s:g} s and was killed"
+                f"{_last_line(result.output_tail)}",
+                result,
+            )
+        if proc.returncode != 0:
+            raise TrustRefreshError(
+                f"trust store refresh `{command}` failed with exit code {proc.returncode}"
+                f"{_last_line(result.output_tail)}",
+                result,
+            )
+        return result
+
+    # -- proving the result -----------------------------------------------------------------
+
+    def missing_after_refresh(self, certs_der: Sequence[bytes]) -> list[str]:
+        """Subjects of the desired certificates that are not in the refreshed store, in order."""
+        if not certs_der:
+            return []
+        present = self._present_digests()
+        return [_subject(der) for der in certs_der if hashlib.sha256(der).digest() not in present]
+
+    def _present_digests(self) -> set[bytes]:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True, slots=True)
+class _BundleTrustStore(TrustStore):
+    """A backend whose refresh writes one PEM bundle that TLS clients read."""
+
+    bundle: Path = DEFAULT_DEBIAN_BUNDLE
+
+    def _present_digests(self) -> set[bytes]:
+        try:
+            data = self.bundle.read_bytes()
+        except OSError as exc:
+            raise ApplyError(
+                f"trust bundle {self.bundle}: cannot read it after `{' '.join(self.refresh_argv)}`"
+                f": {exc.strerror or exc}"
+            ) from exc
+        return pem_cert_digests(data)
+
+
+@dataclass(frozen=True, slots=True)
+class DebianTrustStore(_BundleTrustStore):
+    """`.crt` files in /usr/local/share/ca-certificates, `update-ca-certificates`, the bundle."""
+
+    backend: ClassVar[str] = "debian"
+
+
+@dataclass(frozen=True, slots=True)
+class RhelTrustStore(_BundleTrustStore):
+    """Anchors in /etc/pki/ca-trust/source/anchors, `update-ca-trust extract`, the TLS bundle."""
+
+    backend: ClassVar[str] = "rhel"
+    bundle: Path = DEFAULT_RHEL_BUNDLE
+
+
+@dataclass(frozen=True, slots=True)
+class DirectoryTrustStore(TrustStore):
+    """Any directory used as an OpenSSL CApath: `openssl rehash DIR` makes the hash links.
+
+    `openssl rehash` skips a file holding more than one certificate (with a warning and exit 0),
+    so a multi-certificate entry is reported missing here rather than silently not trusted.
+    """
+
+    backend: ClassVar[str] = "directory"
+
+    def _present_digests(self) -> set[bytes]:
+        present: set[bytes] = set()
+        try:
+            entries = list(os.scandir(self.trust_dir))
+        except OSError as exc:
+            raise ApplyError(f"trust directory {self.trust_dir}: cannot list it: {exc}") from exc
+        for entry in entries:
+            if not _HASH_LINK_RE.match(entry.name):
+                continue
+            try:
+                data = Path(entry.path).read_bytes()
+            except OSError:
+                continue  # a dangling link trusts nothing: its certificate counts as missing
+            present |= pem_cert_digests(data)
+        return present
+
+
+def trust_store_from_settings(settings: Settings) -> TrustStore:
+    """The backend the settings choose, with their directory, refresh command and prefix."""
+    argv = settings.trust_refresh_argv
+    trust_dir, prefix = settings.trust_path, settings.trust_prefix
+    if settings.trust_store == "debian":
+        return DebianTrustStore(trust_dir, prefix, argv, bundle=_debian_bundle(argv))
+    if settings.trust_store == "rhel":
+        return RhelTrustStore(trust_dir, prefix, argv)
+    return DirectoryTrustStore(trust_dir, prefix, argv)
+
+
+def pem_cert_digests(data: bytes) -> set[bytes]:
+    """SHA-256 digests of the DER of every CERTIFICATE block in a PEM bundle.
+
+    Decoding base64 without parsing X.509 keeps a 10,000-entry bundle well under a second.
+    """
+    digests: set[bytes] = set()
+    for match in _PEM_CERT_RE.finditer(data):
+        try:
+            der = binascii.a2b_base64(match.group(1))
+        except binascii.Error:
+            continue  # a damaged block holds no certificate we could have asked for
+        digests.add(hashlib.sha256(der).digest())
+    return digests
+
+
+def _debian_bundle(argv: Sequence[str]) -> Path:
+    """The bundle update-ca-certificates writes: ETCCERTSDIR/CERTBUNDLE, from its flags."""
+    if not argv or Path(argv[0]).name != _UPDATE_CA_CERTIFICATES:
+        return DEFAULT_DEBIAN_BUNDLE
+    etc_dir = _flag_value(argv, "--etccertsdir")
+    bundle = _flag_value(argv, "--certbundle")
+    etc = Path(etc_dir) if etc_dir else DEFAULT_DEBIAN_BUNDLE.parent
+    return etc / (bundle or DEFAULT_DEBIAN_BUNDLE.name)
+
+
+def _flag_value(argv: Sequence[str], flag: str) -> str | None:
+    value: str | None = None
+    for index, arg in enumerate(argv[:-1]):
+        if arg == flag:
+            value = argv[index + 1]  # the script's own parser lets a later flag win
+    return value
+
+
+def _kill_group_and_drain(proc: subprocess.Popen[bytes]) -> bytes:
+    # ProcessLookupError: it ended between the timeout and the kill.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    try:
+        output, _ = proc.communicate(timeout=_DRAIN_AFTER_KILL_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        if proc.stdout is not None:
+            proc.stdout.close()
+        proc.wait()
+        return b""
+    return output or b""
+
+
+def _tail(output: bytes | None) -> str:
+    text = (output or b"")[-OUTPUT_TAIL_BYTES:].decode("utf-8", "replace")
+    while len(text.encode("utf-8")) > OUTPUT_TAIL_BYTES:
+        text = text[1:]
+    return text
+
+
+def _last_line(tail: str) -> str:
+    lines = [line for line in tail.splitlines() if line.strip()]
+    return f": {lines[-1].strip()}" if lines else ""
+
+
+def _subject(der: bytes) -> str:
+    try:
+        return x509.load_der_x509_certificate(der).subject.rfc4514_string()
+    except ValueError:
+        return f"unparsable certificate sha256:{hashlib.sha256(der).hexdigest()}"

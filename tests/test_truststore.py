@@ -1,0 +1,342 @@
+"""Trust store backends against the real tools on temporary directories."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from reconciler.devpki import Issued, issue, make_ca
+from reconciler.errors import ApplyError
+from reconciler.settings import Settings
+from reconciler.truststore import (
+    DEFAULT_DEBIAN_BUNDLE,
+    DEFAULT_RHEL_BUNDLE,
+    DebianTrustStore,
+    DirectoryTrustStore,
+    RhelTrustStore,
+    TrustRefreshError,
+    pem_cert_digests,
+    trust_store_from_settings,
+)
+
+needs_update_ca_certificates = pytest.mark.skipif(
+    shutil.which("update-ca-certificates") is None, reason="update-ca-certificates not installed"
+)
+
+
+def der(issued: Issued) -> bytes:
+    return issued.cert.public_bytes(Encoding.DER)
+
+
+def bundle_ders(path: Path) -> set[bytes]:
+    """The bundle's certificates, parsed by cryptography (independent of the module's parser)."""
+    data = path.read_bytes()
+    return {cert.public_bytes(Encoding.DER) for cert in x509.load_pem_x509_certificates(data)}
+
+
+@dataclass
+class DebianSandbox:
+    """update-ca-certificates pointed at temporary directories, with one 'system' CA."""
+
+    certsdir: Path
+    localdir: Path
+    etcdir: Path
+    hooksdir: Path
+    conf: Path
+    system_ca: Issued
+
+    @property
+    def argv(self) -> tuple[str, ...]:
+        return (
+            "update-ca-certificates",
+            # --certsconf: the script reads /etc/ca-certificates.conf unless told otherwise.
+            "--certsconf", str(self.conf),
+            "--certsdir", str(self.certsdir),
+            "--localcertsdir", str(self.localdir),
+            "--etccertsdir", str(self.etcdir),
+            "--hooksdir", str(self.hooksdir),
+        )  # fmt: skip
+
+    def store(self) -> DebianTrustStore:
+        settings = Settings(trust_store="debian", trust_dir=self.localdir, trust_refresh=self.argv)
+        store = trust_store_from_settings(settings)
+        assert isinstance(store, DebianTrustStore)
+        return store
+
+
+@pytest.fixture
+def debian(tmp_path: Path) -> DebianSandbox:
+    dirs = [tmp_path / name for name in ("share", "local", "etc-ssl-certs", "hooks")]
+    for directory in dirs:
+        directory.mkdir()
+    system_ca = make_ca("Stand-in Distribution Root")
+    # The distribution's CAs: without at least one, the script keeps a stale bundle when the
+    # last local entry goes (it only replaces the bundle when it wrote a new one).
+    (dirs[0] / "stand-in-root.crt").write_bytes(system_ca.cert_pem)
+    conf = tmp_path / "ca-certificates.conf"
+    conf.write_text("# stand-in for /etc/ca-certificates.conf\nstand-in-root.crt\n")
+    share, local, etc, hooks = dirs
+    return DebianSandbox(share, local, etc, hooks, conf=conf, system_ca=system_ca)
+
+
+@needs_update_ca_certificates
+def test_debian_add_change_remove_keeps_bundle_exact_and_foreign_files(
+    debian: DebianSandbox,
+) -> None:
+    store = debian.store()
+    assert store.bundle == debian.etcdir / "ca-certificates.crt"
+    ca_a, ca_a2, other_ca = make_ca("Entry A"), make_ca("Entry A renewed"), make_ca("Admin CA")
+    server = issue(make_ca("Unshipped CA"), "relay.example.test")  # a leaf trusted directly
+    foreign = debian.localdir / "admin-installed.crt"
+    foreign.write_bytes(other_ca.cert_pem)
+    foreign_prefixed_txt = debian.localdir / "reconciler-notes.txt"
+    foreign_prefixed_txt.write_bytes(b"not a trust entry")
+
+    # add
+    store.path_for("a").write_bytes(ca_a.cert_pem)
+    store.path_for("relay").write_bytes(server.cert_pem)
+    result = store.refresh(removed=False, timeout_s=60)
+    assert result.exit_code == 0
+    assert "--fresh" not in result.argv
+    assert bundle_ders(store.bundle) == {
+        der(debian.system_ca),
+        der(ca_a),
+        der(server),
+        der(other_ca),
+    }
+    assert store.missing_after_refresh([der(ca_a), der(server)]) == []
+
+    # change
+    store.path_for("a").write_bytes(ca_a2.cert_pem)
+    store.refresh(removed=False, timeout_s=60)
+    assert bundle_ders(store.bundle) == {
+        der(debian.system_ca),
+        der(ca_a2),
+        der(server),
+        der(other_ca),
+    }
+    assert store.missing_after_refresh([der(ca_a2), der(server)]) == []
+
+    # remove
+    store.path_for("relay").unlink()
+    result = store.refresh(removed=True, timeout_s=60)
+    assert result.argv[-1] == "--fresh"
+    assert bundle_ders(store.bundle) == {der(debian.system_ca), der(ca_a2), der(other_ca)}
+    assert not (debian.etcdir / "reconciler-relay.pem").is_symlink()
+    dangling = [p.name for p in debian.etcdir.iterdir() if p.is_symlink() and not p.exists()]
+    assert dangling == []
+
+    assert store.managed_files() == {"a": debian.localdir / "reconciler-a.crt"}
+    assert foreign.read_bytes() == other_ca.cert_pem
+    assert foreign_prefixed_txt.read_bytes() == b"not a trust entry"
+
+
+@needs_update_ca_certificates
+def test_debian_missing_after_refresh_names_the_missing_subject(debian: DebianSandbox) -> None:
+    store = debian.store()
+    present, absent = make_ca("Written CA"), make_ca("Never Written CA")
+    store.path_for("written").write_bytes(present.cert_pem)
+    store.refresh(removed=False, timeout_s=60)
+    assert store.missing_after_refresh([der(present), der(absent)]) == ["CN=Never Written CA"]
+
+
+@needs_update_ca_certificates
+def test_debian_multi_certificate_entry_is_in_the_bundle(debian: DebianSandbox) -> None:
+    store = debian.store()
+    first, second = make_ca("Bundle One"), make_ca("Bundle Two")
+    store.path_for("pair").write_bytes(first.cert_pem + second.cert_pem)
+    store.refresh(removed=False, timeout_s=60)
+    assert store.missing_after_refresh([der(first), der(second)]) == []
+
+
+def test_debian_bundle_is_default_without_etccertsdir() -> None:
+    store = trust_store_from_settings(Settings(trust_store="debian"))
+    assert isinstance(store, DebianTrustStore)
+    assert store.bundle == DEFAULT_DEBIAN_BUNDLE
+    assert store.trust_dir == Path("/usr/local/share/ca-certificates")
+    assert store.argv_for(removed=False) == ("update-ca-certificates",)
+    assert store.argv_for(removed=True) == ("update-ca-certificates", "--fresh")
+
+
+@pytest.mark.parametrize(
+    ("argv", "bundle"),
+    [
+        pytest.param(
+            ("/usr/sbin/update-ca-certificates", "--etccertsdir", "/x/certs"),
+            Path("/x/certs/ca-certificates.crt"),
+            id="etccertsdir",
+        ),
+        pytest.param(
+            ("update-ca-certificates", "--certbundle", "all.pem"),
+            Path("/etc/ssl/certs/all.pem"),
+            id="certbundle",
+        ),
+        pytest.param(
+            ("/usr/local/bin/my-refresh", "--etccertsdir", "/x"), DEFAULT_DEBIAN_BUNDLE, id="other"
+        ),
+    ],
+)
+def test_debian_bundle_follows_the_argv(argv: tuple[str, ...], bundle: Path) -> None:
+    store = trust_store_from_settings(Settings(trust_store="debian", trust_refresh=argv))
+    assert isinstance(store, DebianTrustStore)
+    assert store.bundle == bundle
+
+
+@pytest.mark.parametrize(
+    ("argv", "removed", "expected"),
+    [
+        pytest.param(("update-ca-certificates",), False, ("update-ca-certificates",), id="add"),
+        pytest.param(
+            ("/usr/sbin/update-ca-certificates", "-v"),
+            True,
+            ("/usr/sbin/update-ca-certificates", "-v", "--fresh"),
+            id="remove-full-path",
+        ),
+        pytest.param(
+            ("update-ca-certificates", "--fresh"),
+            True,
+            ("update-ca-certificates", "--fresh"),
+            id="already-fresh",
+        ),
+        pytest.param(("/opt/refresh.sh",), True, ("/opt/refresh.sh",), id="verbatim-other"),
+    ],
+)
+def test_fresh_is_added_only_for_update_ca_certificates_on_removal(
+    argv: tuple[str, ...], removed: bool, expected: tuple[str, ...]
+) -> None:
+    store = trust_store_from_settings(Settings(trust_store="debian", trust_refresh=argv))
+    assert store.argv_for(removed=removed) == expected
+
+
+def test_managed_files_are_only_prefixed_crt_files(tmp_path: Path) -> None:
+    (tmp_path / "gw-one.crt").write_bytes(b"x")
+    (tmp_path / "gw-two.crt").symlink_to(tmp_path / "gw-one.crt")
+    (tmp_path / "gw-.crt").write_bytes(b"no name")
+    (tmp_path / "gw-dir.crt").mkdir()
+    (tmp_path / "gw-three.pem").write_bytes(b"x")
+    (tmp_path / "other.crt").write_bytes(b"x")
+    (tmp_path / "reconciler-four.crt").write_bytes(b"x")
+    settings = Settings(trust_store="directory", trust_dir=tmp_path, trust_prefix="gw-")
+    store = trust_store_from_settings(settings)
+    assert store.managed_files() == {"one": tmp_path / "gw-one.crt", "two": tmp_path / "gw-two.crt"}
+
+
+def test_managed_files_of_a_missing_directory_is_empty(tmp_path: Path) -> None:
+    store = DirectoryTrustStore(tmp_path / "absent", "reconciler-", ("true",))
+    assert store.managed_files() == {}
+
+
+def test_directory_backend_rehash_makes_hash_links(tmp_path: Path) -> None:
+    trust_dir = tmp_path / "capath"
+    trust_dir.mkdir()
+    store = trust_store_from_settings(Settings(trust_store="directory", trust_dir=trust_dir))
+    assert store.argv_for(removed=True) == ("openssl", "rehash", str(trust_dir))
+    ca, other = make_ca("Directory CA"), make_ca("Directory Other")
+    leaf = issue(make_ca("Unshipped"), "direct.example.test")
+    foreign = trust_dir / "foreign.crt"
+    foreign.write_bytes(other.cert_pem)
+    store.path_for("ca").write_bytes(ca.cert_pem)
+    store.path_for("leaf").write_bytes(leaf.cert_pem)
+
+    store.refresh(removed=False, timeout_s=60)
+    links = sorted(p.name for p in trust_dir.iterdir() if p.is_symlink())
+    assert len(links) == 3
+    assert store.missing_after_refresh([der(ca), der(leaf), der(other)]) == []
+
+    store.path_for("leaf").unlink()
+    store.refresh(removed=True, timeout_s=60)
+    assert store.missing_after_refresh([der(ca), der(leaf)]) == ["CN=direct.example.test"]
+    assert foreign.read_bytes() == other.cert_pem
+
+
+def test_directory_backend_reports_a_multi_certificate_entry_missing(tmp_path: Path) -> None:
+    """openssl rehash skips files holding more than one certificate: say so, do not pass."""
+    store = DirectoryTrustStore(tmp_path, "reconciler-", ("openssl", "rehash", str(tmp_path)))
+    first, second = make_ca("Pair One"), make_ca("Pair Two")
+    store.path_for("pair").write_bytes(first.cert_pem + second.cert_pem)
+    store.refresh(removed=False, timeout_s=60)
+    assert store.missing_after_refresh([der(first), der(second)]) == ["CN=Pair One", "CN=Pair Two"]
+
+
+def test_refresh_failure_names_command_and_exit_code(tmp_path: Path) -> None:
+    script = "import sys; print('x' * 9000); print('boom: disk full', file=sys.stderr); sys.exit(3)"
+    store = DirectoryTrustStore(tmp_path, "reconciler-", (sys.executable, "-c", script))
+    with pytest.raises(
+        TrustRefreshError, match=r"failed with exit code 3: boom: disk full"
+    ) as info:
+        store.refresh(removed=False, timeout_s=60)
+    assert sys.executable in str(info.value)
+    assert info.value.result.exit_code == 3
+    assert info.value.result.output_tail.endswith("boom: disk full\n")
+    assert len(info.value.result.output_tail.encode()) <= 4096
+
+
+def test_refresh_timeout_kills_the_process_group(tmp_path: Path) -> None:
+    pid_file = tmp_path / "grandchild.pid"
+    script = (
+        "import subprocess, sys, pathlib\n"
+        "child = subprocess.Popen(['sleep', '300'])\n"
+        f"pathlib.Path({str(pid_file)!r}).write_text(str(child.pid))\n"
+        "print('started', flush=True)\n"
+        "child.wait()\n"
+    )
+    store = DirectoryTrustStore(tmp_path, "reconciler-", (sys.executable, "-c", script))
+    with pytest.raises(TrustRefreshError, match="timed out after 1 s and was killed") as info:
+        store.refresh(removed=False, timeout_s=1)
+    assert info.value.result.exit_code is None
+    grandchild = int(pid_file.read_text())
+    # SIGKILL to the group is delivered at once; wait for the kernel to finish with it.
+    try:
+        process = psutil.Process(grandchild)
+        process.wait(timeout=10)
+    except (psutil.NoSuchProcess, psutil.TimeoutExpired):
+        # wait() raises TimeoutExpired for a zombie nobody reaps (no init in a container).
+        assert not psutil.pid_exists(grandchild) or process.status() == psutil.STATUS_ZOMBIE
+
+
+def test_refresh_command_not_found_is_an_apply_error(tmp_path: Path) -> None:
+    store = DirectoryTrustStore(tmp_path, "reconciler-", (str(tmp_path / "no-such-tool"),))
+    with pytest.raises(ApplyError, match="cannot start"):
+        store.refresh(removed=False)
+
+
+def test_rhel_backend_from_settings() -> None:
+    store = trust_store_from_settings(Settings(trust_store="rhel"))
+    assert isinstance(store, RhelTrustStore)
+    assert store.trust_dir == Path("/etc/pki/ca-trust/source/anchors")
+    assert store.bundle == DEFAULT_RHEL_BUNDLE
+    assert store.argv_for(removed=False) == ("update-ca-trust", "extract")
+    assert store.argv_for(removed=True) == ("update-ca-trust", "extract")
+
+
+@pytest.mark.skipif(
+    shutil.which("update-ca-trust") is None,
+    reason="update-ca-trust (p11-kit, Red Hat family) is not installed on this Debian host",
+)
+def test_rhel_refresh_runs() -> None:  # pragma: no cover - only on a Red Hat family host
+    store = trust_store_from_settings(Settings(trust_store="rhel"))
+    assert store.refresh(removed=False).exit_code == 0
+
+
+def test_missing_after_refresh_reports_an_unreadable_bundle(tmp_path: Path) -> None:
+    store = DebianTrustStore(tmp_path, "reconciler-", ("true",), bundle=tmp_path / "absent.crt")
+    assert store.missing_after_refresh([]) == []
+    with pytest.raises(ApplyError, match=r"absent\.crt: cannot read it"):
+        store.missing_after_refresh([der(make_ca())])
+
+
+def test_pem_cert_digests_reads_commented_crlf_bundles() -> None:
+    one, two = make_ca("One"), make_ca("Two")
+    bundle = (
+        b"# One\r\n" + one.cert_pem.replace(b"\n", b"\r\n") + b"\r\n# Two\n" + two.cert_pem
+        + b"-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n"
+    )  # fmt: skip
+    assert pem_cert_digests(bundle) == {hashlib.sha256(der(c)).digest() for c in (one, two)}
