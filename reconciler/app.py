@@ -162,7 +162,7 @@ class Reconciler:
         var_dir = self.settings.var_dir
         txn = Transaction.load(var_dir)
         removed = remove_orphan_staging(var_dir, keep=txn.journal.id if txn else None)
-        stale = fsio.remove_stale_temps(self._target_dirs() + [var_dir])
+        stale = fsio.remove_stale_temps([*self._target_dirs(), var_dir])
         if txn is None:
             return None
         journal = txn.journal
@@ -180,9 +180,8 @@ class Reconciler:
         else:
             hooks = self._roll_back(txn, hooks_ran=True)
             action = "rolled-back"
-            result = PassResult(
-                "failed", revision, reason="interrupted during rollback; rolled back", hooks=hooks
-            )
+            reason = "interrupted during rollback; rolled back"
+            result = PassResult("failed", revision, reason=reason, hooks=tuple(hooks))
         self.recorder.record(
             "recovery.completed",
             revision,

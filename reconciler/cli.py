@@ -1,4 +1,4 @@
-"""Command line: commands -> application functions; exit codes; output formatting (SPEC section 6)."""
+"""Command line: commands -> application functions; exit codes; output formatting (SPEC 6)."""
 
 from __future__ import annotations
 
@@ -192,7 +192,8 @@ def _validate(settings: Settings, args: argparse.Namespace) -> int:
     if desired is None:
         count = len(evaluation.errors)
         print(
-            f"{settings.state_dir}: invalid ({count} error{'s' * (count != 1)}); nothing would be applied",
+            f"{settings.state_dir}: invalid ({count} error{'s' * (count != 1)}); "
+            "nothing would be applied",
             file=sys.stderr,
         )
         return EXIT_FAILED
@@ -266,9 +267,8 @@ def format_plan(planned: Planned) -> str:
         if c.certs:
             leaf = c.certs[0]
             more = f" (+{len(c.certs) - 1} more)" if len(c.certs) > 1 else ""
-            lines.append(
-                f"  {'':<12} {'':<6} subject {leaf.subject}, expires {leaf.not_after:%Y-%m-%d}{more}"
-            )
+            expires = f"{leaf.not_after:%Y-%m-%d}"
+            lines.append(f"  {'':<12} {'':<6} subject {leaf.subject}, expires {expires}{more}")
     return "\n".join(lines)
 
 
@@ -323,9 +323,10 @@ def _apply(settings: Settings, args: argparse.Namespace) -> int:
         print(f"revision {result.revision}: applied {len(result.plan.changes)} change(s)")
         return EXIT_OK
     if result.outcome == "suspended":
+        pending = len(result.plan.changes) if result.plan else 0
         print(
-            f"revision {result.revision}: suspended; {len(result.plan.changes) if result.plan else 0} "
-            "change(s) pending, nothing applied (reconciler resume)",
+            f"revision {result.revision}: suspended; {pending} change(s) pending, "
+            "nothing applied (reconciler resume)",
             file=sys.stderr,
         )
         return EXIT_FAILED

@@ -1,4 +1,4 @@
-"""Throwaway PKI for the demo, the tests and the benchmarks: generated at run time, never committed."""
+"""Throwaway PKI for the demo, tests and benchmarks: generated at run time, never committed."""
 
 from __future__ import annotations
 
@@ -153,7 +153,7 @@ def issue(
     return Issued(builder.sign(signer, _hash_for(signer)), key)
 
 
-def _hash_for(key: CertificateIssuerPrivateKeyTypes) -> hashes.HashAlgorithm | None:
+def _hash_for(key: CertificateIssuerPrivateKeyTypes) -> hashes.SHA256 | None:
     return (
         hashes.SHA256()
         if isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | dsa.DSAPrivateKey)

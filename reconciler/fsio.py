@@ -141,7 +141,7 @@ def remove_stale_temps(directories: Iterable[Path]) -> list[Path]:
 
 
 def read_bytes(path: Path) -> bytes | None:
-    """The content of a regular file, or None when absent (a link or special file counts as absent)."""
+    """A regular file's content; None when absent (a link or special file counts as absent)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:

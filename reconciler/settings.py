@@ -1,4 +1,4 @@
-"""Settings: defaults < TOML file < RECONCILER_* environment < command-line flags (SPEC section 4)."""
+"""Settings: defaults < TOML file < RECONCILER_* environment < command-line flags (SPEC 4)."""
 
 from __future__ import annotations
 

@@ -78,9 +78,9 @@ def _read(state_dir: Path, key_dirs: Sequence[Path]) -> StateInput:
     trust = reader.listing("trust", TRUST_SUFFIXES)
     profiles = reader.listing("profiles", (".toml",))
     _check_unchanged(base)
-    if gateway is None and not trust and not profiles and not reader.findings:
-        if not os.listdir(real):
-            return _unusable(state_dir, "desired-state directory is empty")
+    nothing_read = gateway is None and not trust and not profiles and not reader.findings
+    if nothing_read and not os.listdir(real):
+        return _unusable(state_dir, "desired-state directory is empty")
     revision = _git_revision(Path(real)) or "sha256:" + reader.digest.hexdigest()
     return StateInput(
         revision=revision,
@@ -98,7 +98,7 @@ def _unusable(state_dir: Path, reason: str) -> StateInput:
 
 
 def _identity_paths(gateway: SourceFile | None) -> tuple[str, str] | None:
-    """The identity paths gateway.toml names, if it names them as strings (the core says the rest)."""
+    """The identity paths gateway.toml names, if they are strings (the core judges the rest)."""
     if gateway is None or gateway.data is None:
         return None
     try:
@@ -117,9 +117,9 @@ def _identity_paths(gateway: SourceFile | None) -> tuple[str, str] | None:
 def _check_unchanged(base: _Base) -> None:
     if os.path.realpath(base.state) != base.real:
         raise SnapshotMovedError("the desired-state link was swapped")
-    if base.data_real is not None:
-        if os.path.realpath(os.path.join(base.real, K8S_DATA)) != base.data_real:
-            raise SnapshotMovedError("the ..data link was swapped")
+    data_link = os.path.join(base.real, K8S_DATA)
+    if base.data_real is not None and os.path.realpath(data_link) != base.data_real:
+        raise SnapshotMovedError("the ..data link was swapped")
 
 
 class _Reader:

@@ -1,4 +1,4 @@
-"""`reconciler status`: what was applied, what is pending, what expires; gathered from var_dir and ROOT."""
+"""`reconciler status`: what was applied, what is pending, what expires (from var_dir and ROOT)."""
 
 from __future__ import annotations
 
@@ -138,8 +138,8 @@ def format_status(status: dict[str, Any]) -> str:
         )
     if status["recent"]:
         lines.append("recent passes")
-        lines += [
-            f"  {r['time']}  {r['outcome']:<10} {r['revision'][:20]}  {r.get('reason') or ''}".rstrip()
-            for r in status["recent"]
-        ]
+        for entry in status["recent"]:
+            reason = entry.get("reason") or ""
+            line = f"  {entry['time']}  {entry['outcome']:<10} {entry['revision'][:20]}  {reason}"
+            lines.append(line.rstrip())
     return "\n".join(lines)

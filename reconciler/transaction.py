@@ -314,7 +314,7 @@ def _keep_generation(var_dir: Path, staging: Path) -> None:
 def remove_orphan_staging(var_dir: Path, keep: str | None) -> list[Path]:
     """Resolve staging directories no journal refers to: a committed pass (it holds its journal
     copy) becomes a generation; one that never wrote its journal is deleted, untouched targets."""
-    removed = []
+    removed: list[Path] = []
     try:
         children = list((var_dir / STAGING).iterdir())
     except OSError:

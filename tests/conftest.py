@@ -109,10 +109,12 @@ class Sandbox:
     hooks: str = ""
     extra: str = ""
     env: dict[str, str] = field(default_factory=dict)
+    root_dir: Path | None = None
+    """ROOT somewhere else than BASE/root (a small file system, say)."""
 
     @property
     def root(self) -> Path:
-        return self.base / "root"
+        return self.root_dir or self.base / "root"
 
     @property
     def var(self) -> Path:
@@ -176,4 +178,4 @@ def sandbox(tmp_path: Path, pki: Pki) -> Iterator[Sandbox]:
     for directory in (box.root / "data", box.root / "nginx", box.trust_dir):
         directory.mkdir(parents=True)
     box.write_config()
-    yield box
+    return box

@@ -1,4 +1,4 @@
-"""The command line: exit codes, messages that name file and reason, and bad states change nothing."""
+"""The command line: exit codes, messages naming file and reason; bad states change nothing."""
 
 from __future__ import annotations
 
@@ -83,6 +83,12 @@ def _profile(text: str, name: str = "bad") -> Mutation:
     return mutate
 
 
+def _self_signed(state: StateDir, pki: Pki, tmp: Path) -> None:
+    leaf = devpki.issue(None)
+    state.write("tls/cert.pem", leaf.cert_pem)
+    state.write("tls/key.pem", leaf.key_pem)
+
+
 def _expired_ca(pki: Pki) -> bytes:
     return devpki.make_ca("Expired CA", not_before=_now() - dt.timedelta(days=30), days=10).cert_pem
 
@@ -163,12 +169,7 @@ REJECTED: dict[str, tuple[Mutation, str, str]] = {
     ),
     "leaf-under-min-days": (_leaf(days=3), "tls/cert.pem", "min_days_valid"),
     "self-signed": (
-        lambda s, p, t: (
-            lambda leaf: (
-                s.write("tls/cert.pem", leaf.cert_pem),
-                s.write("tls/key.pem", leaf.key_pem),
-            )
-        )(devpki.issue(None)),
+        _self_signed,
         "tls/cert.pem",
         "self-signed",
     ),
@@ -258,11 +259,11 @@ def test_rejected_state_names_file_and_reason_and_changes_nothing(
 
     mutate(sandbox.state, pki, tmp_path)
 
-    code, out, err = run_cli(sandbox, monkeypatch, capsys, "validate")
+    code, _, err = run_cli(sandbox, monkeypatch, capsys, "validate")
     assert code == 1
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert any(file in line and words in line for line in errors), err
-    code, out, err = run_cli(sandbox, monkeypatch, capsys, "apply")
+    code, _out, err = run_cli(sandbox, monkeypatch, capsys, "apply")
     assert code == 1
     assert "nothing was applied" in err
     assert sandbox.targets() == before
@@ -306,7 +307,7 @@ def test_warning_is_printed_and_does_not_block(
 ) -> None:
     mutate, file, words = WARNED[case]
     mutate(sandbox.state, pki, tmp_path)
-    code, out, err = run_cli(sandbox, monkeypatch, capsys, "validate")
+    code, _out, err = run_cli(sandbox, monkeypatch, capsys, "validate")
     assert code == 0, err
     warnings = [line for line in err.splitlines() if line.startswith("warning:")]
     assert any(file in line and words in line for line in warnings), err
@@ -438,7 +439,7 @@ def test_validate_needs_no_root_var_dir_or_settings(tmp_path: Path, pki: Pki) ->
     state = standard_state(tmp_path / "repo", pki)
     env = {k: v for k, v in os.environ.items() if not k.startswith("RECONCILER_")}
     env["RECONCILER_VAR_DIR"] = str(tmp_path / "var")
-    result = subprocess.run(
+    result = subprocess.run(  # noqa: PLW1510 - the exit code is the assertion
         [
             sys.executable,
             "-m",
@@ -481,4 +482,5 @@ def test_real_binary_apply_writes_targets_with_modes(sandbox: Sandbox, pki: Pki)
     # the directory backend's refresh ran: openssl rehash made the hash link
     assert any(p.is_symlink() for p in sandbox.trust_dir.iterdir())
     again = sandbox.run("apply")
-    assert again.returncode == 0 and "already converged" in again.stdout
+    assert again.returncode == 0
+    assert "already converged" in again.stdout

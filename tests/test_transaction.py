@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
@@ -208,7 +209,8 @@ def test_io_error_at_any_write_fails_cleanly(
     sandbox.env["RECONCILER_TEST_FAULT"] = spec
     failed = sandbox.run("apply")
     assert failed.returncode == 1
-    assert path_words in failed.stderr and reason in failed.stderr, failed.stderr
+    assert path_words in failed.stderr, failed.stderr
+    assert reason in failed.stderr, failed.stderr
     assert "previous state is back" in failed.stderr or "nothing was applied" in failed.stderr
     assert sandbox.targets() == before
     assert not list(sandbox.base.rglob(".reconciler-tmp-*"))
@@ -241,19 +243,8 @@ def test_full_filesystem_fails_the_pass_and_keeps_the_targets(
     root = tiny_filesystem
     (root / "data").mkdir()
     (root / "nginx").mkdir()
-    sandbox.extra = f'root = "{root}"'
-    # `root` is set twice in the file otherwise; rewrite the config with only the tiny ROOT
-    config = sandbox.write_config().read_text().replace(f'root = "{sandbox.root}"\n', "")
-    sandbox.config.write_text(config)
-    box_run = lambda *a: subprocess.run(  # noqa: E731
-        [sys.executable, "-m", "reconciler", *a],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env={**os.environ, "RECONCILER_CONFIG": str(sandbox.config)},
-        timeout=60,
-    )
-    assert box_run("apply").returncode == 0
+    sandbox.root_dir = root
+    assert sandbox.run("apply").returncode == 0
     before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
     filler = root / "filler"
     with filler.open("wb", buffering=0) as handle:
@@ -268,7 +259,7 @@ def test_full_filesystem_fails_the_pass_and_keeps_the_targets(
     )
     sandbox.state.profile("big", big_profile)
     sandbox.state.identity(pki, pki.leaf2)
-    failed = box_run("apply")
+    failed = sandbox.run("apply")
     assert failed.returncode == 1
     assert "no space left" in failed.stderr, failed.stderr
     assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before
@@ -316,7 +307,7 @@ def test_concurrent_applies_never_overlap_their_passes(sandbox: Sandbox) -> None
     assert len(marks) == 6, marks  # each apply found a change (the previous hook made one)
     intervals = [(float(marks[i][1]), float(marks[i + 1][1])) for i in range(0, len(marks), 2)]
     assert all(marks[i][0] == "start" and marks[i + 1][0] == "end" for i in range(0, 6, 2))
-    for (_, end), (start, _) in zip(intervals, intervals[1:], strict=False):
+    for (_, end), (start, _) in itertools.pairwise(intervals):
         assert end <= start
     assert_whole = sandbox.run("validate")
     assert assert_whole.returncode == 0

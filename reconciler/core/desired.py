@@ -1,4 +1,4 @@
-"""Desired-state models: the TOML files as pydantic models (extra="forbid") and the frozen result."""
+"""Desired-state models: the TOML files as pydantic models (extra=forbid), and the frozen result."""
 
 from __future__ import annotations
 
