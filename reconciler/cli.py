@@ -391,7 +391,7 @@ def _resume(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _audit(settings: Settings, args: argparse.Namespace) -> int:
-    from reconciler import audit
+    from reconciler import audit, auditview
 
     files = audit.audit_files(settings.audit_path)
     if args.audit_command == "verify":
@@ -404,10 +404,10 @@ def _audit(settings: Settings, args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
     try:
-        since = audit.parse_since(args.since, datetime.now(UTC)) if args.since else None
+        since = auditview.parse_since(args.since, datetime.now(UTC)) if args.since else None
     except ValueError as exc:
         raise UsageError(f"--since: {exc}") from exc
-    selected = audit.read_records(
+    selected = auditview.read_records(
         files,
         since=since,
         kinds=set(args.kind) if args.kind else None,
@@ -418,7 +418,7 @@ def _audit(settings: Settings, args: argparse.Namespace) -> int:
         for record in selected:
             print(json.dumps(record, sort_keys=True, ensure_ascii=False))
     else:
-        print(audit.format_records(list(selected)))
+        print(auditview.format_records(list(selected)))
     return EXIT_OK
 
 

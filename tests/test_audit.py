@@ -23,11 +23,9 @@ from reconciler.audit import (
     JsonValue,
     Record,
     audit_files,
-    format_records,
-    parse_since,
-    read_records,
     verify,
 )
+from reconciler.auditview import format_records, parse_since, read_records
 from reconciler.core.desired import CertInfo, Finding, Identity
 from reconciler.core.secret import SecretBytes
 from reconciler.errors import AuditError
