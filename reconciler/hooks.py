@@ -1,7 +1,20 @@
-"""Hook and check runner: argv without a shell, own process group, bounded time, output tail kept.
+"""Hook and check runner (after the swap, before verification): argv, own process group, bounded.
 
 Hooks are host configuration (the settings file), never desired state: what a git push can change
 must not choose what runs as root.
+
+Contract (SPEC section 5):
+
+* a hook runs when its `on` meets the kinds the pass changed, once per pass, in settings-file order;
+* `check` (optional) runs first; when it fails, `run` is not started;
+* argv is executed without a shell, with stdin from /dev/null, in a new session (so in its own
+  process group), with the reconciler's environment plus `RECONCILER_CHANGED`,
+  `RECONCILER_REVISION`, `RECONCILER_ROOT` and `RECONCILER_PHASE`;
+* stdout and stderr go to one unlinked temp file; the last 4 KiB (UTF-8, at most 4096 bytes once
+  encoded) are kept for the audit log's `hook.ran`;
+* on timeout every process of the hook's group, and every descendant that left the group with
+  setsid(), is killed with SIGKILL before the result is returned. A hook that exits in time may
+  leave background processes behind (a service it started); they are not touched.
 """
 
 from __future__ import annotations
@@ -13,12 +26,17 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import IO, Literal
+
+import psutil
 
 from reconciler.settings import HookSettings
 
 OUTPUT_TAIL_BYTES = 4096
+KILL_WAIT_S = 10.0
+"""How long to wait for killed processes to be reaped before reporting them as survivors."""
 HookPhase = Literal["apply", "rollback"]
+Step = Literal["check", "run"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +44,7 @@ class HookResult:
     """One command's run: what the audit log's `hook.ran` records."""
 
     hook: str
-    step: Literal["check", "run"]
+    step: Step
     phase: HookPhase
     exit_code: int | None
     """None when it timed out or could not start."""
@@ -54,6 +72,7 @@ def hooks_for(hooks: Sequence[HookSettings], kinds: Sequence[str]) -> list[HookS
 def hook_environment(
     kinds: Sequence[str], revision: str, root: str, phase: HookPhase
 ) -> dict[str, str]:
+    """The documented variables a hook sees on top of the reconciler's own environment."""
     return {
         "RECONCILER_CHANGED": ",".join(kinds),
         "RECONCILER_REVISION": revision,
@@ -64,14 +83,14 @@ def hook_environment(
 
 def run_command(
     name: str,
-    step: Literal["check", "run"],
+    step: Step,
     argv: Sequence[str],
     *,
     phase: HookPhase,
     env: Mapping[str, str],
     timeout_s: float,
 ) -> HookResult:
-    """Run argv in its own session; on timeout kill the whole process group."""
+    """Run argv in its own session; on timeout kill its process group and its descendants."""
     started = time.monotonic()
     # Output goes to an unlinked temp file, not a pipe: a daemon the hook leaves behind must not
     # keep us waiting for an end-of-file that never comes.
@@ -87,20 +106,37 @@ def run_command(
                 close_fds=True,
             )
         except OSError as exc:
-            reason = f"could not start {argv[0]}: {exc.strerror}"
+            reason = f"could not start {argv[0]}: {exc.strerror or exc}"
             return HookResult(name, step, phase, None, _ms(started), "", reason)
         error = None
         try:
             process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            _kill_group(process.pid)
-            process.wait()
+            survivors = _kill_tree(process)
             error = f"timed out after {timeout_s:g} s; its process group was killed"
-        size = output.seek(0, os.SEEK_END)
-        output.seek(max(0, size - OUTPUT_TAIL_BYTES))
-        tail = output.read().decode("utf-8", "replace")
+            if survivors:
+                error += f" (pids {', '.join(map(str, survivors))} did not die)"
+        tail = output_tail(output)
     code = None if error else process.returncode
     return HookResult(name, step, phase, code, _ms(started), tail, error)
+
+
+def output_tail(output: IO[bytes], limit: int = OUTPUT_TAIL_BYTES) -> str:
+    """The end of `output` as text of at most `limit` bytes in UTF-8.
+
+    Invalid bytes become U+FFFD (3 bytes), so the text is re-encoded and cut again at a character
+    boundary: the audit log's limit holds for any output, binary included.
+    """
+    size = output.seek(0, os.SEEK_END)
+    output.seek(max(0, size - limit))
+    text = output.read().decode("utf-8", "replace").encode("utf-8")
+    if len(text) > limit:
+        text = text[-limit:]
+    # A cut may land inside a character: drop its continuation bytes (10xxxxxx).
+    start = 0
+    while start < len(text) and text[start] & 0xC0 == 0x80:
+        start += 1
+    return text[start:].decode("utf-8")
 
 
 def run_hook(hook: HookSettings, *, phase: HookPhase, env: Mapping[str, str]) -> list[HookResult]:
@@ -119,11 +155,43 @@ def run_hook(hook: HookSettings, *, phase: HookPhase, env: Mapping[str, str]) ->
     return results
 
 
-def _kill_group(pgid: int) -> None:
+def _kill_tree(process: subprocess.Popen[bytes]) -> list[int]:
+    """SIGKILL the hook's process group and every descendant; the pids that outlived the wait.
+
+    Descendants are listed before the kill: once their parent dies they are re-parented and can
+    no longer be found, and one that called setsid() is outside the group killpg reaches.
+    """
     try:
-        os.killpg(pgid, signal.SIGKILL)
+        descendants = psutil.Process(process.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        descendants = []
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+    for child in descendants:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
+    process.wait()
+    # Orphans are reaped by PID 1, which some containers never do: a zombie counts as dead.
+    # Nothing signals the death of a process that is not our child, so this polls, bounded.
+    deadline = time.monotonic() + KILL_WAIT_S
+    alive = [p for p in descendants if not is_dead(p)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.02)
+        alive = [p for p in alive if not is_dead(p)]
+    return sorted(p.pid for p in alive)
+
+
+def is_dead(process: psutil.Process) -> bool:
+    """Gone, or a zombie waiting for a parent (or PID 1) to reap it: it runs no code any more."""
+    try:
+        # is_running() also says False when the pid was reused by another process.
+        return not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 def _ms(started: float) -> int:

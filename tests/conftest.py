@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 from reconciler import devpki
+from reconciler.devpki import Issued, make_ca
 from reconciler.settings import Settings, load_settings
+from reconciler.truststore import DebianTrustStore, trust_store_from_settings
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -111,6 +113,8 @@ class Sandbox:
     env: dict[str, str] = field(default_factory=dict)
     root_dir: Path | None = None
     """ROOT somewhere else than BASE/root (a small file system, say)."""
+    trust_settings: str | None = None
+    """Trust store settings instead of the default directory backend on BASE/trust."""
 
     @property
     def root(self) -> Path:
@@ -129,12 +133,14 @@ class Sandbox:
         return self.base / "reconciler.toml"
 
     def write_config(self) -> Path:
+        trust = self.trust_settings or (
+            f'trust_store = "directory"\ntrust_dir = "{self.trust_dir}"\n'
+        )
         self.config.write_text(
             f'state_dir = "{self.state.path}"\n'
             f'root = "{self.root}"\n'
             f'var_dir = "{self.var}"\n'
-            'trust_store = "directory"\n'
-            f'trust_dir = "{self.trust_dir}"\n'
+            f"{trust}"
             "nginx_ssl_on = false\n"
             'log_format = "json"\n'
             f"{self.extra}\n{self.hooks}\n"
@@ -179,3 +185,48 @@ def sandbox(tmp_path: Path, pki: Pki) -> Iterator[Sandbox]:
         directory.mkdir(parents=True)
     box.write_config()
     return box
+
+
+@dataclass
+class DebianSandbox:
+    """update-ca-certificates pointed at temporary directories, with one 'system' CA."""
+
+    certsdir: Path
+    localdir: Path
+    etcdir: Path
+    hooksdir: Path
+    conf: Path
+    system_ca: Issued
+
+    @property
+    def argv(self) -> tuple[str, ...]:
+        return (
+            "update-ca-certificates",
+            # --certsconf: the script reads /etc/ca-certificates.conf unless told otherwise.
+            "--certsconf", str(self.conf),
+            "--certsdir", str(self.certsdir),
+            "--localcertsdir", str(self.localdir),
+            "--etccertsdir", str(self.etcdir),
+            "--hooksdir", str(self.hooksdir),
+        )  # fmt: skip
+
+    def store(self) -> DebianTrustStore:
+        settings = Settings(trust_store="debian", trust_dir=self.localdir, trust_refresh=self.argv)
+        store = trust_store_from_settings(settings)
+        assert isinstance(store, DebianTrustStore)
+        return store
+
+
+@pytest.fixture
+def debian(tmp_path: Path) -> DebianSandbox:
+    dirs = [tmp_path / name for name in ("share", "local", "etc-ssl-certs", "hooks")]
+    for directory in dirs:
+        directory.mkdir()
+    system_ca = make_ca("Stand-in Distribution Root")
+    # The distribution's CAs: without at least one, the script keeps a stale bundle when the
+    # last local entry goes (it only replaces the bundle when it wrote a new one).
+    (dirs[0] / "stand-in-root.crt").write_bytes(system_ca.cert_pem)
+    conf = tmp_path / "ca-certificates.conf"
+    conf.write_text("# stand-in for /etc/ca-certificates.conf\nstand-in-root.crt\n")
+    share, local, etc, hooks = dirs
+    return DebianSandbox(share, local, etc, hooks, conf=conf, system_ca=system_ca)

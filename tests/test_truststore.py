@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import shutil
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -26,6 +25,7 @@ from reconciler.truststore import (
     pem_cert_digests,
     trust_store_from_settings,
 )
+from tests.conftest import DebianSandbox
 
 needs_update_ca_certificates = pytest.mark.skipif(
     shutil.which("update-ca-certificates") is None, reason="update-ca-certificates not installed"
@@ -40,51 +40,6 @@ def bundle_ders(path: Path) -> set[bytes]:
     """The bundle's certificates, parsed by cryptography (independent of the module's parser)."""
     data = path.read_bytes()
     return {cert.public_bytes(Encoding.DER) for cert in x509.load_pem_x509_certificates(data)}
-
-
-@dataclass
-class DebianSandbox:
-    """update-ca-certificates pointed at temporary directories, with one 'system' CA."""
-
-    certsdir: Path
-    localdir: Path
-    etcdir: Path
-    hooksdir: Path
-    conf: Path
-    system_ca: Issued
-
-    @property
-    def argv(self) -> tuple[str, ...]:
-        return (
-            "update-ca-certificates",
-            # --certsconf: the script reads /etc/ca-certificates.conf unless told otherwise.
-            "--certsconf", str(self.conf),
-            "--certsdir", str(self.certsdir),
-            "--localcertsdir", str(self.localdir),
-            "--etccertsdir", str(self.etcdir),
-            "--hooksdir", str(self.hooksdir),
-        )  # fmt: skip
-
-    def store(self) -> DebianTrustStore:
-        settings = Settings(trust_store="debian", trust_dir=self.localdir, trust_refresh=self.argv)
-        store = trust_store_from_settings(settings)
-        assert isinstance(store, DebianTrustStore)
-        return store
-
-
-@pytest.fixture
-def debian(tmp_path: Path) -> DebianSandbox:
-    dirs = [tmp_path / name for name in ("share", "local", "etc-ssl-certs", "hooks")]
-    for directory in dirs:
-        directory.mkdir()
-    system_ca = make_ca("Stand-in Distribution Root")
-    # The distribution's CAs: without at least one, the script keeps a stale bundle when the
-    # last local entry goes (it only replaces the bundle when it wrote a new one).
-    (dirs[0] / "stand-in-root.crt").write_bytes(system_ca.cert_pem)
-    conf = tmp_path / "ca-certificates.conf"
-    conf.write_text("# stand-in for /etc/ca-certificates.conf\nstand-in-root.crt\n")
-    share, local, etc, hooks = dirs
-    return DebianSandbox(share, local, etc, hooks, conf=conf, system_ca=system_ca)
 
 
 @needs_update_ca_certificates
