@@ -377,8 +377,15 @@ class Reconciler:
         return ders
 
     def _run_hooks(self, journal: Journal, phase: Literal["apply", "rollback"]) -> list[HookResult]:
+        """Each hook whose `on` meets the pass's kinds, once, in settings-file order.
+
+        apply: the first failure (check, run or timeout) stops here and raises HookFailedError;
+        the caller rolls back. rollback: every hook runs even if one fails (the old generation
+        must reach every service); failures are raised together at the end, for a warning.
+        """
         env = hook_environment(journal.kinds, journal.revision, str(self.settings.root), phase)
         results: list[HookResult] = []
+        failures: list[str] = []
         for hook in hooks_for(self.settings.hooks, journal.kinds):
             ran = run_hook(hook, phase=phase, env=env)
             for result in ran:
@@ -395,22 +402,39 @@ class Reconciler:
                     error=result.error,
                 )
             failed = next((r for r in ran if not r.ok), None)
-            if failed is not None and phase == "apply":
-                raise HookFailedError(failed.describe())
+            if failed is None:
+                continue
+            reason = failed.describe()
+            if failed.step == "check":
+                reason += "; its run step was not started"
+            if phase == "apply":
+                raise HookFailedError(reason)
+            failures.append(reason)
+        if failures:
+            raise HookFailedError("; ".join(failures))
         return results
 
     def _verify(self, journal: Journal) -> None:
+        """After the hooks: the console presents the leaf just applied, or no TLS when HTTPS is off.
+
+        Only a pass that changed the identity or the console is verified: nothing else the
+        console shows can have changed.
+        """
         address = self.settings.verify.console
         if address is None or not {"identity", "console"} & set(journal.kinds):
             return
         from reconciler.verify import verify_console
 
-        ssl_conf = self.settings.root / "nginx" / "ssl.conf"
-        expected = (
-            _leaf_fingerprint(self.settings.root / "data" / "cert.pem")
-            if ssl_conf.exists()
-            else None
-        )
+        root = self.settings.root
+        expected = None
+        if (root / "nginx" / "ssl.conf").exists():
+            cert = root / "data" / "cert.pem"
+            expected = _leaf_fingerprint(cert)
+            if expected is None:
+                raise HookFailedError(
+                    f"verification failed: ssl.conf is present but {cert} holds no readable "
+                    "certificate to compare the console's with"
+                )
         problem = verify_console(address, expected, self.settings.verify.timeout_s)
         if problem is not None:
             raise HookFailedError(f"verification failed: {problem}")
@@ -429,6 +453,7 @@ class Reconciler:
 
 
 def _leaf_fingerprint(cert_path: Path) -> str | None:
+    """SHA-256 of the first certificate in `cert_path` (the leaf), as verification compares it."""
     from cryptography import x509
 
     try:

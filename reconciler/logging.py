@@ -23,12 +23,11 @@ belongs to command output such as `plan --json`.
 from __future__ import annotations
 
 import os
-import re
 import sys
 from collections.abc import Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any, Final, Literal, TextIO
 
-from reconciler.core.secret import SecretBytes
+from reconciler.core.secret import SecretBytes, redact_key_blocks
 
 if TYPE_CHECKING:
     from reconciler.audit import AuditLog, Event, Record
@@ -39,10 +38,6 @@ LogFormat = Literal["json", "console"]
 Level = Literal["debug", "info", "warning", "error"]
 
 REDACTED: Final = "<redacted>"
-_KEY_TEXT: Final = "PRIVATE KEY"
-_PEM_KEY_BLOCK: Final = re.compile(
-    r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)", re.DOTALL
-)
 _LEVELS: Final = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 
 #: Audit events logged above info: the operator should notice them.
@@ -57,7 +52,7 @@ def _redact(value: object) -> object:
     if isinstance(value, bytes | bytearray | memoryview):
         return f"<{len(value)} bytes redacted>"
     if isinstance(value, str):
-        return REDACTED if _KEY_TEXT in value else value
+        return redact_key_blocks(value)
     if isinstance(value, Mapping):
         return {key: _redact(item) for key, item in value.items()}
     if isinstance(value, tuple):
@@ -80,9 +75,7 @@ def redact_secrets(
 def _redact_rendered(logger: object, method_name: str, rendered: str) -> str:
     """Last processor: a PEM private key block that slipped into the rendered line (say, inside
     an exception's message) is cut out; JSON escapes newlines, so the block is still one match."""
-    if _KEY_TEXT not in rendered:
-        return rendered
-    return _PEM_KEY_BLOCK.sub(REDACTED, rendered)
+    return redact_key_blocks(rendered)
 
 
 def configure_logging(

@@ -56,7 +56,7 @@ def handshake(host: str, port: int, timeout_s: float) -> Handshake:
             return Handshake(None, f"no TLS handshake: {exc.strerror or exc}", connected=True)
     if der is None:
         return Handshake(None, "no certificate presented", speaks_tls=True, connected=True)
-    return Handshake(hashlib.sha256(der).hexdigest(), None, speaks_tls=True, connected=True)
+    return Handshake(fingerprint_of(der), None, speaks_tls=True, connected=True)
 
 
 def http_status_line(host: str, port: int, timeout_s: float) -> str | None:

@@ -649,7 +649,7 @@ def test_configmap_swap_during_reads_gives_whole_versions(
     _configmap(state, a, "..2026_11_27_10_00_00.000")
 
     def swap(i: int) -> None:
-        _kubelet_swap(state, b if i % 2 == 0 else a, f"..2026_11_27_10_00_{i:02d}.{i:03d}")
+        _kubelet_swap(state, b if i % 2 == 0 else a, f"..2026_11_27_10_{i // 60:02d}_{i % 60:02d}.{i + 1:03d}")
 
     seen = _read_while_swapping(state, Swapper(swap, 200, paced=paced), expected)
     assert seen["a"] + seen["b"] > 0

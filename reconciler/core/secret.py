@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 
 
 class SecretBytes:
@@ -36,3 +37,21 @@ class SecretBytes:
 
     def __reduce__(self) -> tuple[object, ...]:
         raise TypeError("SecretBytes cannot be pickled")
+
+
+REDACTED_KEY = "[private key redacted]"
+
+# A whole block, a block cut off at the end of the text, or one cut off at its start (an
+# output tail that begins inside a block).
+_KEY_BLOCK = re.compile(
+    r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)"
+    r"|\A(?:(?!-----BEGIN ).)*?-----END [A-Z0-9 ]*PRIVATE KEY-----",
+    re.DOTALL,
+)
+
+
+def redact_key_blocks(text: str) -> str:
+    """Text (a hook's output, an error message) with PEM private key blocks cut out."""
+    if "PRIVATE KEY-----" not in text:
+        return text
+    return _KEY_BLOCK.sub(REDACTED_KEY, text)

@@ -398,7 +398,7 @@ def _read_key(
         out.error(file, _KEY_FIELD, f"not valid PEM: {exc}")
         return None
     if not blocks:
-        out.error(file, _KEY_FIELD, 'not PEM: no "BEGIN ... PRIVATE KEY" line found')
+        out.error(file, _KEY_FIELD, "not PEM: no BEGIN line of a private key block found")
         return None
     keys = [b for b in blocks if b.label.endswith("PRIVATE KEY")]
     if not keys:
