@@ -11,8 +11,8 @@ The pipeline is pure processors and exactly one writer (structlog's WriteLogger 
         -> (JSON: format exceptions -> JSONRenderer | console: ConsoleRenderer) -> redact PEM blocks
 
 Key material is kept out by construction (it travels as `SecretBytes`, and the audit log refuses
-it); the two redaction processors are defence in depth: any `SecretBytes` or bytes value, any text
-holding "PRIVATE KEY", and any PEM private key block left in the rendered line are replaced.
+it); the two redaction processors are defence in depth: any `SecretBytes` or bytes value, any
+PEM private key block in any text value, and any such block left in the rendered line are replaced.
 
 structlog costs 0.15-0.25 s to import, more than `reconciler validate` may spend starting, so this
 module imports it only when a log line is emitted or `configure_logging` runs. An unconfigured
