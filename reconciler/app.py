@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -33,13 +34,16 @@ from reconciler.transaction import (
     remove_orphan_staging,
 )
 
+if TYPE_CHECKING:
+    from reconciler.audit import Event
+
 Outcome = Literal["converged", "no-change", "rejected", "failed", "suspended"]
 
 
 class Recorder(Protocol):
     """Where pass events go: the audit log (fsynced) and the operational log."""
 
-    def record(self, event: str, revision: str | None, **fields: Any) -> Any: ...
+    def record(self, event: Event, revision: str | None, **fields: Any) -> Any: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,10 +104,10 @@ def observe(targets: Sequence[Target], layout: Layout) -> dict[str, Observed]:
     """Every existing target file, plus managed trust files no longer wanted."""
     found: dict[str, Observed] = {}
     for target in targets:
-        seen = _observe_one(Path(target.path), target.kind)
+        seen = _observe_one(target.path, target.kind)
         if seen is not None:
             found[target.path] = seen
-    trust_dir = Path(layout.trust_dir)
+    trust_dir = str(layout.trust_dir)
     try:
         entries = list(os.scandir(trust_dir))
     except OSError:
@@ -115,19 +119,34 @@ def observe(targets: Sequence[Target], layout: Layout) -> dict[str, Observed]:
             and name.endswith(".crt")
             and entry.path not in found
         ):
-            seen = _observe_one(Path(entry.path), "trust")
+            seen = _observe_one(entry.path, "trust")
             if seen is not None:
                 found[entry.path] = seen
     return found
 
 
-def _observe_one(path: Path, kind: Any) -> Observed | None:
+# The daemon observes every target on every pass; with thousands of trust entries, re-reading and
+# hashing files that nobody touched was most of a pass. Kept for the life of the process.
+_OBSERVED_DIGESTS: fsio.StatCache[str] = fsio.StatCache()
+
+
+def _observe_one(path: Path | str, kind: Any) -> Observed | None:
     try:
-        info = path.lstat()
+        info = os.lstat(path)
     except FileNotFoundError:
         return None
-    content = fsio.read_bytes(path)
-    sha = digest(content) if content is not None else "not-a-regular-file"
+    key = os.fspath(path)
+    if stat.S_ISREG(info.st_mode):
+        sha = _OBSERVED_DIGESTS.get(key, info)
+        if sha is not None:
+            return Observed(kind, sha, info.st_mode & 0o7777, info.st_gid)
+    read_at = fsio.now_ns()
+    content = fsio.read_bytes(Path(path))
+    if content is None:
+        sha = "not-a-regular-file"
+    else:
+        sha = digest(content)
+        _OBSERVED_DIGESTS.put(key, info, sha, read_at)
     return Observed(kind, sha, info.st_mode & 0o7777, info.st_gid)
 
 
@@ -225,6 +244,13 @@ class Reconciler:
             self._remember(revision, planned.targets)
             return PassResult("no-change", revision, current, evaluation.findings)
         if records.load_suspension(settings.var_dir) is not None:
+            pending = len(current.changes)
+            records.record_attempt(
+                settings.var_dir,
+                revision=revision,
+                outcome="suspended",
+                reason=f"suspended: {pending} change(s) pending",
+            )
             return PassResult(
                 "suspended", revision, current, evaluation.findings, reason="suspended"
             )
@@ -280,7 +306,7 @@ class Reconciler:
         }
         if change.certs:
             fields.update(_cert_fields(change.certs[0]))
-        event = "drift.corrected" if change.cause == "drift" else "change.applied"
+        event: Event = "drift.corrected" if change.cause == "drift" else "change.applied"
         self.recorder.record(event, revision, **fields)
 
     def _complete(self, txn: Transaction, current: Plan | None = None) -> PassResult:

@@ -28,269 +28,33 @@ from __future__ import annotations
 
 import logging
 import os
-import selectors
 import signal
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Literal, cast
+from typing import TYPE_CHECKING, Literal
 
-from reconciler.core.backoff import Backoff, Debounce, next_deadline
+from reconciler.core.backoff import Backoff, next_deadline
 from reconciler.errors import LockHeldError, ReconcilerError, SettingsError
 from reconciler.logging import Recorder, configure_logging, get_logger
+from reconciler.watch import PendingEvents, Wakeup, WatchdogLogHandler, Watcher, watch_specs
 
 if TYPE_CHECKING:
-    from watchdog.events import FileSystemEvent
-    from watchdog.observers.api import BaseObserver, ObservedWatch
-
     from reconciler.app import PassResult, Reconciler
     from reconciler.service import HealthServer, Metrics, SystemdNotifier, WatchdogPinger
     from reconciler.settings import Settings
 
-__all__ = ["Daemon", "WatchSpec", "run_daemon", "watch_specs"]
+__all__ = ["Daemon", "run_daemon"]
 
 log = get_logger("reconciler.daemon")
 
-K8S_DATA = "..data"
 #: How long one pass waits for another reconciler (`reconciler apply`) to release the ROOT lock.
 LOCK_WAIT_S = 600.0
 #: Beyond its hooks, lock wait and verification, a pass this much longer is taken as stuck.
 STALL_MARGIN_S = 300.0
-
-Role = Literal["parent", "state", "keys", "target"]
-
-
-@dataclass(frozen=True, slots=True)
-class WatchSpec:
-    """One inotify watch: a directory, whether its subtree is watched, and what events mean."""
-
-    path: str
-    recursive: bool
-    role: Role
-    name: str | None = None
-    """For `parent`: the one entry that matters (the STATE link or a missing path's next part)."""
-
-
-def watch_specs(settings: Settings) -> tuple[WatchSpec, ...]:
-    """The watches for these settings, with links resolved now (re-computed after every pass)."""
-    specs: list[WatchSpec] = []
-
-    def anchored(path: Path, role: Role) -> None:
-        # The entry in its parent first: a git-sync swap replaces the link itself, and a missing
-        # STATE shows up there when it is created.
-        absolute = Path(os.path.abspath(path))
-        parent, name = absolute.parent, absolute.name
-        while not parent.is_dir() and parent != parent.parent:
-            parent, name = parent.parent, parent.name
-        specs.append(WatchSpec(str(parent), False, "parent", name))
-        real = os.path.realpath(absolute)
-        if os.path.isdir(real):
-            specs.append(WatchSpec(real, True, role))
-
-    anchored(settings.state_dir, "state")
-    for key_dir in settings.key_dirs:
-        anchored(key_dir, "keys")
-    for target_dir in (settings.root / "data", settings.root / "nginx", settings.trust_path):
-        if target_dir.is_dir():
-            specs.append(WatchSpec(os.path.realpath(target_dir), False, "target"))
-    unique: dict[WatchSpec, None] = dict.fromkeys(specs)
-    return tuple(unique)
-
-
-# -- what the watcher threads hand to the loop --------------------------------------------------
-
-
-class _Wakeup:
-    """A self-pipe: any thread, and signal delivery (set_wakeup_fd), ends the loop's sleep."""
-
-    def __init__(self) -> None:
-        self.read_fd, self.write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._selector = selectors.DefaultSelector()
-        self._selector.register(self.read_fd, selectors.EVENT_READ)
-
-    def notify(self) -> None:
-        try:
-            os.write(self.write_fd, b"\0")
-        except BlockingIOError:
-            pass  # the pipe is full: the loop is awake already
-
-    def wait(self, timeout: float | None) -> None:
-        self._selector.select(timeout)
-        try:
-            while os.read(self.read_fd, 4096):
-                pass
-        except BlockingIOError:
-            pass
-
-    def close(self) -> None:
-        self._selector.close()
-        os.close(self.read_fd)
-        os.close(self.write_fd)
-
-
-class _Pending:
-    """Events noted since the last pass, and watcher trouble; shared with observer threads."""
-
-    def __init__(self, quiet_s: float, max_wait_s: float, wakeup: _Wakeup) -> None:
-        self._lock = threading.Lock()
-        self._debounce = Debounce(quiet_s, max_wait_s)
-        self._trouble: str | None = None
-        self._wakeup = wakeup
-
-    def note(self, *, urgent: bool) -> None:
-        with self._lock:
-            self._debounce = self._debounce.note(time.monotonic(), urgent=urgent)
-        self._wakeup.notify()
-
-    def trouble(self, reason: str) -> None:
-        with self._lock:
-            self._trouble = self._trouble or reason
-        self._wakeup.notify()
-
-    def retime(self, quiet_s: float, max_wait_s: float) -> None:
-        with self._lock:
-            current = self._debounce
-            self._debounce = Debounce(
-                quiet_s, max_wait_s, current.first_at, current.last_at, current.urgent
-            )
-
-    def due_at(self) -> float | None:
-        with self._lock:
-            return self._debounce.due_at()
-
-    def take(self) -> None:
-        """A pass starts now: it covers every event so far."""
-        with self._lock:
-            self._debounce = self._debounce.cleared()
-
-    def take_trouble(self) -> str | None:
-        with self._lock:
-            reason, self._trouble = self._trouble, None
-            return reason
-
-
-class _WatchdogLogHandler(logging.Handler):
-    """watchdog reports an inotify overflow or a failed re-watch only as a log line: a resync."""
-
-    def __init__(self, pending: _Pending) -> None:
-        super().__init__(logging.WARNING)
-        self._pending = pending
-
-    def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        log.warning("watch.trouble", source=record.name, message=message)
-        self._pending.trouble("overflow" if "overflow" in message else "watcher error")
-
-
-# -- watches ------------------------------------------------------------------------------------
-
-
-def _event_types() -> list[type[FileSystemEvent]]:
-    from watchdog import events as e
-
-    # Opens and reads are left out: every pass reads STATE and the targets, and must not wake
-    # itself up again.
-    return [
-        e.FileCreatedEvent, e.DirCreatedEvent, e.FileDeletedEvent, e.DirDeletedEvent,
-        e.FileModifiedEvent, e.DirModifiedEvent, e.FileMovedEvent, e.DirMovedEvent,
-        e.FileClosedEvent, e.FileAttribEvent, e.DirAttribEvent,
-    ]  # fmt: skip
-
-
-class _Handler:
-    """Classifies one watch's events into hints for the loop."""
-
-    def __init__(self, spec: WatchSpec, pending: _Pending) -> None:
-        self.spec = spec
-        self._pending = pending
-
-    def dispatch(self, event: FileSystemEvent) -> None:
-        spec = self.spec
-        src = os.fsdecode(event.src_path)
-        dest = os.fsdecode(event.dest_path) if event.dest_path else ""
-        names = {os.path.basename(src), os.path.basename(dest)} - {""}
-        appeared = event.event_type in ("created", "moved")
-        if spec.role == "parent":
-            if spec.name in names:
-                self._pending.note(urgent=appeared)
-            return
-        if event.event_type == "deleted" and src == spec.path:
-            # The watched directory itself went (git-sync deleted the old worktree): watch anew.
-            self._pending.trouble("watched directory removed")
-            return
-        urgent = spec.role in ("state", "keys") and appeared and K8S_DATA in names
-        self._pending.note(urgent=urgent)
-
-
-class Watcher:
-    """The inotify watches (through watchdog), kept equal to `watch_specs` of the settings."""
-
-    def __init__(self, pending: _Pending) -> None:
-        self._pending = pending
-        self._observer: BaseObserver | None = None
-        self._watches: dict[WatchSpec, ObservedWatch] = {}
-        self._failed: set[WatchSpec] = set()
-
-    def establish(self, specs: tuple[WatchSpec, ...]) -> bool:
-        """Add and remove watches to match `specs`; True when a watch was added (events may have
-        been missed there, so the caller should look once more)."""
-        if self._observer is None:
-            from watchdog.observers import Observer
-
-            self._observer = Observer()
-            self._observer.start()
-        observer = self._observer
-        wanted = set(specs)
-        for spec in list(self._watches):
-            if spec not in wanted:
-                try:
-                    observer.unschedule(self._watches.pop(spec))
-                except (KeyError, OSError) as exc:
-                    log.debug("watch.unschedule_failed", path=spec.path, error=str(exc))
-        added = False
-        for spec in specs:
-            if spec in self._watches:
-                continue
-            try:
-                self._watches[spec] = observer.schedule(
-                    _Handler(spec, self._pending),  # type: ignore[arg-type]
-                    spec.path,
-                    recursive=spec.recursive,
-                    event_filter=_event_types(),
-                )
-            except OSError as exc:
-                if spec not in self._failed:
-                    log.warning("watch.failed", path=spec.path, role=spec.role, error=str(exc))
-                self._failed.add(spec)
-                continue
-            self._failed.discard(spec)
-            added = True
-            log.debug("watch.added", path=spec.path, role=spec.role, recursive=spec.recursive)
-        return added
-
-    def healthy(self) -> bool:
-        observer = self._observer
-        if observer is None or not observer.is_alive():
-            return False
-        return all(emitter.is_alive() for emitter in list(observer.emitters))
-
-    def restart(self, specs: tuple[WatchSpec, ...]) -> None:
-        self.stop()
-        self.establish(specs)
-
-    def stop(self) -> None:
-        observer, self._observer = self._observer, None
-        self._watches.clear()
-        if observer is not None:
-            observer.stop()
-            observer.join(timeout=5)
-
-
-# -- the loop -----------------------------------------------------------------------------------
 
 
 class Daemon:
@@ -311,11 +75,12 @@ class Daemon:
         self._flags = (config, state, root)
         self.notifier = notifier if notifier is not None else SystemdNotifier()
         self.reconciler = self._make_reconciler(settings)
-        self._wakeup = _Wakeup()
-        self._pending = _Pending(
+        self._wakeup = Wakeup()
+        self._pending = PendingEvents(
             settings.quiet_period_ms / 1000, settings.max_wait_ms / 1000, self._wakeup
         )
-        self._watcher = Watcher(self._pending)
+        self._log_handler = WatchdogLogHandler(self._pending)
+        self._watcher = Watcher(self._pending, self._log_handler)
         self._backoff = Backoff()
         self._resync_at = 0.0
         self._stopping = False
@@ -330,7 +95,6 @@ class Daemon:
         self._pinger: WatchdogPinger | None = None
         self._prober: threading.Thread | None = None
         self._stop_services = threading.Event()
-        self._log_handler = _WatchdogLogHandler(self._pending)
 
     # -- public ---------------------------------------------------------------------------------
 
@@ -339,6 +103,8 @@ class Daemon:
         previous = self._install_signals()
         watchdog_logger = logging.getLogger("watchdog")
         watchdog_logger.addHandler(self._log_handler)
+        # Reported through our own log (watch.trouble); not twice through logging's last resort.
+        propagate, watchdog_logger.propagate = watchdog_logger.propagate, False
         try:
             self._start_services()
             self._watch()
@@ -358,6 +124,7 @@ class Daemon:
             self.notifier.notify("STOPPING=1", "STATUS=stopping")
             self._shutdown()
             watchdog_logger.removeHandler(self._log_handler)
+            watchdog_logger.propagate = propagate
             self._restore_signals(previous)
         log.info("daemon.stopped", reason="signal")
         return 0
@@ -642,13 +409,9 @@ class Daemon:
     @staticmethod
     def _make_reconciler(settings: Settings) -> Reconciler:
         from reconciler.app import Reconciler
-        from reconciler.app import Recorder as PassRecorder
         from reconciler.audit import AuditLog
 
-        # logging.Recorder.record takes the audit Event literal where app's protocol says str;
-        # the events app records are all Events (app.Recorder could say so: see the report).
-        recorder = cast(PassRecorder, Recorder(AuditLog(settings.audit_path)))
-        return Reconciler(settings, recorder)
+        return Reconciler(settings, Recorder(AuditLog(settings.audit_path)))
 
     # -- services -------------------------------------------------------------------------------
 
