@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# The demo behind `make demo`: runs reconciler on the embedded desired-state/ against a sandbox
-# install base under demo/ (git-ignored). A throwaway CA and identity are generated here, at run
-# time: no private key is ever committed.
+# The demo behind `make demo`: runs the reconciler daemon on the embedded desired-state/ against a
+# sandbox install base (demo/, git-ignored; DEMO_DIR overrides). A throwaway CA and identity are
+# generated at run time into desired-state/tls/ (git-ignored): no private key is ever committed.
+# Ctrl-C (or SIGTERM) stops the daemon; it finishes the pass in progress and exits 0.
 set -euo pipefail
 cd "$(dirname "$0")"
-BIN=.venv/bin
-SANDBOX="$PWD/demo"
+BIN="$PWD/.venv/bin"
+SANDBOX="${DEMO_DIR:-$PWD/demo}"
 
 mkdir -p "$SANDBOX/root/data" "$SANDBOX/root/nginx" "$SANDBOX/trust" "$SANDBOX/var"
-[ -f desired-state/tls/key.pem ] || "$BIN/python" -m reconciler.devpki desired-state/tls
+if [ ! -f desired-state/tls/key.pem ]; then
+  echo "generating a throwaway CA and gateway identity into desired-state/tls/ ..."
+  "$BIN/python" -m reconciler.devpki desired-state/tls
+fi
 cat > "$SANDBOX/reconciler.toml" <<TOML
 # Settings of the demo: a sandbox ROOT, a plain trust directory refreshed with openssl rehash.
 state_dir = "$PWD/desired-state"
@@ -17,7 +21,8 @@ var_dir = "$SANDBOX/var"
 trust_store = "directory"
 trust_dir = "$SANDBOX/trust"
 quiet_period_ms = 200
-log_format = "console"
+log_format = "${DEMO_LOG_FORMAT:-console}"
+metrics_address = "127.0.0.1:${DEMO_METRICS_PORT:-9187}"
 
 [[hooks]]
 name = "announce"
@@ -28,11 +33,18 @@ TOML
 export RECONCILER_CONFIG="$SANDBOX/reconciler.toml"
 
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
-step reconciler validate; "$BIN/reconciler" validate
-step reconciler plan; "$BIN/reconciler" plan || true
-step reconciler apply; "$BIN/reconciler" apply
-step ls -l demo/root/data demo/root/nginx demo/trust; ls -l "$SANDBOX/root/data" "$SANDBOX/root/nginx" "$SANDBOX/trust"
-step cat demo/root/data/server-profiles.json; cat "$SANDBOX/root/data/server-profiles.json"
-step reconciler plan; "$BIN/reconciler" plan
-step reconciler audit show; "$BIN/reconciler" audit show
-step reconciler audit verify; "$BIN/reconciler" audit verify
+step reconciler validate
+"$BIN/reconciler" validate
+step reconciler plan
+"$BIN/reconciler" plan || true   # exit 2: there are changes to make
+cat <<TEXT
+
+Starting the daemon on desired-state/ (ROOT $SANDBOX/root). In another terminal, try:
+  sed -i 's/tls_policy = "intermediate"/tls_policy = "modern"/' desired-state/gateway.toml
+  RECONCILER_CONFIG=$RECONCILER_CONFIG $BIN/reconciler audit show
+  RECONCILER_CONFIG=$RECONCILER_CONFIG $BIN/reconciler status
+  curl -s 127.0.0.1:${DEMO_METRICS_PORT:-9187}/metrics | grep reconciler_
+Ctrl-C stops it.
+TEXT
+step reconciler run
+exec "$BIN/reconciler" run
