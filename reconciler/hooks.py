@@ -11,7 +11,7 @@ Contract (SPEC section 5):
   process group), with the reconciler's environment plus `RECONCILER_CHANGED`,
   `RECONCILER_REVISION`, `RECONCILER_ROOT` and `RECONCILER_PHASE`;
 * stdout and stderr go to one unlinked temp file; the last 4 KiB (UTF-8, at most 4096 bytes once
-  encoded) are kept for the audit log's `hook.ran`;
+  encoded), with PEM private key blocks redacted, are kept for the audit log's `hook.ran`;
 * on timeout every process of the hook's group, and every descendant that left the group with
   setsid(), is killed with SIGKILL before the result is returned. A hook that exits in time may
   leave background processes behind (a service it started); they are not touched.
@@ -30,9 +30,13 @@ from typing import IO, Literal
 
 import psutil
 
+from reconciler.core.secret import REDACTED_KEY, redact_key_blocks
 from reconciler.settings import HookSettings
 
 OUTPUT_TAIL_BYTES = 4096
+REDACTION_WINDOW_BYTES = 64 * 1024
+"""Output read back to find key blocks around the cut: larger than any PEM private key."""
+KEY_MARK = "PRIVATE KEY-----"
 KILL_WAIT_S = 10.0
 """How long to wait for killed processes to be reaped before reporting them as survivors."""
 HookPhase = Literal["apply", "rollback"]
@@ -122,14 +126,15 @@ def run_command(
 
 
 def output_tail(output: IO[bytes], limit: int = OUTPUT_TAIL_BYTES) -> str:
-    """The end of `output` as text of at most `limit` bytes in UTF-8.
+    """The end of `output` as text of at most `limit` bytes in UTF-8, private keys cut out.
 
     Invalid bytes become U+FFFD (3 bytes), so the text is re-encoded and cut again at a character
-    boundary: the audit log's limit holds for any output, binary included.
+    boundary: the audit log's limit holds for any output, binary included. Keys are redacted in
+    a wider window first, so a key that straddles the cut is recognised by its markers.
     """
     size = output.seek(0, os.SEEK_END)
-    output.seek(max(0, size - limit))
-    text = output.read().decode("utf-8", "replace").encode("utf-8")
+    output.seek(max(0, size - REDACTION_WINDOW_BYTES))
+    text = _redact(output.read().decode("utf-8", "replace")).encode("utf-8")
     if len(text) > limit:
         text = text[-limit:]
     # A cut may land inside a character: drop its continuation bytes (10xxxxxx).
@@ -137,6 +142,15 @@ def output_tail(output: IO[bytes], limit: int = OUTPUT_TAIL_BYTES) -> str:
     while start < len(text) and text[start] & 0xC0 == 0x80:
         start += 1
     return text[start:].decode("utf-8")
+
+
+def _redact(text: str) -> str:
+    """Whole and cut-off PEM private key blocks replaced (hooks may `cat tls.pem`)."""
+    text = redact_key_blocks(text)
+    # What the block pattern cannot see: a window that starts inside an END line's dashes.
+    while KEY_MARK in text:
+        text = REDACTED_KEY + text.partition(KEY_MARK)[2]
+    return text
 
 
 def run_hook(hook: HookSettings, *, phase: HookPhase, env: Mapping[str, str]) -> list[HookResult]:

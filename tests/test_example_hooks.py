@@ -1,0 +1,267 @@
+"""The shipped example hooks, run as a hook runs them, against real processes and a real nginx."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import psutil
+import pytest
+
+from reconciler.devpki import Issued
+from tests.conftest import REPO, Pki
+from tests.nginx_util import NginxServer, free_port, require_nginx
+from tests.test_nginx_integration import leaf_fingerprint, pem_fingerprint
+
+HOOKS = REPO / "hooks"
+T = TypeVar("T")
+
+# A tiny TCP service: listens, answers a banner, exits on SIGTERM, survives SIGHUP (a reload).
+SERVER = """\
+import signal, socket, sys
+signal.signal(signal.SIGHUP, lambda *_: None)
+sock = socket.socket()
+sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+sock.bind(("127.0.0.1", int(sys.argv[1])))
+sock.listen()
+while True:
+    conn, _ = sock.accept()
+    conn.sendall(b"220 demo\\r\\n")
+    conn.close()
+"""
+
+# The supervisor the hook relies on: starts the service again whenever it exits.
+SUPERVISOR = """\
+import subprocess, sys
+while True:
+    subprocess.run(sys.argv[1:], check=False)
+"""
+
+
+def run_hook(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """An example hook as a [[hooks]] entry runs it: [python, script, args...], no shell."""
+    return subprocess.run(
+        [sys.executable, *argv],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def wait_for(condition: Callable[[], T | None], what: str, timeout: float = 30) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} within {timeout} s")
+        time.sleep(0.02)  # polling a condition with a deadline: no event to wait on
+
+
+def listener_on(port: int, name: str) -> psutil.Process | None:
+    """The process running the script `name` listening on `port`, if any."""
+    for process in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            cmdline = process.cmdline()
+            if len(cmdline) > 1 and Path(cmdline[1]).name == name:
+                for conn in process.net_connections(kind="tcp"):
+                    if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port:
+                        return process
+    return None
+
+
+def kill_tree(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(psutil.NoSuchProcess):
+        for child in psutil.Process(proc.pid).children(recursive=True):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
+    proc.kill()
+    proc.wait()
+
+
+@pytest.fixture
+def service_script(tmp_path: Path) -> Path:
+    """The demo service, named uniquely: the hook signals every process of that name."""
+    path = tmp_path / f"demo-smtpd-{os.getpid()}-{free_port()}"
+    path.write_text(SERVER)
+    return path
+
+
+@pytest.fixture
+def supervised(tmp_path: Path, service_script: Path) -> Iterator[tuple[int, str]]:
+    """The demo service under a restart-forever supervisor; yields its port and name."""
+    supervisor = tmp_path / "supervisor.py"
+    supervisor.write_text(SUPERVISOR)
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(supervisor), sys.executable, str(service_script), str(port)],
+        start_new_session=True,
+    )
+    try:
+        wait_for(lambda: listener_on(port, service_script.name), "the service did not listen")
+        yield port, service_script.name
+    finally:
+        kill_tree(proc)
+
+
+# -- restart-service -----------------------------------------------------------------------------
+
+
+def restart_service(name: str, port: int, *flags: str) -> subprocess.CompletedProcess[str]:
+    return run_hook(str(HOOKS / "restart-service"), name, "--port", str(port), *flags)
+
+
+def test_restart_service_signals_by_name_and_waits_for_a_new_listening_process(
+    supervised: tuple[int, str],
+) -> None:
+    port, name = supervised
+    old = listener_on(port, name)
+    assert old is not None
+    result = restart_service(name, port, "--no-systemd")
+    assert result.returncode == 0, result.stdout + result.stderr
+    new = listener_on(port, name)
+    assert new is not None
+    assert new.pid != old.pid
+    assert f"is back as pid {new.pid} listening on port {port}" in result.stdout
+    assert not old.is_running() or old.status() == psutil.STATUS_ZOMBIE
+
+
+@pytest.mark.skipif(Path("/run/systemd/system").is_dir(), reason="systemd runs: uses systemctl")
+def test_restart_service_without_systemd_uses_psutil_by_itself(supervised: tuple[int, str]) -> None:
+    port, name = supervised
+    old = listener_on(port, name)
+    assert old is not None
+    result = restart_service(name, port)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "sent SIGTERM" in result.stdout
+    new = listener_on(port, name)
+    assert new is not None
+    assert new.pid != old.pid
+
+
+def test_restart_service_fails_clearly_when_nothing_restarts_the_service(
+    service_script: Path,
+) -> None:
+    port, name = free_port(), service_script.name
+    proc = subprocess.Popen([sys.executable, str(service_script), str(port)])
+    try:
+        wait_for(lambda: listener_on(port, name), "the service did not listen")
+        result = restart_service(name, port, "--no-systemd", "--wait-s", "1")
+    finally:
+        kill_tree(proc)
+    assert result.returncode == 1
+    assert f"'{name}' did not come back within 1 s" in result.stdout
+    assert "is a supervisor restarting it?" in result.stdout
+
+
+def test_restart_service_reload_keeps_the_process(supervised: tuple[int, str]) -> None:
+    port, name = supervised
+    old = listener_on(port, name)
+    assert old is not None
+    result = restart_service(name, port, "--reload", "--no-systemd")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "sent SIGHUP" in result.stdout
+    assert listener_on(port, name) == old
+
+
+def test_restart_service_with_no_such_process_fails() -> None:
+    result = run_hook(str(HOOKS / "restart-service"), "no-such-service-xyz", "--no-systemd")
+    assert result.returncode == 1
+    assert "no process named 'no-such-service-xyz' runs" in result.stdout
+
+
+# -- nginx-reload ----------------------------------------------------------------------------------
+
+
+def write_identity(root: Path, leaf: Issued, pki: Pki) -> None:
+    (root / "data" / "cert.pem").write_bytes(pki.chain(leaf))
+    key = root / "data" / "key.pem"
+    key.touch(mode=0o600)
+    key.write_bytes(leaf.key_pem)
+
+
+@pytest.fixture
+def nginx(tmp_path: Path, pki: Pki) -> Iterator[NginxServer]:
+    require_nginx()
+    root = tmp_path / "root"
+    (root / "data").mkdir(parents=True)
+    (root / "nginx").mkdir()
+    write_identity(root, pki.leaf, pki)
+    (root / "nginx" / "ssl.conf").write_text(
+        f'ssl_certificate "{root}/data/cert.pem";\nssl_certificate_key "{root}/data/key.pem";\n'
+    )
+    with NginxServer(tmp_path, root).start() as server:
+        yield server
+
+
+def nginx_args(server: NginxServer) -> list[str]:
+    return [
+        "--nginx",
+        server.binary,
+        "--",
+        "-q",
+        "-p",
+        f"{server.prefix}/",
+        "-c",
+        str(server.conf_path),
+    ]
+
+
+def test_nginx_reload_makes_new_workers_serve_the_new_certificate(
+    nginx: NginxServer, pki: Pki
+) -> None:
+    assert leaf_fingerprint(nginx.address) == pem_fingerprint(pki.leaf.cert_pem)
+    old_workers = nginx.workers()
+    write_identity(nginx.root, pki.leaf2, pki)
+
+    result = run_hook(str(HOOKS / "nginx-reload"), "--pid-file", str(nginx.pid_path))
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "sent SIGHUP to nginx master" in result.stdout
+    assert nginx.workers() - old_workers
+    assert leaf_fingerprint(nginx.address) == pem_fingerprint(pki.leaf2.cert_pem)
+
+
+def test_nginx_reload_check_runs_nginx_t(nginx: NginxServer) -> None:
+    good = run_hook(str(HOOKS / "nginx-reload"), "--check", *nginx_args(nginx))
+    assert good.returncode == 0, good.stdout + good.stderr
+
+    nginx.ssl_conf.write_text("ssl_certificate_key;\n")
+    bad = run_hook(str(HOOKS / "nginx-reload"), "--check", *nginx_args(nginx))
+    assert bad.returncode != 0
+    assert "invalid number of arguments" in bad.stderr
+
+
+def test_nginx_reload_reports_a_configuration_nginx_refused(nginx: NginxServer, pki: Pki) -> None:
+    nginx.ssl_conf.write_text("ssl_certificate_key;\n")
+    result = run_hook(
+        str(HOOKS / "nginx-reload"), "--pid-file", str(nginx.pid_path), "--wait-s", "1"
+    )
+    assert result.returncode == 1
+    assert "still runs its old workers" in result.stdout
+    assert "refused the new configuration" in result.stdout
+    assert leaf_fingerprint(nginx.address) == pem_fingerprint(pki.leaf.cert_pem)
+
+
+def test_nginx_reload_refuses_a_pid_file_that_names_another_program(tmp_path: Path) -> None:
+    pid_file = tmp_path / "not-nginx.pid"
+    pid_file.write_text(f"{os.getpid()}\n")
+    result = run_hook(str(HOOKS / "nginx-reload"), "--pid-file", str(pid_file))
+    assert result.returncode == 1
+    assert f"process {os.getpid()} is not nginx" in result.stdout
+
+
+def test_example_hooks_say_how_to_use_them() -> None:
+    for name in ("nginx-reload", "restart-service", "log-change.sh"):
+        text = (HOOKS / name).read_text()
+        assert "[[hooks]]" in text, name
+        assert os.access(HOOKS / name, os.X_OK), name
