@@ -317,7 +317,7 @@ class Reconciler:
             if journal.trust_changed:
                 self._refresh_trust(journal)
             crashpoint("refreshed")
-            hooks = self._run_hooks(journal, "apply")
+            self._run_hooks(journal, "apply", hooks)
             crashpoint("hooks-done")
             self._verify(journal)
         except (ApplyError, HookFailedError) as exc:
@@ -359,7 +359,7 @@ class Reconciler:
         hooks: list[HookResult] = []
         if hooks_ran:
             try:
-                hooks = self._run_hooks(journal, "rollback")
+                self._run_hooks(journal, "rollback", hooks)
             except HookFailedError as exc:
                 self.recorder.record("warning", journal.revision, reason=f"rollback hook: {exc}")
         txn.finish_rollback()
@@ -402,15 +402,17 @@ class Reconciler:
             ders += [c.public_bytes(Encoding.DER) for c in x509.load_pem_x509_certificates(pem)]
         return ders
 
-    def _run_hooks(self, journal: Journal, phase: Literal["apply", "rollback"]) -> list[HookResult]:
-        """Each hook whose `on` meets the pass's kinds, once, in settings-file order.
+    def _run_hooks(
+        self, journal: Journal, phase: Literal["apply", "rollback"], results: list[HookResult]
+    ) -> None:
+        """Each hook whose `on` meets the pass's kinds, once, in settings-file order; what ran is
+        appended to `results` as it runs, so a failure still reports every result.
 
         apply: the first failure (check, run or timeout) stops here and raises HookFailedError;
         the caller rolls back. rollback: every hook runs even if one fails (the old generation
         must reach every service); failures are raised together at the end, for a warning.
         """
         env = hook_environment(journal.kinds, journal.revision, str(self.settings.root), phase)
-        results: list[HookResult] = []
         failures: list[str] = []
         for hook in hooks_for(self.settings.hooks, journal.kinds):
             ran = run_hook(hook, phase=phase, env=env)
@@ -438,7 +440,6 @@ class Reconciler:
             failures.append(reason)
         if failures:
             raise HookFailedError("; ".join(failures))
-        return results
 
     def _verify(self, journal: Journal) -> None:
         """After the hooks: the console presents the leaf just applied, or no TLS when HTTPS is off.

@@ -649,7 +649,9 @@ def test_configmap_swap_during_reads_gives_whole_versions(
     _configmap(state, a, "..2026_11_27_10_00_00.000")
 
     def swap(i: int) -> None:
-        _kubelet_swap(state, b if i % 2 == 0 else a, f"..2026_11_27_10_{i // 60:02d}_{i % 60:02d}.{i + 1:03d}")
+        _kubelet_swap(
+            state, b if i % 2 == 0 else a, f"..2026_11_27_10_{i // 60:02d}_{i % 60:02d}.{i + 1:03d}"
+        )
 
     seen = _read_while_swapping(state, Swapper(swap, 200, paced=paced), expected)
     assert seen["a"] + seen["b"] > 0
@@ -697,7 +699,16 @@ def test_git_sync_link_swap_during_reads_gives_whole_versions(
 
 def _git(cwd: Path, *args: str) -> str:
     done = subprocess.run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main", *args],
+        [
+            "git",
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "-c",
+            "init.defaultBranch=main",
+            *args,
+        ],
         cwd=cwd,
         capture_output=True,
         text=True,
@@ -772,7 +783,7 @@ def test_non_git_revision_is_a_stable_content_digest(tmp_path: Path, pki: Pki) -
     assert read_snapshot(copy).revision == first  # content, not location
 
 
-EDITS: dict[str, Callable[[StateDir, Pki], None]] = {
+EDITS: dict[str, Callable[[StateDir, Pki], object]] = {
     "gateway": lambda s, p: s.write("gateway.toml", GATEWAY_TOML + "# comment\n"),
     "cert": lambda s, p: s.write("tls/cert.pem", p.chain(p.leaf2)),
     "key": lambda s, p: s.write("tls/key.pem", p.leaf2.key_pem),
@@ -795,4 +806,3 @@ def test_non_git_revision_changes_with_any_input(tmp_path: Path, pki: Pki, edit:
     after = read_snapshot(state.path).revision
     assert SHA256_REVISION.match(after)
     assert after != before
-
