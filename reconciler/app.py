@@ -242,6 +242,7 @@ class Reconciler:
         current = planned.plan
         if current.empty:
             self._remember(revision, planned.targets)
+            records.record_attempt(settings.var_dir, revision=revision, outcome="no-change")
             return PassResult("no-change", revision, current, evaluation.findings)
         if records.load_suspension(settings.var_dir) is not None:
             pending = len(current.changes)
@@ -267,11 +268,11 @@ class Reconciler:
             )
 
     def _remember(self, revision: str, targets: Sequence[Target]) -> None:
+        """Record what the targets now are: the reference drift is measured against."""
         wanted = {t.path: (digest(t.content) if t.content is not None else None) for t in targets}
         last = records.load_last_applied(self.settings.var_dir)
         if last is None or last.revision != revision or last.targets != wanted:
             records.store_last_applied(self.settings.var_dir, revision, wanted)
-        records.record_attempt(self.settings.var_dir, revision=revision, outcome="no-change")
 
     def _apply(
         self, current: Plan, targets: Sequence[Target], findings: tuple[Finding, ...]

@@ -14,12 +14,21 @@ import errno
 import os
 import secrets
 import stat
+import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Generic, TypeVar
 
 from reconciler.errors import ApplyError
 
 TMP_PREFIX = ".reconciler-tmp-"
+
+T = TypeVar("T")
+
+RACY_NS = 2_000_000_000
+"""A file whose status changed less than this before it was read is never cached: the kernel
+stamps changes with a coarse clock (a tick of up to 10 ms), so a second write within the same
+tick would leave size, mtime and ctime all unchanged (git calls this "racily clean")."""
 
 
 def _fault(op: str, path: str) -> None:
@@ -161,3 +170,46 @@ def _unlink_quietly(path: Path) -> None:
         path.unlink()
     except OSError:
         pass
+
+
+StatKey = tuple[int, int, int, int, int]
+
+
+def stat_key(info: os.stat_result) -> StatKey:
+    """What changes whenever a file's content does (device, inode, size, mtime, ctime)."""
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
+
+class StatCache(Generic[T]):
+    """path -> a value computed from the file's content, trusted while the file's stat key holds.
+
+    For a long-running daemon: its passes re-read thousands of target and trust-store files that
+    nobody changed. Values are kept only for files that had been unchanged for RACY_NS when read,
+    so a later change always shows in the stat key.
+    """
+
+    def __init__(self, limit: int = 65536) -> None:
+        self._entries: dict[str, tuple[StatKey, T]] = {}
+        self._limit = limit
+
+    def get(self, path: str, info: os.stat_result) -> T | None:
+        """The value stored for `path` if its stat key is still `info`'s, else None."""
+        found = self._entries.get(path)
+        if found is None or found[0] != stat_key(info):
+            return None
+        return found[1]
+
+    def put(self, path: str, info: os.stat_result, value: T, read_at_ns: int) -> None:
+        """Remember `value`, read from `path` at `read_at_ns` (time.time_ns() before the read)
+        while its status was `info`; ignored when the file had changed too recently."""
+        if read_at_ns - info.st_ctime_ns < RACY_NS:
+            self._entries.pop(path, None)
+            return
+        if len(self._entries) >= self._limit:
+            self._entries.clear()  # bounded: a pathological ROOT must not grow a daemon forever
+        self._entries[path] = (stat_key(info), value)
+
+
+def now_ns() -> int:
+    """The wall clock in ns: the clock file timestamps are taken from."""
+    return time.time_ns()

@@ -216,6 +216,9 @@ def _one_line(exc: ValidationError, path: Path | None) -> str:
     parts = []
     for error in exc.errors():
         name = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        variable = "RECONCILER_" + "__".join(str(part) for part in error["loc"]).upper()
+        if error["loc"] and variable in os.environ:
+            name += f" (environment variable {variable})"
         if error["type"] == "extra_forbidden":
             parts.append(f"{name}: unknown setting")
         else:

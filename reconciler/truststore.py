@@ -23,6 +23,7 @@ from typing import ClassVar
 
 from cryptography import x509
 
+from reconciler import fsio
 from reconciler.errors import ApplyError
 from reconciler.settings import Settings
 
@@ -238,11 +239,26 @@ class DirectoryTrustStore(TrustStore):
             if not _HASH_LINK_RE.match(entry.name):
                 continue
             try:
+                # Through the link: a re-pointed link shows a different inode, so the cache
+                # never answers for the wrong certificate.
+                info = os.stat(entry.path)
+                cached = _LINK_DIGESTS.get(entry.path, info)
+                if cached is not None:
+                    present |= cached
+                    continue
+                read_at = fsio.now_ns()
                 data = Path(entry.path).read_bytes()
             except OSError:
                 continue  # a dangling link trusts nothing: its certificate counts as missing
-            present |= pem_cert_digests(data)
+            digests = frozenset(pem_cert_digests(data))
+            _LINK_DIGESTS.put(entry.path, info, digests, read_at)
+            present |= digests
         return present
+
+
+# Proving a refresh reads every hash link in the directory; in a daemon, only the links to files
+# that changed since the last pass need reading again.
+_LINK_DIGESTS: fsio.StatCache[frozenset[bytes]] = fsio.StatCache()
 
 
 def trust_store_from_settings(settings: Settings) -> TrustStore:

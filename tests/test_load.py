@@ -288,12 +288,6 @@ def test_tls_without_identity_is_an_error(text: str, field: str) -> None:
     assert [(f, fl) for f, fl, _ in _errors(evaluation)] == [(GATEWAY, field)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: load.evaluate/_identity returns no identity and no finding when [identity] is "
-    "set but the StateInput carries no cert/key (it trusts the snapshot to have said why), so a "
-    "DesiredState with console.https and identity None comes out",
-)
 def test_identity_asked_for_but_not_read_is_never_silently_dropped() -> None:
     evaluation = evaluate(_state(IDENTITY + "[console]\nhttps = true\n", identity=False), NOW)
     _consistent(evaluation)
@@ -382,11 +376,6 @@ def test_identity_errors_are_collected_with_profile_errors() -> None:
     assert files == {"tls/key.pem", "profiles/p.toml"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: load.evaluate skips the identity check whenever gateway.toml fails its model, so "
-    "a typo in [console] hides a broken key until the next run (issue 2: collect all errors)",
-)
 def test_identity_errors_are_collected_with_gateway_errors() -> None:
     """A policy typo does not hide a broken key: both are reported at once."""
     chain, _, _ = _identity_pem()

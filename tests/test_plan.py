@@ -436,11 +436,6 @@ def test_unwanted_prefixed_trust_file_is_deleted(layout: Layout) -> None:
     assert change.before_sha256 == last[change.path]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: plan.plan marks a prefixed trust file that no pass ever wrote (absent from "
-    "last_applied) as a desired delete; after a converged pass it can only be drift",
-)
 def test_stray_prefixed_trust_file_after_a_converged_pass_is_drift(layout: Layout) -> None:
     targets, last = _applied(STANDARD, layout)
     stray = Path(layout.trust_dir) / f"{PREFIX}planted.crt"

@@ -314,11 +314,6 @@ def test_bad_environment_value_names_the_setting(monkeypatch: pytest.MonkeyPatch
     assert "\n" not in str(caught.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: settings._one_line blames 'settings file PATH' for every error, also for a bad "
-    "RECONCILER_* variable; the operator searches the file for a value that is not there",
-)
 def test_bad_environment_value_is_not_blamed_on_the_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

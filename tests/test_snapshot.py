@@ -263,11 +263,6 @@ def test_symlink_staying_inside_is_followed(tmp_path: Path, pki: Pki) -> None:
     assert inp.cert.data == pki.chain()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: snapshot._Reader.read accepts any file inside the resolved `..data` even when "
-    "`..data` itself points outside STATE, so a committed `..data -> /etc/...` link escapes",
-)
 def test_dotdata_link_pointing_outside_is_an_escape(tmp_path: Path, pki: Pki) -> None:
     state = StateDir(tmp_path / "state")
     state.path.mkdir()
@@ -433,11 +428,6 @@ def test_missing_identity_files_are_errors(tmp_path: Path, pki: Pki) -> None:
     assert _has_error(inp, "tls/key.pem", "does not exist")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: snapshot._Reader.read(missing_ok=True) returns SourceFile(gateway.toml, None) "
-    "with no finding for a dangling gateway.toml link; evaluate then rejects with 0 errors",
-)
 def test_dangling_gateway_symlink_is_reported(tmp_path: Path) -> None:
     """A gateway.toml link to nothing is not 'absent': the operator must hear about the link."""
     state = StateDir(tmp_path / "state")

@@ -126,12 +126,6 @@ def test_status_after_apply(sandbox: Sandbox, pki: Pki) -> None:
     assert "recent passes" in text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: app.Reconciler._apply calls _remember() after a converged pass, and _remember "
-    "also records a 'no-change' attempt: every successful apply shows as two passes and "
-    "last_attempt says no-change with 0 changes",
-)
 def test_one_apply_is_one_pass_in_status(run: Cli, sandbox: Sandbox) -> None:
     run.apply()
     status = run.status()

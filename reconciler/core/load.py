@@ -118,12 +118,18 @@ def evaluate(inp: StateInput, now: datetime) -> Evaluation:
     elif inp.gateway.data is not None:
         gateway, found = parse_toml(inp.gateway.data, inp.gateway.path, GatewayFile)
         findings += found
-    policy = gateway.policy if gateway is not None else PolicySection()
+    # A gateway.toml with a typo elsewhere still has its [policy] honoured for the other checks,
+    # so one run reports every error (a broken key is not hidden behind a [console] typo).
+    policy = gateway.policy if gateway is not None else _policy_alone(inp.gateway)
 
     identity: Identity | None = None
     if gateway is not None and gateway.identity is not None:
-        # When it fails, the snapshot or check_identity already said why.
+        errors_before = _error_count(findings)
         identity = _identity(inp, policy, now, findings)
+        if identity is None and _error_count(findings) == errors_before:
+            findings.append(error(GATEWAY_FILE, "identity", "the identity files were not read"))
+    elif gateway is None and inp.cert is not None and inp.key is not None:
+        _identity(inp, policy, now, findings)
     if gateway is not None and gateway.identity is None:
         if gateway.console.https:
             findings.append(error(GATEWAY_FILE, "console.https", "HTTPS needs an [identity]"))
@@ -146,6 +152,21 @@ def evaluate(inp: StateInput, now: datetime) -> Evaluation:
         warnings=tuple(f for f in ordered if f.severity == "warning"),
     )
     return Evaluation(desired, ordered)
+
+
+def _error_count(findings: list[Finding]) -> int:
+    return sum(1 for f in findings if f.severity == "error")
+
+
+def _policy_alone(source: SourceFile | None) -> PolicySection:
+    """[policy] of a gateway.toml that failed as a whole, or the defaults."""
+    if source is None or source.data is None:
+        return PolicySection()
+    try:
+        raw = tomllib.loads(source.data.decode("utf-8"))
+        return PolicySection.model_validate(raw.get("policy", {}))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError, ValidationError):
+        return PolicySection()
 
 
 def _identity(

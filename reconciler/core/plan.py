@@ -115,6 +115,8 @@ def plan(
     for path, found in observed.items():
         if path in wanted:
             continue
-        cause = "drift" if path in last and last[path] is None else "desired"
+        # Wanted by the last pass and no longer: a desired delete. Otherwise nobody we know of
+        # wanted it there (someone planted a prefixed file after we converged): drift.
+        cause = "drift" if last_applied is not None and last.get(path) is None else "desired"
         changes.append(Change(found.kind, path, "delete", found.sha256, None, None, cause))
     return Plan(revision, tuple(sorted(changes, key=lambda c: c.path)))

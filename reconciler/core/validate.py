@@ -184,7 +184,11 @@ class _Cert:
 
     @property
     def name(self) -> str:
-        return f"certificate {self.position} ({self.info.subject or 'empty subject'})"
+        return _cert_name(self.position, self.info)
+
+
+def _cert_name(position: int, info: CertInfo) -> str:
+    return f"certificate {position} ({info.subject or 'empty subject'})"
 
 
 class _Findings:
@@ -505,29 +509,60 @@ def check_trust(
 ) -> tuple[TrustEntry | None, list[Finding]]:
     """Validate one trust file (one or more certificates); canonical PEM in file order."""
     now = _utc(now)
+    parsed = _parse_trust(name, bytes(data), file)
+    items = list(parsed.findings)
+    if parsed.certs is None:
+        return None, items
+    dated = False
+    for position, info in enumerate(parsed.certs, start=1):
+        shown = _cert_name(position, info)
+        problem = _validity_problem(info, now)
+        if problem:
+            items.append(Finding("error", file, None, f"{shown} is {problem}"))
+            dated = True
+        if not info.is_ca:
+            items.append(
+                Finding(
+                    "warning",
+                    file,
+                    None,
+                    f"{shown} is not a CA certificate: trusts this server's certificate "
+                    "directly (it must be replaced in the trust store whenever the server renews "
+                    "it)",
+                )
+            )
+    if dated or parsed.entry is None:
+        return None, items
+    return parsed.entry, items
+
+
+@dataclass(frozen=True, slots=True)
+class _ParsedTrust:
+    """What a trust file's bytes say whatever the time: certificates, reading findings, entry."""
+
+    certs: tuple[CertInfo, ...] | None
+    findings: tuple[Finding, ...]
+    entry: TrustEntry | None
+    """The entry to return when no certificate is out of its validity period."""
+
+
+@functools.lru_cache(maxsize=_CERT_CACHE_SIZE)
+def _parse_trust(name: str, data: bytes, file: str) -> _ParsedTrust:
+    # Cached by content, not by file: a Kubernetes volume or git-sync worktree rewrites every file
+    # on each update, yet a daemon pass over thousands of unchanged entries must stay cheap. Only
+    # the date checks depend on `now`, and check_trust redoes them on every call.
     out = _Findings()
     certs = _read_certs(data, file, None, out)
     if certs is None:
-        return None, out.items
-    for cert in certs:
-        problem = _validity_problem(cert.info, now)
-        if problem:
-            out.error(file, None, f"{cert.name} is {problem}")
-        if not cert.info.is_ca:
-            out.warning(
-                file,
-                None,
-                f"{cert.name} is not a CA certificate: trusts this server's certificate "
-                "directly (it must be replaced in the trust store whenever the server renews it)",
-            )
-    if out.has_error:
-        return None, out.items
-    entry = TrustEntry(
-        name=name,
-        pem=b"".join(c.pem for c in certs),
-        certs=tuple(c.info for c in certs),
-    )
-    return entry, out.items
+        return _ParsedTrust(None, tuple(out.items), None)
+    entry = None
+    if not out.has_error:
+        entry = TrustEntry(
+            name=name,
+            pem=b"".join(c.pem for c in certs),
+            certs=tuple(c.info for c in certs),
+        )
+    return _ParsedTrust(tuple(c.info for c in certs), tuple(out.items), entry)
 
 
 # --------------------------------------------------------------------------- profiles
@@ -541,18 +576,28 @@ def check_profile(
     The host is lowercased and kept without IPv6 brackets; the port is explicit (scheme default
     when absent); the path is "" when the URL has none, else as given (http/https only).
     """
+    profile, findings = _check_profile(name, model, file, policy)
+    return profile, list(findings)
+
+
+@functools.lru_cache(maxsize=_CERT_CACHE_SIZE)
+def _check_profile(
+    name: str, model: ProfileFile, file: str, policy: PolicySection
+) -> tuple[Profile | None, tuple[Finding, ...]]:
+    # Cached on its (frozen, hashable) inputs: URL checks cost ~50 us a profile, and a daemon
+    # pass at the benchmarks' 2,000 profiles would otherwise redo them all for one changed file.
     out = _Findings()
     scheme, location = _parse_url(model.url, file, out)
     if scheme is None:
-        return None, out.items
+        return None, tuple(out.items)
     # Checked even when the rest of the URL is wrong, so one run shows every mistake.
     tls = _check_encryption(scheme, model.transport_encryption, file, policy, out)
     if location is None or tls is None or out.has_error:
-        return None, out.items
+        return None, tuple(out.items)
     host, port, path = location
     kind: Literal["core", "smtp"] = "smtp" if scheme in ("smtp", "smtps") else "core"
     profile = Profile(name=name, kind=kind, scheme=scheme, host=host, port=port, path=path, tls=tls)
-    return profile, out.items
+    return profile, tuple(out.items)
 
 
 def _check_encryption(
