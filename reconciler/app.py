@@ -37,7 +37,7 @@ from reconciler.transaction import (
 if TYPE_CHECKING:
     from reconciler.audit import Event
 
-Outcome = Literal["converged", "no-change", "rejected", "failed", "suspended"]
+Outcome = Literal["converged", "no-change", "rejected", "failed", "suspended", "deferred"]
 
 
 class Recorder(Protocol):
@@ -70,6 +70,7 @@ class Planned:
     evaluation: Evaluation
     plan: Plan | None
     targets: tuple[Target, ...] = ()
+    in_transit: bool = False
 
 
 def layout_for(settings: Settings) -> Layout:
@@ -155,7 +156,7 @@ def make_plan(settings: Settings, now: datetime | None = None) -> Planned:
     inp = read_snapshot(settings.state_dir, settings.key_dirs)
     evaluation = evaluate(inp, now or datetime.now(UTC))
     if evaluation.desired is None:
-        return Planned(inp.revision, evaluation, None)
+        return Planned(inp.revision, evaluation, None, in_transit=inp.in_transit)
     layout = layout_for(settings)
     targets = render(evaluation.desired, layout)
     last = records.load_last_applied(settings.var_dir)
@@ -223,6 +224,11 @@ class Reconciler:
         planned = make_plan(settings, now)
         evaluation = planned.evaluation
         revision = planned.revision
+        if planned.in_transit:
+            # Being swapped as we read it: not a rejection; the next read will see it whole.
+            return PassResult(
+                "deferred", revision, findings=evaluation.findings, reason="in transit"
+            )
         if planned.plan is None:
             errors = [str(f) for f in evaluation.errors]
             seen = (revision, tuple(errors))

@@ -330,6 +330,12 @@ def _apply(settings: Settings, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_FAILED
+    if result.outcome == "deferred":
+        print(
+            "the desired state kept changing while being read; nothing was applied, try again",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
     if result.outcome == "rejected":
         print(
             "desired state rejected; nothing was applied, the targets are unchanged",

@@ -226,6 +226,8 @@ class Daemon:
             self._resync_at = ended + self.settings.resync_interval_s
             return
         self._report(result, trigger, ended - started)
+        if result.outcome == "deferred":
+            self._pending.note(urgent=False)  # read it again once the swapper is done
         self._backoff = self._backoff.after_pass(
             result.outcome, result.revision, ended, self._cap()
         )

@@ -17,6 +17,7 @@ import errno
 import hashlib
 import os
 import stat
+import time
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,7 +29,9 @@ from reconciler.core.secret import SecretBytes
 
 K8S_DATA = "..data"
 TRUST_SUFFIXES = (".pem", ".crt")
-RETRIES = 5
+RETRIES = 8
+#: First pause between reads of a snapshot in transit; doubles each time (about 2.5 s in all).
+RETRY_PAUSE_S = 0.01
 
 
 class SnapshotMovedError(Exception):
@@ -48,13 +51,16 @@ class _Base:
 def read_snapshot(state_dir: Path, key_dirs: Sequence[Path] = ()) -> StateInput:
     """Read the desired state once; retry while it is being swapped."""
     last: SnapshotMovedError | None = None
-    for _ in range(RETRIES):
+    for attempt in range(RETRIES):
         try:
             return _read(state_dir, key_dirs)
         except SnapshotMovedError as exc:
             last = exc
-    reason = f"kept changing while being read ({last}); will retry at the next event"
-    return StateInput("unknown", None, findings=(error(str(state_dir), None, reason),))
+            # The swapper is mid-way: give it a moment (no event marks the end of a swap).
+            time.sleep(RETRY_PAUSE_S * 2**attempt)
+    reason = f"kept changing while being read ({last}); will read it again"
+    finding = error(str(state_dir), None, reason)
+    return StateInput("unknown", None, findings=(finding,), in_transit=True)
 
 
 def _read(state_dir: Path, key_dirs: Sequence[Path]) -> StateInput:

@@ -587,6 +587,7 @@ def _read_while_swapping(
                 # Only an unpaced adversary can outrun the retries, and then the reader must say
                 # the state is in transit, never name a vanished file as missing.
                 assert not swapper.paced, inp.findings
+                assert inp.in_transit, inp.findings
                 assert [f.reason for f in inp.findings if IN_TRANSIT in f.reason], inp.findings
                 assert len(inp.findings) == 1, inp.findings
                 assert (inp.gateway, inp.trust, inp.profiles) == (None, (), ())

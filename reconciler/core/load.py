@@ -57,6 +57,8 @@ class StateInput:
     profiles: tuple[tuple[str, SourceFile], ...] = ()
     findings: tuple[Finding, ...] = ()
     """What reading found: missing or oversized files, path escapes, unexpected names."""
+    in_transit: bool = False
+    """The state kept changing under the reader: not invalid, just not readable yet."""
 
 
 @dataclass(frozen=True, slots=True)
