@@ -71,6 +71,7 @@ class Planned:
     plan: Plan | None
     targets: tuple[Target, ...] = ()
     in_transit: bool = False
+    last_applied: records.LastApplied | None = None
 
 
 def layout_for(settings: Settings) -> Layout:
@@ -162,7 +163,7 @@ def make_plan(settings: Settings, now: datetime | None = None) -> Planned:
     last = records.load_last_applied(settings.var_dir)
     observed = observe(targets, layout)
     result = plan(inp.revision, targets, observed, last.targets if last else None)
-    return Planned(inp.revision, evaluation, result, targets)
+    return Planned(inp.revision, evaluation, result, targets, last_applied=last)
 
 
 class Reconciler:
@@ -244,10 +245,13 @@ class Reconciler:
             return PassResult(
                 "rejected", revision, findings=evaluation.findings, reason="; ".join(errors)
             )
-        self._record_warnings(revision, evaluation.warnings)
+        last = planned.last_applied
         current = planned.plan
+        if not current.empty or last is None or last.revision != revision:
+            # Once per revision, not at every resync or cron run of an unchanged state.
+            self._record_warnings(revision, evaluation.warnings)
         if current.empty:
-            self._remember(revision, planned.targets)
+            self._remember(revision, planned.targets, last)
             records.record_attempt(settings.var_dir, revision=revision, outcome="no-change")
             return PassResult("no-change", revision, current, evaluation.findings)
         if records.load_suspension(settings.var_dir) is not None:
@@ -273,10 +277,11 @@ class Reconciler:
                 "warning", revision, file=warning.file, field=warning.field, reason=warning.reason
             )
 
-    def _remember(self, revision: str, targets: Sequence[Target]) -> None:
+    def _remember(
+        self, revision: str, targets: Sequence[Target], last: records.LastApplied | None
+    ) -> None:
         """Record what the targets now are: the reference drift is measured against."""
         wanted = {t.path: (digest(t.content) if t.content is not None else None) for t in targets}
-        last = records.load_last_applied(self.settings.var_dir)
         if last is None or last.revision != revision or last.targets != wanted:
             records.store_last_applied(self.settings.var_dir, revision, wanted)
 
@@ -300,7 +305,7 @@ class Reconciler:
             self._record_change(revision, change)
         result = self._complete(txn, current)
         if result.ok:
-            self._remember(revision, targets)
+            self._remember(revision, targets, None)
         return result
 
     def _record_change(self, revision: str, change: Change) -> None:

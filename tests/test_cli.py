@@ -484,3 +484,29 @@ def test_real_binary_apply_writes_targets_with_modes(sandbox: Sandbox, pki: Pki)
     again = sandbox.run("apply")
     assert again.returncode == 0
     assert "already converged" in again.stdout
+
+
+def test_warnings_are_audited_once_per_revision_not_per_run(sandbox: Sandbox) -> None:
+    sandbox.state.profile("mx", 'url = "smtp://mx.example.com"\ntransport_encryption = "none"\n')
+    for _ in range(3):
+        assert sandbox.run("apply").returncode == 0
+    shown = sandbox.run("audit", "show", "--json", "--event", "warning").stdout.splitlines()
+    assert len([line for line in shown if "profiles/mx.toml" in line]) == 1
+
+
+def test_output_into_a_closed_pipe_is_quiet(sandbox: Sandbox) -> None:
+    import subprocess
+    import sys
+
+    sandbox.write_config()
+    env = {**os.environ, "RECONCILER_CONFIG": str(sandbox.config)}
+    producer = subprocess.Popen(
+        [sys.executable, "-m", "reconciler", "schema"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    assert producer.stdout is not None
+    producer.stdout.close()  # before the child can have written: its first write hits EPIPE
+    _, err = producer.communicate(timeout=30)
+    assert b"Traceback" not in err
