@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -179,7 +178,7 @@ class Sandbox:
 
 
 @pytest.fixture
-def sandbox(tmp_path: Path, pki: Pki) -> Iterator[Sandbox]:
+def sandbox(tmp_path: Path, pki: Pki) -> Sandbox:
     box = Sandbox(tmp_path, standard_state(tmp_path / "state", pki))
     for directory in (box.root / "data", box.root / "nginx", box.trust_dir):
         directory.mkdir(parents=True)
