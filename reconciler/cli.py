@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from reconciler.errors import LockHeldError, ReconcilerError, SettingsError, UsageError
+from reconciler.errors import ReconcilerError, UsageError
 
 if TYPE_CHECKING:
     from reconciler.app import Planned
@@ -130,18 +130,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _dispatch(args)
-    except UsageError as exc:
+    except ReconcilerError as exc:  # settings, lock, I/O: one line, no traceback
         print(f"reconciler: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except SettingsError as exc:
-        print(f"reconciler: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    except LockHeldError as exc:
-        print(f"reconciler: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    except ReconcilerError as exc:
-        print(f"reconciler: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_FAILED
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

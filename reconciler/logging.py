@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping, MutableMapping
-from typing import TYPE_CHECKING, Any, Final, Literal, TextIO
+from typing import TYPE_CHECKING, Any, Final, Literal, TextIO, cast
 
 from reconciler.core.secret import SecretBytes, redact_key_blocks
 
@@ -88,7 +88,8 @@ def configure_logging(
     """
     import structlog
 
-    out = stream if stream is not None else sys.stderr
+    # _Stderr has the part of TextIO a WriteLogger uses: write, flush (and isatty, fileno).
+    out = stream if stream is not None else cast(TextIO, _Stderr())
     tty = _isatty(out)
     chosen: LogFormat = fmt if fmt is not None else ("console" if tty else "json")
     processors: list[Any] = [
@@ -118,6 +119,23 @@ def configure_logging(
         # Not cached: reconfiguring (SIGHUP, tests' capture_logs) must reach existing loggers.
         cache_logger_on_first_use=False,
     )
+
+
+class _Stderr:
+    """sys.stderr as it is at each write, not as it was when logging was configured (a test
+    harness or a daemoniser may replace it; a stale, closed stream must never be written to)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+    def fileno(self) -> int:
+        return sys.stderr.fileno()
 
 
 def _isatty(stream: TextIO) -> bool:

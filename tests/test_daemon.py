@@ -29,8 +29,17 @@ from reconciler import devpki
 from tests.conftest import GATEWAY_TOML, REPO, Pki, Sandbox, StateDir
 from tests.gitops import LAYOUTS, Files
 from tests.test_transaction import install_record_hook
+from tests.waiting import wait_for as _wait
 
 QUIET = "quiet_period_ms = 100\nmax_wait_ms = 1000\n"
+
+
+def wait_for(
+    condition: Callable[[], Any], what: str, daemon: Daemon | None = None, timeout: float = 20
+) -> Any:
+    """`tests.waiting.wait_for`, showing the daemon's log tail on a timeout."""
+    detail = (lambda: daemon.log_text()[-3000:]) if daemon else None
+    return _wait(condition, what, timeout, detail)
 
 
 def state_files(pki: Pki, leaf: devpki.Issued | None = None, relay: str = "relay") -> Files:
@@ -42,21 +51,6 @@ def state_files(pki: Pki, leaf: devpki.Issued | None = None, relay: str = "relay
         "trust/partner-ca.pem": pki.other_ca.cert_pem,
         "profiles/relay.toml": f'url = "smtps://{relay}.example.com"\n'.encode(),
     }
-
-
-def wait_for(
-    condition: Callable[[], Any], what: str, daemon: Daemon | None = None, timeout: float = 20
-) -> Any:
-    """Poll `condition` until it returns something truthy; fail naming `what` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            tail = daemon.log_text()[-3000:] if daemon else ""
-            pytest.fail(f"timed out after {timeout} s waiting for {what}\n{tail}")
-        time.sleep(0.02)
 
 
 @dataclass

@@ -7,20 +7,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from tests.conftest import REPO
 from tests.nginx_util import free_port
-
-
-def _wait_for(predicate: object, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(0.05)  # polling a file another process writes: there is no event to wait on
-    raise AssertionError(f"timed out waiting for {what}")
+from tests.waiting import wait_for
 
 
 def test_demo_script_applies_the_example_state_then_exits_0_on_sigterm(tmp_path: Path) -> None:
@@ -48,7 +39,7 @@ def test_demo_script_applies_the_example_state_then_exits_0_on_sigterm(tmp_path:
             events = [json.loads(line)["event"] for line in audit.read_text().splitlines()]
             return "pass.succeeded" in events
 
-        _wait_for(converged, 60, "the demo's first pass")
+        wait_for(converged, "the demo's first pass", timeout=60)
         root = tmp_path / "demo" / "root"
         assert (root / "data" / "cert.pem").exists()
         assert (root / "nginx" / "ssl.conf").exists()

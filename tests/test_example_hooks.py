@@ -6,8 +6,7 @@ import contextlib
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -18,6 +17,7 @@ from reconciler.devpki import Issued
 from tests.conftest import REPO, Pki
 from tests.nginx_util import NginxServer, free_port, require_nginx
 from tests.test_nginx_integration import leaf_fingerprint, pem_fingerprint
+from tests.waiting import wait_for
 
 HOOKS = REPO / "hooks"
 T = TypeVar("T")
@@ -54,17 +54,6 @@ def run_hook(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str
         check=False,
         stdin=subprocess.DEVNULL,
     )
-
-
-def wait_for(condition: Callable[[], T | None], what: str, timeout: float = 30) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} within {timeout} s")
-        time.sleep(0.02)  # polling a condition with a deadline: no event to wait on
 
 
 def listener_on(port: int, name: str) -> psutil.Process | None:

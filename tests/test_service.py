@@ -8,10 +8,9 @@ import shutil
 import socket
 import subprocess
 import threading
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,19 +27,9 @@ from reconciler.service import (
     applied_expiry,
 )
 from tests.conftest import REPO, Pki, Sandbox
+from tests.waiting import wait_for
 
 UNIT = REPO / "systemd" / "reconciler.service"
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = 10) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import json
 import posixpath
 import re
 from dataclasses import dataclass, field, replace
+from json.encoder import encode_basestring_ascii
 from pathlib import PurePosixPath
 
 from reconciler.core.desired import CertInfo, DesiredState, Identity, Kind, TlsPolicy
@@ -284,6 +285,12 @@ def _indented(value: object, level: int, out: list[str]) -> None:
             out.append(("," if number else "") + inner)
             _indented(item, level + 1, out)
         out.append("\n" + "  " * level + "]")
+    elif isinstance(value, str):
+        out.append(encode_basestring_ascii(value))  # what json.dumps does for a str, minus calls
+    elif value is None:
+        out.append("null")
+    elif type(value) is int:
+        out.append(int.__repr__(value))
     else:
         out.append(json.dumps(value, ensure_ascii=True))
 
