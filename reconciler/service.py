@@ -71,7 +71,9 @@ class SystemdNotifier:
                     self._socket = socket.socket(
                         socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC
                     )
-                self._socket.sendto(message, self._address)
+                # Never block the loop on a reader that does not read (a full datagram queue):
+                # a lost STATUS is harmless, a frozen loop is not.
+                self._socket.sendto(message, socket.MSG_DONTWAIT, self._address)
             except OSError as exc:
                 log.warning("systemd.notify_failed", socket=self._address, error=str(exc))
                 return False

@@ -260,3 +260,17 @@ def test_unit_is_type_notify_with_the_writable_paths() -> None:
         "ReadWritePaths=/opt/gateway /usr/local/share/ca-certificates /etc/ssl/certs",
     ):
         assert line in text
+
+
+def test_a_full_notify_queue_never_blocks_the_caller(tmp_path: Path) -> None:
+    """Nobody reads the socket: after the queue fills, notify returns False instead of hanging."""
+    path = tmp_path / "unread.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(path))
+        notifier = SystemdNotifier({"NOTIFY_SOCKET": str(path)})
+        try:
+            results = [notifier.notify(f"STATUS=message {n}") for n in range(5000)]
+        finally:
+            notifier.close()
+    assert results[0] is True
+    assert results[-1] is False
