@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -44,6 +44,9 @@ class Recorder(Protocol):
     """Where pass events go: the audit log (fsynced) and the operational log."""
 
     def record(self, event: Event, revision: str | None, **fields: Any) -> Any: ...
+
+    def record_many(self, entries: Sequence[tuple[Event, str | None, Mapping[str, Any]]]) -> Any:
+        """Several records with one durable write, in order."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,25 +304,12 @@ class Reconciler:
         except ApplyError as exc:
             self._roll_back(txn, hooks_ran=False)
             return self._failed(revision, str(exc), current)
-        for change in current.changes:
-            self._record_change(revision, change)
+        # One audit write for all of them: the records are durable before the hooks run.
+        self.recorder.record_many([_change_record(revision, c) for c in current.changes])
         result = self._complete(txn, current)
         if result.ok:
             self._remember(revision, targets, None)
         return result
-
-    def _record_change(self, revision: str, change: Change) -> None:
-        fields: dict[str, Any] = {
-            "kind": change.kind,
-            "path": change.path,
-            "action": change.action,
-            "before_sha256": change.before_sha256,
-            "after_sha256": change.after_sha256,
-        }
-        if change.certs:
-            fields.update(_cert_fields(change.certs[0]))
-        event: Event = "drift.corrected" if change.cause == "drift" else "change.applied"
-        self.recorder.record(event, revision, **fields)
 
     def _complete(self, txn: Transaction, current: Plan | None = None) -> PassResult:
         """After the swap: refresh, hooks, verification, then commit or roll back."""
@@ -500,6 +490,21 @@ def _leaf_fingerprint(cert_path: Path) -> str | None:
     except (OSError, ValueError, IndexError):
         return None
     return hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest()
+
+
+def _change_record(revision: str, change: Change) -> tuple[Event, str, dict[str, Any]]:
+    """The audit record of one applied change: `drift.corrected` when it undid someone's edit."""
+    fields: dict[str, Any] = {
+        "kind": change.kind,
+        "path": change.path,
+        "action": change.action,
+        "before_sha256": change.before_sha256,
+        "after_sha256": change.after_sha256,
+    }
+    if change.certs:
+        fields.update(_cert_fields(change.certs[0]))
+    event: Event = "drift.corrected" if change.cause == "drift" else "change.applied"
+    return event, revision, fields
 
 
 def _cert_fields(info: CertInfo) -> dict[str, Any]:

@@ -382,19 +382,24 @@ class AuditLog:
 
     def append(self, event: Event, revision: str | None, **fields: object) -> Record:
         """Write one record, fsynced, and return it; AuditError if it could not be written."""
-        if event not in EVENTS:
-            raise ValueError(f"audit event {event!r} is not one of {', '.join(EVENTS)}")
-        if revision is not None and not isinstance(revision, str):
-            raise TypeError(f"audit revision must be text or None, not {type(revision).__name__}")
-        reserved = sorted(set(fields) & set(REQUIRED_FIELDS))
-        if reserved:
-            raise ValueError(f"audit fields {', '.join(reserved)} are set by the audit log itself")
-        body = {key: _to_json(value, key) for key, value in fields.items()}
+        return self.append_many([(event, revision, fields)])[0]
+
+    def append_many(
+        self, entries: Sequence[tuple[Event, str | None, Mapping[str, object]]]
+    ) -> list[Record]:
+        """Write several records with one write and one fsync (a pass's changes, say), in order.
+
+        All or none are checked before anything is written; the chain runs through them as if
+        appended one by one.
+        """
+        bodies = [
+            (event, revision, _body(event, revision, fields)) for event, revision, fields in entries
+        ]
         with self._lock:
             self._acquire()
             try:
                 self._flush_warnings(self._sync())
-                return self._write(event, revision, body)
+                return self._write(bodies)
             finally:
                 self._release()
 
@@ -576,22 +581,29 @@ class AuditLog:
         }
 
     def _flush_warnings(self, warnings: list[Record]) -> None:
-        for fields in warnings:
-            self._write("warning", None, fields)
+        if warnings:
+            self._write([("warning", None, fields) for fields in warnings])
 
-    def _write(self, event: Event, revision: str | None, body: Record) -> Record:
-        record: Record = {
-            "ts": _rfc3339(self._clock(), micro=True),
-            "seq": self._seq + 1,
-            "event": event,
-            "revision": revision,
-            "prev_hash": self._hash,
-            **body,
-        }
-        digest = chain_hash(self._hash, record)
-        record["hash"] = digest
-        line = json.dumps(record, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-        data = (line + "\n").encode("utf-8")
+    def _write(self, bodies: Sequence[tuple[Event, str | None, Record]]) -> list[Record]:
+        records: list[Record] = []
+        lines: list[bytes] = []
+        seq, previous = self._seq, self._hash
+        for event, revision, body in bodies:
+            seq += 1
+            record: Record = {
+                "ts": _rfc3339(self._clock(), micro=True),
+                "seq": seq,
+                "event": event,
+                "revision": revision,
+                "prev_hash": previous,
+                **body,
+            }
+            previous = chain_hash(previous, record)
+            record["hash"] = previous
+            line = json.dumps(record, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+            lines.append((line + "\n").encode("utf-8"))
+            records.append(record)
+        data = b"".join(lines)
         try:
             written = os.write(self._fd, data)
             if written != len(data):
@@ -600,12 +612,25 @@ class AuditLog:
         except OSError as exc:
             # The file's end is now unknown; the next call re-reads it (and sets a torn line aside).
             self._size = -1
+            events = ", ".join(str(b[0]) for b in bodies)
             raise AuditError(
-                f"audit log {self.path}: cannot write record {self._seq + 1} ({event}): "
+                f"audit log {self.path}: cannot write record {self._seq + 1} ({events}): "
                 f"{exc.strerror}; the step it records is not done"
             ) from exc
-        self._seq, self._hash, self._size = self._seq + 1, digest, self._size + len(data)
-        return dict(record)
+        self._seq, self._hash, self._size = seq, previous, self._size + len(data)
+        return [dict(record) for record in records]
+
+
+def _body(event: Event, revision: str | None, fields: Mapping[str, object]) -> Record:
+    """The event's own fields as JSON values; refuses what must never be logged."""
+    if event not in EVENTS:
+        raise ValueError(f"audit event {event!r} is not one of {', '.join(EVENTS)}")
+    if revision is not None and not isinstance(revision, str):
+        raise TypeError(f"audit revision must be text or None, not {type(revision).__name__}")
+    reserved = sorted(set(fields) & set(REQUIRED_FIELDS))
+    if reserved:
+        raise ValueError(f"audit fields {', '.join(reserved)} are set by the audit log itself")
+    return {key: _to_json(value, key) for key, value in fields.items()}
 
 
 # --- verification ----------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, Literal, TextIO, cast
 
 from reconciler.core.secret import SecretBytes, redact_key_blocks
@@ -189,6 +189,10 @@ def get_logger(name: str) -> Logger:
     return Logger(name)
 
 
+def _level(event: str) -> Level:
+    return "warning" if event in _WARNING_EVENTS else "info"
+
+
 class Recorder:
     """Feeds one event to both sinks: the audit log first (durable), then the operational log."""
 
@@ -203,12 +207,20 @@ class Recorder:
         written and None is returned. AuditError propagates: a step whose record could not be
         written must not be reported done.
         """
-        level: Level = "warning" if event in _WARNING_EVENTS else "info"
+        records = self.record_many([(event, revision, fields)])
+        return records[0] if records else None
+
+    def record_many(
+        self, entries: Sequence[tuple[Event, str | None, Mapping[str, object]]]
+    ) -> list[Record]:
+        """Several events with one audit write and one fsync, then their log lines, in order."""
         if self.audit is None:
-            self.logger.log(level, event, revision=revision, **fields)
-            return None
-        record = self.audit.append(event, revision, **fields)
-        # The audit record's JSON values, so both sinks show the same text for the same event.
-        logged = {key: record[key] for key in fields}
-        self.logger.log(level, event, revision=revision, seq=record["seq"], **logged)
-        return record
+            for event, revision, fields in entries:
+                self.logger.log(_level(event), event, revision=revision, **fields)
+            return []
+        records = self.audit.append_many(entries)
+        for (event, revision, fields), record in zip(entries, records, strict=True):
+            # The audit record's JSON values, so both sinks show the same text for the same event.
+            logged = {key: record[key] for key in fields}
+            self.logger.log(_level(event), event, revision=revision, seq=record["seq"], **logged)
+        return records

@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Literal
 
 from reconciler import fsio
-from reconciler.core.plan import Plan
+from reconciler.core.plan import Change, Plan, digest
 from reconciler.errors import ApplyError, LockHeldError
 
 Phase = Literal["prepared", "swapped", "rolling-back"]
@@ -111,9 +111,12 @@ class Journal:
 class Transaction:
     """One pass's change set on disk. Create with `prepare`, or `load` after a crash."""
 
-    def __init__(self, var_dir: Path, journal: Journal) -> None:
+    def __init__(
+        self, var_dir: Path, journal: Journal, contents: dict[str, bytes] | None = None
+    ) -> None:
         self.var_dir = var_dir
         self.journal = journal
+        self._contents = contents or {}
 
     @property
     def dir(self) -> Path:
@@ -137,6 +140,9 @@ class Transaction:
             entries = [
                 _stage(directory, number, change) for number, change in enumerate(plan.changes)
             ]
+            # Backups must be durable before the journal points at them (recovery restores them);
+            # staged new copies need not be: recovery never redoes a swap, it undoes one.
+            fsio.fsync_files(directory / e.backup for e in entries if e.backup is not None)
             fsio.sync_dirs([directory / "new", directory / "old", directory, var_dir / STAGING])
             crashpoint("staged")
             journal = Journal(
@@ -149,7 +155,12 @@ class Transaction:
                 started=datetime.now(UTC).isoformat(),
                 entries=tuple(entries),
             )
-            txn = cls(var_dir, journal)
+            contents = {
+                c.path: c.target.content
+                for c in plan.changes
+                if c.target is not None and c.target.content is not None
+            }
+            txn = cls(var_dir, journal, contents)
             txn._write_journal()
         except (OSError, ApplyError) as exc:
             shutil.rmtree(directory, ignore_errors=True)
@@ -169,23 +180,48 @@ class Transaction:
     # -- step 4 and 5 ------------------------------------------------------------------------
 
     def swap(self) -> None:
-        """Put every staged target in place (or delete it); then phase `swapped`."""
-        touched: list[Path] = []
-        for number, entry in enumerate(self.journal.entries):
-            target = Path(entry.path)
-            if entry.staged is None:
-                fsio.remove_file(target, sync_dir=False)
-            else:
-                data = self._read(entry.staged)
-                assert entry.mode is not None
-                fsio.replace_file(target, data, entry.mode, entry.gid, sync_dir=False)
-            touched.append(target.parent)
-            if number == 0:
-                crashpoint("swap-first")
-        fsio.sync_dirs(touched)
+        """Put every staged target in place (or delete it); then phase `swapped`.
+
+        Every new file is first written as a temporary file next to its target and all of them
+        are fsynced together; only then do the renames begin, so the window in which the
+        targets are a mixed set is a run of renames, and a crash inside it is undone.
+        """
+        temps: dict[str, Path] = {}
+        try:
+            for entry in self.journal.entries:
+                if entry.staged is not None:
+                    assert entry.mode is not None
+                    target = Path(entry.path)
+                    data = self._content(entry)
+                    temps[entry.path] = fsio.write_temp(
+                        target.parent, target.name, data, entry.mode, entry.gid, sync=False
+                    )
+            fsio.fsync_files(temps.values())
+            for number, entry in enumerate(self.journal.entries):
+                target = Path(entry.path)
+                if entry.staged is None:
+                    fsio.remove_file(target, sync_dir=False)
+                else:
+                    fsio.rename_into(temps[entry.path], target)
+                    del temps[entry.path]  # renamed: no longer ours to clean up
+                if number == 0:
+                    crashpoint("swap-first")
+        except OSError as exc:
+            raise ApplyError(fsio.describe(exc, getattr(exc, "filename", None) or "?")) from exc
+        finally:
+            for leftover in temps.values():
+                leftover.unlink(missing_ok=True)
+        fsio.sync_dirs(Path(entry.path).parent for entry in self.journal.entries)
         crashpoint("swap-done")
         self._set_phase("swapped")
         crashpoint("swapped")
+
+    def _content(self, entry: Entry) -> bytes:
+        """The new content: from the plan in memory, or from staging for a loaded journal."""
+        if entry.path in self._contents:
+            return self._contents[entry.path]
+        assert entry.staged is not None
+        return self._read(entry.staged)
 
     def _read(self, name: str) -> bytes:
         path = self.dir / name
@@ -250,19 +286,16 @@ class Transaction:
         return cls(var_dir, Journal.from_json(data))
 
 
-def _stage(directory: Path, number: int, change: object) -> Entry:
-    from reconciler.core.plan import Change
-
-    assert isinstance(change, Change)
+def _stage(directory: Path, number: int, change: Change) -> Entry:
     name = f"{number:05d}"
     target = Path(change.path)
     staged = None
     if change.target is not None:
         assert change.target.content is not None
         staged = f"new/{name}"
-        fsio.write_temp(directory / "new", name, change.target.content, 0o600, None).rename(
-            directory / staged
-        )
+        fsio.write_temp(
+            directory / "new", name, change.target.content, 0o600, None, sync=False
+        ).rename(directory / staged)
     backup = None
     before_mode = before_gid = None
     before_sha = None
@@ -271,9 +304,9 @@ def _stage(directory: Path, number: int, change: object) -> Entry:
         info = target.stat()
         before_mode, before_gid = info.st_mode & 0o7777, info.st_gid
         backup = f"old/{name}"
-        fsio.write_temp(directory / "old", name, current, 0o600, None).rename(directory / backup)
-        from reconciler.core.plan import digest
-
+        fsio.write_temp(directory / "old", name, current, 0o600, None, sync=False).rename(
+            directory / backup
+        )
         before_sha = digest(current)
     secret = bool(change.target and change.target.secret)
     return Entry(
@@ -332,8 +365,6 @@ def remove_orphan_staging(var_dir: Path, keep: str | None) -> list[Path]:
 
 def _holds(path: Path, sha256: str | None, mode: int | None, gid: int | None) -> bool:
     """Whether `path` is already as described (None sha256: absent)."""
-    from reconciler.core.plan import digest
-
     try:
         content = fsio.read_bytes(path)
     except OSError:

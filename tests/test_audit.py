@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import re
 import stat
@@ -703,3 +704,27 @@ def _records(path: Path) -> Iterator[Record]:
 def test_read_records_skips_missing_files(tmp_path: Path) -> None:
     assert list(_records(tmp_path / "absent.jsonl")) == []
     assert audit_files(tmp_path / "nowhere" / "audit.jsonl") == []
+
+
+def test_append_many_chains_through_the_batch_and_continues_after_it(tmp_path: Path) -> None:
+    """A batch is the same chain as one-by-one appends: seq +1 each, prev_hash linked, verified."""
+    path = tmp_path / "audit.jsonl"
+    with AuditLog(path) as log:
+        log.append("pass.started", "r1")
+        batch = log.append_many(
+            [("change.applied", "r1", {"kind": "trust", "path": f"/t/{n}.crt"}) for n in range(4)]
+        )
+        log.append("pass.succeeded", "r1")
+    assert [r["seq"] for r in batch] == [2, 3, 4, 5]
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["seq"] for r in lines] == [1, 2, 3, 4, 5, 6]
+    for before, after in itertools.pairwise(lines):
+        assert after["prev_hash"] == before["hash"]
+    assert verify([path]).ok
+
+
+def test_append_many_refuses_the_whole_batch_if_one_record_is_bad(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    with AuditLog(path) as log, pytest.raises(TypeError):
+        log.append_many([("warning", None, {"reason": "fine"}), ("warning", None, {"x": b"key"})])
+    assert not path.exists() or path.read_text() == ""
