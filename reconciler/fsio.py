@@ -172,6 +172,11 @@ def fsync_files(paths: Iterable[Path]) -> None:
     _in_parallel(list(paths))
 
 
+def sync_all(paths: Iterable[Path]) -> None:
+    """fsync files and directories alike, concurrently (one round of waits)."""
+    _in_parallel(sorted(set(paths)))
+
+
 def sync_dirs(directories: Iterable[Path]) -> None:
     """Make every directory's entries (renames, unlinks) durable (concurrently)."""
     _in_parallel(sorted(set(directories)))
