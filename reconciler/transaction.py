@@ -3,14 +3,18 @@
 The protocol, in the order a pass runs it (VAR is `var_dir`, 0700; every file in it 0600):
 
 1. **lock**    `VAR/lock` is flocked for the whole pass; it holds the holder's PID.
-2. **stage**   every new target content goes to `VAR/txn/ID/new/N`, and the current content of every
-               target the pass replaces or deletes to `VAR/txn/ID/old/N` (the previous
-               generation), all fsynced.
-3. **journal** `VAR/journal.json` names the whole change set, phase `prepared`; written to a temp
-               file, fsynced, renamed, directory fsynced. From here on a crash is recoverable.
-4. **swap**    each target is replaced from its staged copy (temp file in the target's directory,
-               fsync, rename) or deleted; then the target directories are fsynced.
-5. **swapped** the journal's phase becomes `swapped`: the files are done, refresh and hooks pending.
+2. **stage**   every new target content goes to `VAR/txn/ID/new/N` (kept with the generation), and
+               the current content of every target the pass replaces or deletes to
+               `VAR/txn/ID/old/N` (the previous generation, what a rollback restores).
+3. **journal** `VAR/journal.json` names the whole change set, phase `prepared`. Its temp file, the
+               backups and the staging directories are fsynced together, then it is renamed and
+               VAR fsynced. From here on a crash is recoverable. (`new/` need not be durable:
+               recovery undoes a prepared pass, it never redoes the swap from `new/`.)
+4. **swap**    every new content is written to a temp file (0600 until its mode is set) next to
+               its target, all fsynced together, then renamed over the targets one after
+               another (deletes are unlinks). Only this run of renames sees a mixed set.
+5. **swapped** the journal's phase becomes `swapped` once the target directories are fsynced: the
+               files are done, refresh and hooks pending.
 6. (the caller refreshes the trust store, runs hooks and verifies)
 7. **commit**  `VAR/txn/ID` moves to `VAR/generations/ID` (the last KEEP_GENERATIONS are kept)
                and the journal is removed.
