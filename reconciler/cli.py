@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -149,13 +150,59 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(args.config, state_dir=args.state, root=args.root)
 
 
+# `validate` reads two settings. Importing pydantic-settings to learn them costs about 0.1 s, a
+# quarter of its start-up, so where no settings file and no other RECONCILER_* variable is in
+# force (a GitOps repository's CI), they are resolved here by the same precedence: flag >
+# environment > default (with no file, there is no file level).
+# Anything else (a settings file, another variable, a value only pydantic would know how to read)
+# goes through load_settings, which also reports a bad setting. tests/test_settings.py pins this
+# to load_settings across flags, variables and files.
+QUICK_VARIABLES = frozenset({"RECONCILER_CONFIG", "RECONCILER_STATE_DIR", "RECONCILER_KEY_DIRS"})
+DEFAULT_CONFIG = Path("/etc/reconciler/reconciler.toml")
+DEFAULT_STATE_DIR = Path("/etc/reconciler/desired-state")
+
+
+def quick_state_paths(
+    config: Path | None, state: Path | None, environ: Mapping[str, str] | None = None
+) -> tuple[Path, tuple[Path, ...]] | None:
+    """(state_dir, key_dirs) exactly as load_settings would give them, or None: load them."""
+    env = os.environ if environ is None else environ
+    if config is not None or env.get("RECONCILER_CONFIG") or DEFAULT_CONFIG.is_file():
+        return None
+    # pydantic-settings matches variable names case-insensitively: any other spelling, or any
+    # other setting, is left to it.
+    if any(n.upper().startswith("RECONCILER_") and n not in QUICK_VARIABLES for n in env):
+        return None
+    state_dir = state
+    if state_dir is None:
+        from_env = env.get("RECONCILER_STATE_DIR")
+        state_dir = DEFAULT_STATE_DIR if from_env is None else Path(from_env)
+    key_dirs: tuple[Path, ...] = ()
+    listed = env.get("RECONCILER_KEY_DIRS")
+    if listed is not None:
+        try:
+            value = json.loads(listed)  # a list setting comes from the environment as JSON
+        except ValueError:
+            return None
+        if not isinstance(value, list) or not all(isinstance(d, str) for d in value):
+            return None
+        key_dirs = tuple(Path(d) for d in value)
+    cwd = Path.cwd()
+    return cwd / state_dir, tuple(cwd / d for d in key_dirs)
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     name = args.command
     if name == "schema":
         return _schema()
+    if name == "validate":
+        quick = quick_state_paths(args.config, args.state)
+        if quick is not None:
+            return _validate(*quick)
     settings = _settings(args)
+    if name == "validate":
+        return _validate(settings.state_dir, settings.key_dirs)
     handlers = {
-        "validate": _validate,
         "plan": _plan,
         "apply": _apply,
         "run": _run,
@@ -176,27 +223,26 @@ def _print_findings(findings: Sequence[Finding]) -> None:
         print(str(finding), file=sys.stderr)
 
 
-def _validate(settings: Settings, args: argparse.Namespace) -> int:
+def _validate(state_dir: Path, key_dirs: tuple[Path, ...]) -> int:
     from datetime import UTC, datetime
 
     from reconciler.core.load import evaluate
     from reconciler.snapshot import read_snapshot
 
-    inp = read_snapshot(settings.state_dir, settings.key_dirs)
+    inp = read_snapshot(state_dir, key_dirs)
     evaluation = evaluate(inp, datetime.now(UTC))
     _print_findings(evaluation.findings)
     desired = evaluation.desired
     if desired is None:
         count = len(evaluation.errors)
         print(
-            f"{settings.state_dir}: invalid ({count} error{'s' * (count != 1)}); "
-            "nothing would be applied",
+            f"{state_dir}: invalid ({count} error{'s' * (count != 1)}); nothing would be applied",
             file=sys.stderr,
         )
         return EXIT_FAILED
     identity = "an identity" if desired.identity else "no identity"
     print(
-        f"{settings.state_dir}: valid, revision {desired.revision}: {identity}, "
+        f"{state_dir}: valid, revision {desired.revision}: {identity}, "
         f"{len(desired.trust)} trust entries, {len(desired.profiles)} profiles, "
         f"{len(evaluation.warnings)} warnings"
     )

@@ -35,8 +35,13 @@ def _load(path: Path) -> dict[str, Any] | None:
 
 
 def _store(path: Path, value: dict[str, Any]) -> None:
+    # No indent: with one, json falls back to its pure-Python encoder, and last-applied.json holds
+    # a digest per target (thousands) and is rewritten by every pass that changes one. Sorted keys
+    # keep the bytes stable between passes; `jq . FILE` shows it indented. The indented files of
+    # earlier versions still load: json reads both.
+    encoded = json.dumps(value, sort_keys=True, separators=(",", ":")).encode() + b"\n"
     fsio.ensure_private_dir(path.parent)
-    fsio.replace_file(path, json.dumps(value, indent=1, sort_keys=True).encode() + b"\n", 0o600)
+    fsio.replace_file(path, encoded, 0o600)
 
 
 @dataclass(frozen=True, slots=True)

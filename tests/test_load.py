@@ -398,6 +398,59 @@ def test_parse_toml_returns_model_or_findings() -> None:
     assert {f.field for f in findings} == {"url", "x"}
 
 
+@pytest.mark.parametrize(
+    "data",
+    [b"url = 1\nx = 2\n", b"url = \n", b"\xff", b'url = "https://a.example.com"\n'],
+    ids=["model-errors", "toml-syntax", "not-utf8", "valid"],
+)
+def test_parse_toml_again_gives_the_same_answer_in_a_new_list(data: bytes) -> None:
+    """Every pass parses every profile again (cached by content): callers own their findings."""
+    first_model, first = parse_toml(data, "profiles/a.toml", ProfileFile)
+    snapshot = list(first)
+    first.append(Finding("error", "elsewhere", None, "added by a caller"))
+    again_model, again = parse_toml(data, "profiles/a.toml", ProfileFile)
+    assert again == snapshot
+    assert again is not first
+    assert again_model == first_model
+
+
+def test_parse_toml_names_the_file_asked_about_whatever_was_parsed_before() -> None:
+    """Two profiles with the same bytes: each finding names its own file."""
+    data = b'url = "https://a.example.com"\ntypo = 1\n'
+    for file in ("profiles/a.toml", "profiles/b.toml", "profiles/a.toml"):
+        model, findings = parse_toml(data, file, ProfileFile)
+        assert model is None
+        assert [(f.file, f.field) for f in findings] == [(file, "typo")]
+
+
+def test_parse_toml_of_a_large_file_is_still_checked() -> None:
+    """Files beyond what the parse cache keeps take the same path to the same answer."""
+    padding = b"# " + b"x" * 8000 + b"\n"
+    model, findings = parse_toml(
+        padding + b'url = "https://a.example.com"\n', "p.toml", ProfileFile
+    )
+    assert findings == []
+    assert model == ProfileFile(url="https://a.example.com")
+    model, findings = parse_toml(padding + b"url = 1\n", "p.toml", ProfileFile)
+    assert model is None
+    assert [f.field for f in findings] == ["url"]
+
+
+def test_parse_toml_never_shares_a_model_that_can_change() -> None:
+    """Only frozen models are shared between calls; a mutable one is built anew each time."""
+    from pydantic import BaseModel
+
+    class Mutable(BaseModel):
+        url: str
+
+    first, _ = parse_toml(b'url = "a"\n', "m.toml", Mutable)
+    second, _ = parse_toml(b'url = "a"\n', "m.toml", Mutable)
+    assert first is not None
+    assert second is not None
+    first.url = "changed"
+    assert second.url == "a"
+
+
 # -- any bytes, any TOML: findings, never an exception --------------------------------------------
 
 

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from unittest import mock
 
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from reconciler.errors import SettingsError
 from reconciler.settings import Settings, load_settings
@@ -374,3 +379,181 @@ def test_settings_are_frozen(tmp_path: Path) -> None:
     assert isinstance(settings, Settings)
     with pytest.raises(ValueError, match="frozen"):
         settings.root = Path("/elsewhere")  # type: ignore[misc]
+
+
+# -- `validate`'s two settings without pydantic-settings: the same answer as load_settings --------
+
+
+@pytest.fixture
+def default_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """/etc/reconciler/reconciler.toml, moved where a test may create it; absent at first."""
+    from reconciler import cli
+    from reconciler import settings as settings_module
+
+    path = tmp_path / "etc-reconciler" / "reconciler.toml"
+    monkeypatch.setattr(settings_module, "DEFAULT_CONFIG", path)
+    monkeypatch.setattr(cli, "DEFAULT_CONFIG", path)
+    return path
+
+
+def _both(state: Path | None, config: Path | None = None) -> tuple[object, object]:
+    """(quick path, load_settings) for state_dir and key_dirs; an exception stands for itself."""
+    from reconciler.cli import quick_state_paths
+
+    quick = quick_state_paths(config, state)
+    try:
+        full = load_settings(config, state_dir=state)
+    except SettingsError as exc:
+        return quick, exc
+    return quick, (full.state_dir, full.key_dirs)
+
+
+STATE_VARIABLE = {"unset": None, "absolute": "/env/state", "relative": "env/state", "empty": ""}
+KEY_DIRS_VARIABLE = {
+    "unset": None,
+    "two": '["/run/a", "rel/b"]',
+    "none": "[]",
+    "spaced": ' [ "/run/c" ] ',
+    "not-json": "/run/a,/run/b",
+    "json-string": '"/run/a"',
+    "json-number": "[1]",
+    "empty-entry": '[""]',
+}
+# Where the quick path must answer (the others it may leave to load_settings).
+_QUICK_ANSWERS = {"unset", "absolute", "relative", "empty", "two", "none", "spaced", "empty-entry"}
+
+
+@pytest.mark.parametrize("flag", [None, "/flag/state", "flag/state"], ids=["no-flag", "abs", "rel"])
+@pytest.mark.parametrize("state_var", sorted(STATE_VARIABLE), ids=sorted(STATE_VARIABLE))
+@pytest.mark.parametrize("keys_var", sorted(KEY_DIRS_VARIABLE), ids=sorted(KEY_DIRS_VARIABLE))
+def test_quick_state_paths_equal_load_settings(
+    monkeypatch: pytest.MonkeyPatch,
+    default_config: Path,
+    flag: str | None,
+    state_var: str,
+    keys_var: str,
+) -> None:
+    """Flag > environment > default, relative paths made absolute: as load_settings, or None."""
+    for name, value in (
+        ("RECONCILER_STATE_DIR", STATE_VARIABLE[state_var]),
+        ("RECONCILER_KEY_DIRS", KEY_DIRS_VARIABLE[keys_var]),
+    ):
+        if value is not None:
+            monkeypatch.setenv(name, value)
+    quick, full = _both(Path(flag) if flag is not None else None)
+    if quick is not None:
+        assert quick == full
+    if keys_var in _QUICK_ANSWERS and (state_var in _QUICK_ANSWERS or flag is not None):
+        assert quick is not None
+
+
+def test_quick_state_paths_defaults(default_config: Path) -> None:
+    quick, full = _both(None)
+    assert quick == full == (Path("/etc/reconciler/desired-state"), ())
+
+
+def test_quick_path_knows_the_same_default_settings_file() -> None:
+    from reconciler import cli
+    from reconciler import settings as settings_module
+
+    assert cli.DEFAULT_CONFIG == settings_module.DEFAULT_CONFIG
+
+
+@pytest.mark.parametrize("how", ["flag", "variable", "default-file"])
+def test_a_settings_file_in_force_is_left_to_load_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, default_config: Path, how: str
+) -> None:
+    """With a file there is more to check (a bad setting fails even `validate`): no quick path."""
+    from reconciler.cli import quick_state_paths
+
+    text = 'state_dir = "/from/file"\nkey_dirs = ["/run/file"]\n'
+    explicit = None
+    if how == "flag":
+        explicit = _config(tmp_path, text)
+    elif how == "variable":
+        monkeypatch.setenv("RECONCILER_CONFIG", str(_config(tmp_path, text)))
+    else:
+        _config(default_config.parent, text, default_config.name)
+    assert quick_state_paths(explicit, None) is None
+    assert quick_state_paths(explicit, Path("/flag")) is None
+    assert load_settings(explicit).state_dir == Path("/from/file")
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["RECONCILER_ROOT", "RECONCILER_QUIET_PERIOD_MS", "reconciler_state_dir", "RECONCILER_X__Y"],
+)
+def test_any_other_variable_is_left_to_load_settings(
+    monkeypatch: pytest.MonkeyPatch, default_config: Path, name: str
+) -> None:
+    """Another setting may be bad, and names match case-insensitively: pydantic-settings decides."""
+    from reconciler.cli import quick_state_paths
+
+    monkeypatch.setenv(name, "soon")
+    assert quick_state_paths(None, None) is None
+    assert quick_state_paths(None, Path("/flag")) is None
+
+
+_ENV_TEXT = st.text(
+    st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=30
+)
+
+
+@hypothesis_settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    state=st.one_of(st.none(), _ENV_TEXT),
+    keys=st.one_of(
+        st.none(),
+        _ENV_TEXT,
+        st.lists(_ENV_TEXT, max_size=3).map(json.dumps),
+    ),
+    flag=st.one_of(st.none(), _ENV_TEXT.filter(bool).map(Path)),
+)
+def test_quick_state_paths_never_disagree_with_load_settings(
+    default_config: Path, state: str | None, keys: str | None, flag: Path | None
+) -> None:
+    """Any variable values: the quick path answers as load_settings does, or not at all."""
+    env = {"RECONCILER_STATE_DIR": state, "RECONCILER_KEY_DIRS": keys}
+    with mock.patch.dict(os.environ, {k: v for k, v in env.items() if v is not None}):
+        quick, full = _both(flag)
+    if quick is not None:
+        assert quick == full
+
+
+def test_validate_without_settings_does_not_import_pydantic_settings(
+    tmp_path: Path, pki: Pki
+) -> None:
+    """The CI case: --state only. The same verdict, without paying for pydantic-settings."""
+    state = standard_state(tmp_path / "state", pki)
+    probe = (
+        "import sys\n"
+        "from reconciler.cli import main\n"
+        "code = main(sys.argv[1:])\n"
+        "print('pydantic_settings' in sys.modules, code)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECONCILER_")}
+    env["PYTHONPATH"] = str(REPO)
+    done = subprocess.run(
+        [sys.executable, "-c", probe, "validate", "--state", str(state.path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+    assert done.stdout.splitlines()[-1] == "False 0", done.stderr
+    assert f"{state.path}: valid, revision sha256:" in done.stdout
+    env["RECONCILER_ROOT"] = str(tmp_path / "root")  # another setting: the full load
+    done = subprocess.run(
+        [sys.executable, "-c", probe, "validate", "--state", str(state.path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+    assert done.stdout.splitlines()[-1] == "True 0", done.stderr

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from pydantic import BaseModel, ValidationError
 
@@ -26,6 +27,13 @@ from reconciler.core.validate import check_identity, check_profile, check_trust
 GATEWAY_FILE = "gateway.toml"
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
+
+# Every pass re-reads every profile, and a Kubernetes volume or git-sync worktree rewrites them all
+# on each update, so parses are cached by content (and file name: findings name it). Bounded in
+# count, and only small files are kept (a profile is two keys), so that a state of huge files
+# cannot make the cache hold more than a few tens of MiB.
+_PARSE_CACHE_SIZE = 8192
+_PARSE_CACHE_MAX_BYTES = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,19 +90,40 @@ def error(file: str, field_name: str | None, reason: str) -> Finding:
 
 
 def parse_toml(data: bytes, file: str, model: type[ModelT]) -> tuple[ModelT | None, list[Finding]]:
-    """Bytes to a model: UTF-8, TOML syntax, then types, values and unknown keys, all collected."""
+    """Bytes to a model: UTF-8, TOML syntax, then types, values and unknown keys, all collected.
+
+    The findings are a new list on every call; the model may be shared with earlier calls on the
+    same bytes when it is frozen (all desired-state models are), so nobody can change it.
+    """
+    if len(data) > _PARSE_CACHE_MAX_BYTES or not model.model_config.get("frozen"):
+        parsed, findings = _parse_toml(data, file, model)
+    else:
+        parsed, findings = _parse_toml_cached(data, file, model)
+    return cast("ModelT | None", parsed), list(findings)
+
+
+@functools.lru_cache(maxsize=_PARSE_CACHE_SIZE)
+def _parse_toml_cached(
+    data: bytes, file: str, model: type[BaseModel]
+) -> tuple[BaseModel | None, tuple[Finding, ...]]:
+    return _parse_toml(data, file, model)
+
+
+def _parse_toml(
+    data: bytes, file: str, model: type[BaseModel]
+) -> tuple[BaseModel | None, tuple[Finding, ...]]:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return None, [error(file, None, f"not UTF-8 text (byte {exc.start})")]
+        return None, (error(file, None, f"not UTF-8 text (byte {exc.start})"),)
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        return None, [error(file, None, f"TOML syntax error: {exc}")]
+        return None, (error(file, None, f"TOML syntax error: {exc}"),)
     try:
-        return model.model_validate(raw), []
+        return model.model_validate(raw), ()
     except ValidationError as exc:
-        return None, [_model_finding(file, err) for err in exc.errors()]
+        return None, tuple(_model_finding(file, err) for err in exc.errors())
 
 
 def _model_finding(file: str, err: Any) -> Finding:
