@@ -384,25 +384,14 @@ class Reconciler:
 
         store = trust_store_from_settings(self.settings)
         store.refresh(removed=journal.trust_removed)
-        wanted = [self._read_staged_certs(journal)]
-        missing = store.missing_after_refresh([der for group in wanted for der in group])
+        written = [Path(e.path) for e in journal.entries if e.kind == "trust" and e.staged]
+        missing = store.missing_files_after_refresh(written)
         if missing:
             raise ApplyError(
                 "trust store refresh did not install: "
                 + ", ".join(missing[:5])
                 + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
             )
-
-    def _read_staged_certs(self, journal: Journal) -> list[bytes]:
-        from cryptography import x509
-
-        ders = []
-        for entry in journal.entries:
-            if entry.kind != "trust" or entry.staged is None:
-                continue
-            pem = Path(entry.path).read_bytes()
-            ders += [c.public_bytes(Encoding.DER) for c in x509.load_pem_x509_certificates(pem)]
-        return ders
 
     def _run_hooks(
         self, journal: Journal, phase: Literal["apply", "rollback"], results: list[HookResult]

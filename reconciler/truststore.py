@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from reconciler import fsio
 from reconciler.errors import ApplyError
@@ -183,6 +184,14 @@ class TrustStore:
         present = self._present_digests()
         return [_subject(der) for der in certs_der if hashlib.sha256(der).digest() not in present]
 
+    def missing_files_after_refresh(self, files: Sequence[Path]) -> list[str]:
+        """Subjects of the certificates in `files` (entries this pass wrote) that the refreshed
+        store lacks. A file that cannot be read counts as missing."""
+        ders: list[bytes] = []
+        for path in files:
+            ders += _file_ders(path)
+        return self.missing_after_refresh(ders)
+
     def _present_digests(self) -> set[bytes]:
         raise NotImplementedError
 
@@ -229,6 +238,37 @@ class DirectoryTrustStore(TrustStore):
 
     backend: ClassVar[str] = "directory"
 
+    def missing_files_after_refresh(self, files: Sequence[Path]) -> list[str]:
+        """Here it is enough that a hash link names each file: rehash links a file only when it
+        holds exactly one certificate it could read. Reads no certificate unless one is missing,
+        so a pass that changed one entry of 10,000 checks one readlink per link, nothing more."""
+        linked: set[str] = set()
+        try:
+            entries = list(os.scandir(self.trust_dir))
+        except OSError as exc:
+            raise ApplyError(f"trust directory {self.trust_dir}: cannot list it: {exc}") from exc
+        for entry in entries:
+            if _HASH_LINK_RE.match(entry.name) and entry.is_symlink():
+                try:
+                    target = os.readlink(entry.path)
+                except OSError:
+                    continue
+                linked.add(self._link_key(target))
+        missing: list[str] = []
+        for path in files:
+            if self._link_key(str(path)) not in linked or not path.exists():
+                missing += [_subject(der) for der in _file_ders(path)] or [str(path)]
+        return missing
+
+    def _link_key(self, target: str) -> str:
+        """A link target (or a file) as a comparable key: the bare name for a file in TRUST_DIR
+        (rehash links by bare name: no path work in the common case), else the absolute path."""
+        if "/" not in target:
+            return target
+        full = os.path.normpath(os.path.join(self.trust_dir, target))
+        directory, name = os.path.split(full)
+        return name if directory == os.path.normpath(self.trust_dir) else full
+
     def _present_digests(self) -> set[bytes]:
         present: set[bytes] = set()
         try:
@@ -270,6 +310,16 @@ def trust_store_from_settings(settings: Settings) -> TrustStore:
     if settings.trust_store == "rhel":
         return RhelTrustStore(trust_dir, prefix, argv)
     return DirectoryTrustStore(trust_dir, prefix, argv)
+
+
+def _file_ders(path: Path) -> list[bytes]:
+    """The DER of every certificate in a PEM file; none when it cannot be read or parsed."""
+    try:
+        return [
+            c.public_bytes(Encoding.DER) for c in x509.load_pem_x509_certificates(path.read_bytes())
+        ]
+    except (OSError, ValueError):
+        return []
 
 
 def pem_cert_digests(data: bytes) -> set[bytes]:

@@ -295,3 +295,17 @@ def test_pem_cert_digests_reads_commented_crlf_bundles() -> None:
         + b"-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n"
     )  # fmt: skip
     assert pem_cert_digests(bundle) == {hashlib.sha256(der(c)).digest() for c in (one, two)}
+
+
+def test_directory_backend_finds_written_files_by_their_hash_links(tmp_path: Path) -> None:
+    """Relative and absolute link targets both count; a file no link names is reported."""
+    settings = Settings(trust_store="directory", trust_dir=tmp_path)
+    store = trust_store_from_settings(settings)
+    linked_relative, linked_absolute, unlinked = (make_ca(f"CA {n}") for n in range(3))
+    paths = [store.path_for(name) for name in ("rel", "abs", "none")]
+    for path, ca in zip(paths, (linked_relative, linked_absolute, unlinked), strict=True):
+        path.write_bytes(ca.cert_pem)
+    (tmp_path / "0badcafe.0").symlink_to(paths[0].name)
+    (tmp_path / "0badcafe.1").symlink_to(paths[1])
+    assert store.missing_files_after_refresh(paths[:2]) == []
+    assert store.missing_files_after_refresh(paths) == ["CN=CA 2"]

@@ -8,6 +8,7 @@ a commit that changes nothing relevant changes no target and restarts nothing.
 
 from __future__ import annotations
 
+import functools
 import json
 import posixpath
 import re
@@ -15,7 +16,15 @@ from dataclasses import dataclass, field, replace
 from json.encoder import encode_basestring_ascii
 from pathlib import PurePosixPath
 
-from reconciler.core.desired import CertInfo, DesiredState, Identity, Kind, TlsPolicy
+from reconciler.core.desired import (
+    CertInfo,
+    DesiredState,
+    Identity,
+    Kind,
+    Profile,
+    TlsPolicy,
+    TrustEntry,
+)
 from reconciler.core.mozilla import GUIDELINES_VERSION, policy
 from reconciler.errors import SettingsError
 
@@ -53,6 +62,44 @@ PUBLIC_MODE = 0o644
 # starts a variable (ssl_certificate takes variables since 1.15.9) and cannot be escaped, a quote
 # or backslash would need escaping, and control characters have no business in a path.
 _NGINX_UNSAFE = re.compile(r'[$"\\\x00-\x1f\x7f]')
+
+
+# A daemon renders the same thousands of trust entries and profiles pass after pass: the values
+# are frozen and hashable, so the work is kept by value (bounded), never by identity.
+
+
+@functools.lru_cache(maxsize=4)
+def _profiles_json(profiles: tuple[Profile, ...]) -> bytes:
+    return _json(
+        {
+            "profiles": [
+                {
+                    "name": p.name,
+                    "kind": p.kind,
+                    "scheme": p.scheme,
+                    "host": p.host,
+                    "port": p.port,
+                    "path": p.path,
+                    "tls": p.tls,
+                }
+                for p in profiles
+            ]
+        }
+    )
+
+
+@functools.lru_cache(maxsize=32768)
+def _trust_target(entry: TrustEntry, trust_dir: str, prefix: str, gid: int | None) -> Target:
+    return Target(
+        # posixpath.join on the already normal str, not a PurePosixPath per entry: the same
+        # string (NAME has no slash), at a tenth of the cost for 10,000 entries.
+        path=posixpath.join(trust_dir, f"{prefix}{entry.name}.crt"),
+        kind="trust",
+        mode=PUBLIC_MODE,
+        content=entry.pem,
+        certs=entry.certs,
+        gid=gid,
+    )
 
 
 def render(desired: DesiredState, layout: Layout) -> tuple[Target, ...]:
@@ -100,34 +147,10 @@ def render(desired: DesiredState, layout: Layout) -> tuple[Target, ...]:
             path=str(data / "server-profiles.json"),
             kind="profiles",
             mode=PUBLIC_MODE,
-            content=_json(
-                {
-                    "profiles": [
-                        {
-                            "name": p.name,
-                            "kind": p.kind,
-                            "scheme": p.scheme,
-                            "host": p.host,
-                            "port": p.port,
-                            "path": p.path,
-                            "tls": p.tls,
-                        }
-                        for p in sorted(desired.profiles, key=lambda p: p.name)
-                    ]
-                }
-            ),
+            content=_profiles_json(tuple(sorted(desired.profiles, key=lambda p: p.name))),
         ),
         *(
-            Target(
-                # posixpath.join on the already normal str, not a PurePosixPath per entry: the
-                # same string (NAME has no slash), at a tenth of the cost for 10,000 entries.
-                path=posixpath.join(trust_dir, f"{layout.trust_prefix}{entry.name}.crt"),
-                kind="trust",
-                mode=PUBLIC_MODE,
-                content=entry.pem,
-                certs=entry.certs,
-                gid=layout.gid,
-            )
+            _trust_target(entry, trust_dir, layout.trust_prefix, layout.gid)
             for entry in desired.trust
         ),
     ]
