@@ -59,7 +59,11 @@ def watch_specs(settings: Settings) -> tuple[WatchSpec, ...]:
         specs.append(WatchSpec(str(parent), False, "parent", name))
         real = os.path.realpath(absolute)
         if os.path.isdir(real):
-            specs.append(WatchSpec(real, True, role))
+            # A Kubernetes volume changes only by its `..data` swap, seen at the top level; a
+            # recursive watch would also wake us for every file the kubelet writes into the
+            # next `..TIMESTAMP` directory first (thousands of events, all before the swap).
+            volume = os.path.islink(os.path.join(real, K8S_DATA))
+            specs.append(WatchSpec(real, not volume, role))
 
     anchored(settings.state_dir, "state")
     for key_dir in settings.key_dirs:
