@@ -151,7 +151,8 @@ class Workspace:
 
     def write_config(self) -> Path:
         refresh = (
-            f'["{PYTHON}", "{REPO / "bench" / "rehash.py"}", "{self.trust_dir}"]'
+            # -S -E: the stand-in needs no site packages; its start-up is not what is measured.
+            f'["{PYTHON}", "-S", "-E", "{REPO / "bench" / "rehash.py"}", "{self.trust_dir}"]'
             if self.fake_rehash
             else f'["openssl", "rehash", "{self.trust_dir}"]'
         )
