@@ -3,13 +3,14 @@
 The protocol, in the order a pass runs it (VAR is `var_dir`, 0700; every file in it 0600):
 
 1. **lock**    `VAR/lock` is flocked for the whole pass; it holds the holder's PID.
-2. **stage**   every new target content goes to `VAR/txn/ID/new/N` (kept with the generation), and
-               the current content of every target the pass replaces or deletes to
-               `VAR/txn/ID/old/N` (the previous generation, what a rollback restores).
+2. **stage**   every new target content goes to `VAR/txn/ID/new.bin` (kept with the generation),
+               and the current content of every target the pass replaces or deletes to
+               `VAR/txn/ID/old.bin` (the previous generation, what a rollback restores); one
+               file each, entries refer to `FILE:OFFSET:LENGTH`.
 3. **journal** `VAR/journal.json` names the whole change set, phase `prepared`. Its temp file, the
                backups and the staging directories are fsynced together, then it is renamed and
-               VAR fsynced. From here on a crash is recoverable. (`new/` need not be durable:
-               recovery undoes a prepared pass, it never redoes the swap from `new/`.)
+               VAR fsynced. From here on a crash is recoverable. (`new.bin` need not be durable:
+               recovery undoes a prepared pass, it never redoes the swap from it.)
 4. **swap**    every new content is written to a temp file (0600 until its mode is set) next to
                its target, all fsynced together, then renamed over the targets one after
                another (deletes are unlinks). Only this run of renames sees a mixed set.
@@ -20,14 +21,15 @@ The protocol, in the order a pass runs it (VAR is `var_dir`, 0700; every file in
                and the journal is removed.
 
 A failure after step 4 started (a write error, a failed hook or verification) sets phase
-`rolling-back`, restores every target from `old/` (deleting those that did not exist), and removes
-the journal once the rollback hooks ran.
+`rolling-back`, restores every target from `old.bin` (deleting those that did not exist), and
+removes the journal once the rollback hooks ran.
 
 **Recovery** at the start of every writing command, before anything else, by the journal's phase:
 
 * no journal: any `VAR/txn/*` is a pass that never reached its journal: deleted; targets untouched.
 * `prepared`: the swap may be partial and no hook has run, so the old generation is what runs:
-  **undo** (restore every target from `old/`). The desired state is applied afresh by the next pass.
+  **undo** (restore every target from `old.bin`). The desired state is applied afresh by the next
+  pass.
 * `swapped`: the new files all stand but their hooks may not have run: **complete** (refresh,
   hooks, verification, commit; or roll back if they fail).
 * `rolling-back`: **finish the rollback** (restore again, run the rollback hooks).
@@ -43,9 +45,9 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -61,6 +63,10 @@ STAGING = "txn"
 GENERATIONS = "generations"
 LOCK = "lock"
 KEEP_GENERATIONS = 5
+NEW = "new.bin"
+"""Staged new contents of a pass, concatenated (kept with its generation)."""
+OLD = "old.bin"
+"""The previous contents of every target a pass replaces or deletes: what a rollback restores."""
 
 
 def crashpoint(step: str) -> None:
@@ -102,8 +108,11 @@ class Journal:
     entries: tuple[Entry, ...]
 
     def to_json(self) -> bytes:
-        # Compact: with indent, json falls back to its pure-Python encoder (slow on big passes).
-        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode() + b"\n"
+        # Flat values only, so no dataclasses.asdict (it deep-copies every field: seconds for a
+        # pass of 10,000 entries); compact, since indent falls back to the pure-Python encoder.
+        raw = {name: getattr(self, name) for name in _JOURNAL_FIELDS}
+        raw["entries"] = [{name: getattr(e, name) for name in _ENTRY_FIELDS} for e in self.entries]
+        return json.dumps(raw, sort_keys=True, separators=(",", ":")).encode() + b"\n"
 
     @classmethod
     def from_json(cls, data: bytes) -> Journal:
@@ -111,6 +120,10 @@ class Journal:
         entries = tuple(Entry(**e) for e in raw.pop("entries"))
         raw["kinds"] = tuple(raw["kinds"])
         return cls(entries=entries, **raw)
+
+
+_ENTRY_FIELDS = tuple(f.name for f in fields(Entry))
+_JOURNAL_FIELDS = tuple(f.name for f in fields(Journal) if f.name != "entries")
 
 
 class Transaction:
@@ -122,6 +135,7 @@ class Transaction:
         self.var_dir = var_dir
         self.journal = journal
         self._contents = contents or {}
+        self._blobs: dict[str, bytes] = {}
 
     @property
     def dir(self) -> Path:
@@ -140,11 +154,8 @@ class Transaction:
         directory = var_dir / STAGING / txn_id
         try:
             fsio.ensure_private_dir(var_dir)
-            fsio.ensure_private_dir(directory / "new")
-            fsio.ensure_private_dir(directory / "old")
-            entries = [
-                _stage(directory, number, change) for number, change in enumerate(plan.changes)
-            ]
+            fsio.ensure_private_dir(directory)
+            entries = _stage(directory, plan.changes)
             crashpoint("staged")
             journal = Journal(
                 id=txn_id,
@@ -164,9 +175,7 @@ class Transaction:
             txn = cls(var_dir, journal, contents)
             # Backups must be durable before the journal points at them (recovery restores them);
             # staged new copies need not be: recovery never redoes a swap, it undoes one.
-            backups = [directory / e.backup for e in entries if e.backup is not None]
-            staging_dirs = [directory / "new", directory / "old", directory, var_dir / STAGING]
-            txn._write_journal(after=[*backups, *staging_dirs])
+            txn._write_journal(after=[directory / OLD, directory, var_dir / STAGING])
         except (OSError, ApplyError) as exc:
             shutil.rmtree(directory, ignore_errors=True)
             if isinstance(exc, ApplyError):
@@ -247,12 +256,17 @@ class Transaction:
         assert entry.staged is not None
         return self._read(entry.staged)
 
-    def _read(self, name: str) -> bytes:
-        path = self.dir / name
-        try:
-            return path.read_bytes()
-        except OSError as exc:
-            raise ApplyError(fsio.describe(exc, path)) from exc
+    def _read(self, ref: str) -> bytes:
+        """A staged content by its reference, `FILE:OFFSET:LENGTH` (see `_stage`)."""
+        name, offset, length = ref.rsplit(":", 2)
+        if name not in self._blobs:
+            path = self.dir / name
+            try:
+                self._blobs[name] = path.read_bytes()
+            except OSError as exc:
+                raise ApplyError(fsio.describe(exc, path)) from exc
+        start = int(offset)
+        return self._blobs[name][start : start + int(length)]
 
     # -- rollback ------------------------------------------------------------------------------
 
@@ -310,44 +324,52 @@ class Transaction:
         return cls(var_dir, Journal.from_json(data))
 
 
-def _stage(directory: Path, number: int, change: Change) -> Entry:
-    name = f"{number:05d}"
-    target = Path(change.path)
-    staged = None
-    if change.target is not None:
-        assert change.target.content is not None
-        staged = f"new/{name}"
-        fsio.write_temp(
-            directory / "new", name, change.target.content, 0o600, None, sync=False
-        ).rename(directory / staged)
-    backup = None
-    before_mode = before_gid = None
-    before_sha = None
-    current = fsio.read_bytes(target)
-    if current is not None:
-        info = target.stat()
-        before_mode, before_gid = info.st_mode & 0o7777, info.st_gid
-        backup = f"old/{name}"
-        fsio.write_temp(directory / "old", name, current, 0o600, None, sync=False).rename(
-            directory / backup
+def _stage(directory: Path, changes: Sequence[Change]) -> list[Entry]:
+    """Write every new content to `NEW` and every current one to `OLD`, one file each.
+
+    Two files rather than one per target: with thousands of trust entries, creating files was
+    most of a cold pass, and the backups are made durable by one fsync. Entries refer to their
+    bytes as `FILE:OFFSET:LENGTH`.
+    """
+    new, old = bytearray(), bytearray()
+    entries = []
+    for change in changes:
+        target = Path(change.path)
+        staged = None
+        if change.target is not None:
+            assert change.target.content is not None
+            staged = f"{NEW}:{len(new)}:{len(change.target.content)}"
+            new += change.target.content
+        backup = None
+        before_mode = before_gid = None
+        before_sha = None
+        current = fsio.read_bytes(target)
+        if current is not None:
+            info = target.stat()
+            before_mode, before_gid = info.st_mode & 0o7777, info.st_gid
+            backup = f"{OLD}:{len(old)}:{len(current)}"
+            old += current
+            before_sha = digest(current)
+        entries.append(
+            Entry(
+                path=change.path,
+                kind=change.kind,
+                action=change.action,
+                cause=change.cause,
+                staged=staged,
+                backup=backup,
+                mode=change.mode,
+                gid=change.target.gid if change.target else None,
+                before_mode=before_mode,
+                before_gid=before_gid,
+                before_sha256=before_sha,
+                after_sha256=change.after_sha256,
+                secret=bool(change.target and change.target.secret),
+            )
         )
-        before_sha = digest(current)
-    secret = bool(change.target and change.target.secret)
-    return Entry(
-        path=change.path,
-        kind=change.kind,
-        action=change.action,
-        cause=change.cause,
-        staged=staged,
-        backup=backup,
-        mode=change.mode,
-        gid=change.target.gid if change.target else None,
-        before_mode=before_mode,
-        before_gid=before_gid,
-        before_sha256=before_sha,
-        after_sha256=change.after_sha256,
-        secret=secret,
-    )
+    fsio.write_new(directory / NEW, bytes(new))
+    fsio.write_new(directory / OLD, bytes(old))
+    return entries
 
 
 def prune_generations(var_dir: Path, keep: int = KEEP_GENERATIONS) -> None:
