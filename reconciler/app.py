@@ -212,6 +212,18 @@ class Reconciler:
             action=action,
             phase=journal.phase,
             changes=len(journal.entries),
+            # The interrupted pass may have died before its change records were written: the
+            # recovery record names every target it touched, so the log never misses a change.
+            targets=[
+                {
+                    "kind": e.kind,
+                    "path": e.path,
+                    "action": e.action,
+                    "before_sha256": e.before_sha256,
+                    "after_sha256": e.after_sha256,
+                }
+                for e in journal.entries
+            ],
             stale_files_removed=len(stale) + len(removed),
         )
         return result

@@ -144,6 +144,12 @@ def test_crash_at_each_step_recovers_to_old_or_new_set(
     audit = sandbox.run("audit", "show", "--json").stdout
     # Before the journal exists, or once it is gone (committed), there is nothing to recover.
     assert ('"event": "recovery.completed"' in audit) == (step not in ("staged", "committing"))
+    recoveries = [json.loads(line) for line in audit.splitlines() if "recovery.completed" in line]
+    for record in recoveries:
+        # Whatever the interrupted pass managed to audit, the recovery names every target.
+        assert {t["path"] for t in record["targets"]} >= {
+            str(sandbox.root / "data" / name) for name in ("key.pem", "cert.pem", "tls.pem")
+        }
     assert '"event": "pass.succeeded"' in audit
 
 
