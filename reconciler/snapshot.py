@@ -205,19 +205,19 @@ class _Reader:
                     error(shown, field, f"{info.st_size} bytes: over the 1 MiB limit")
                 )
                 return None
-            chunks = []
-            remaining = MAX_FILE_BYTES + 1
-            # The size stat gave, plus one to see the end: os.read allocates what it is asked for,
-            # and a 1 MiB buffer per small file (thousands a pass) costs more than the read.
-            want = min(remaining, info.st_size + 1)
-            while remaining > 0:
-                chunk = os.read(fd, want)
-                want = min(remaining - len(chunk), 1 << 20)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                remaining -= len(chunk)
-            data = b"".join(chunks)
+            # The size stat gave, plus one: a short read is the end of a regular file, so one
+            # read does (thousands of files a pass); only a file that grew meanwhile loops.
+            data = os.read(fd, info.st_size + 1)
+            if len(data) > info.st_size:
+                chunks = [data]
+                total = len(data)
+                while total <= MAX_FILE_BYTES:
+                    chunk = os.read(fd, min(MAX_FILE_BYTES + 1 - total, 1 << 20))
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+                    total += len(chunk)
+                data = b"".join(chunks)
         except OSError as exc:
             self.findings.append(error(shown, field, f"cannot be read: {_strerror(exc)}"))
             return None
@@ -263,7 +263,8 @@ class _Reader:
             if entry.startswith("."):
                 continue  # hidden files, ConfigMap `..data` plumbing, editor swap files
             rel = f"{folder}/{entry}"
-            stem, suffix = os.path.splitext(entry)
+            dot = entry.rfind(".")  # os.path.splitext, for a name with no slash and no lead dot
+            stem, suffix = (entry[:dot], entry[dot:]) if dot > 0 else (entry, "")
             if suffix not in suffixes:
                 wanted = " or ".join(f"NAME{s}" for s in suffixes)
                 self.findings.append(Finding("warning", rel, None, f"ignored: not {wanted}"))
@@ -284,7 +285,7 @@ class _Reader:
                 # A plain file in the folder resolved above: its real path is that folder's plus
                 # its name, so resolving it again (an lstat per path component, per file, 12,000
                 # files in the benchmarks) would find nothing new.
-                source = SourceFile(rel, self._load(os.path.join(real, entry), rel, None))
+                source = SourceFile(rel, self._load(f"{real}/{entry}", rel, None))
             found[stem] = (stem, source)
         return tuple(found[name] for name in sorted(found))
 
