@@ -59,12 +59,7 @@ def describe(exc: OSError, path: Path | str) -> str:
 
 
 def fsync_dir(directory: Path | str) -> None:
-    _fault("fsync", str(directory))
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    _fsync_path(Path(directory))
 
 
 def ensure_private_dir(directory: Path) -> None:
@@ -152,8 +147,9 @@ def remove_file(path: Path, *, sync_dir: bool = True) -> None:
 
 
 def _fsync_path(path: Path) -> None:
+    """fsync a file or a directory (through a link: ROOT/data may be one; fsync is harmless)."""
     _fault("fsync", str(path))
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
     finally:

@@ -510,3 +510,15 @@ def test_output_into_a_closed_pipe_is_quiet(sandbox: Sandbox) -> None:
     producer.stdout.close()  # before the child can have written: its first write hits EPIPE
     _, err = producer.communicate(timeout=30)
     assert b"Traceback" not in err
+
+
+def test_target_directories_may_be_links(sandbox: Sandbox, tmp_path: Path) -> None:
+    """ROOT/data as a link to another disk (a common install layout) is written through."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (sandbox.root / "data").rmdir()
+    (sandbox.root / "data").symlink_to(elsewhere)
+    result = sandbox.run("apply")
+    assert result.returncode == 0, result.stderr
+    assert (elsewhere / "key.pem").stat().st_mode & 0o777 == 0o600
+    assert sandbox.run("plan").returncode == 0
