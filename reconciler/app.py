@@ -360,7 +360,17 @@ class Reconciler:
     def _roll_back(self, txn: Transaction, *, hooks_ran: bool) -> list[HookResult]:
         """Put the previous generation back and tell the services. The one cleanup path."""
         journal = txn.journal
-        txn.restore()
+        try:
+            txn.restore()
+        except ApplyError as exc:
+            # A full or failing disk: the journal stays, and recovery finishes the rollback at
+            # the next start or pass. The caller still records the pass as failed.
+            self.recorder.record(
+                "warning",
+                journal.revision,
+                reason=f"rollback not finished ({exc}); it is retried before the next pass",
+            )
+            return []
         if journal.trust_changed:
             from reconciler.truststore import trust_store_from_settings
 

@@ -51,6 +51,8 @@ __all__ = ["Daemon", "run_daemon"]
 
 log = get_logger("reconciler.daemon")
 
+#: After an unexpected error in the loop, wait this long (or for an event) before going on.
+LOOP_ERROR_PAUSE_S = 5.0
 #: How long one pass waits for another reconciler (`reconciler apply`) to release the ROOT lock.
 LOCK_WAIT_S = 600.0
 #: Beyond its hooks, lock wait and verification, a pass this much longer is taken as stuck.
@@ -118,7 +120,12 @@ class Daemon:
             self.notifier.notify("READY=1", self._status_line())
             self._start_pinger()
             while not self._stopping:
-                self._step()
+                try:
+                    self._step()
+                except Exception as exc:  # one bad step (an unreadable directory, say) never
+                    # stops the daemon; the pause keeps a step that fails at once from spinning
+                    log.exception("loop.error", error=repr(exc))
+                    self._wakeup.wait(LOOP_ERROR_PAUSE_S)
         finally:
             self._alive = False
             self.notifier.notify("STOPPING=1", "STATUS=stopping")
@@ -391,11 +398,18 @@ class Daemon:
         except SettingsError as exc:
             log.error("settings.reload_failed", error=str(exc), keeping="the previous settings")
             return
+        try:
+            # Built before anything switches: an audit log the new settings cannot open keeps
+            # the daemon on the old settings rather than half on the new ones.
+            reconciler = self._make_reconciler(settings)
+        except (ReconcilerError, OSError) as exc:
+            log.error("settings.reload_failed", error=str(exc), keeping="the previous settings")
+            return
         nginx.clear_cache()
         previous = self.reconciler
         self.settings = settings
         configure_logging(settings.log_format)
-        self.reconciler = self._make_reconciler(settings)
+        self.reconciler = reconciler
         # Rejections already audited stay deduplicated across a reload.
         self.reconciler.seen_rejections |= previous.seen_rejections
         self.reconciler.seen_warnings |= previous.seen_warnings

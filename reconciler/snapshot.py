@@ -251,7 +251,10 @@ class _Reader:
                 # is_symlink() comes from the directory entry's type: no system call per file.
                 names = sorted((e.name, e.is_symlink()) for e in found_entries)
         except FileNotFoundError as exc:
-            raise SnapshotMovedError(f"{folder}/ vanished while being read") from exc
+            if self._vanished(folder):
+                raise SnapshotMovedError(f"{folder}/ vanished while being read") from exc
+            self.findings.append(error(folder, None, "leads to a directory that does not exist"))
+            return ()
         except OSError as exc:
             if exc.errno == errno.ENOTDIR:
                 self.findings.append(error(folder, None, "not a directory"))

@@ -276,13 +276,20 @@ class Transaction:
         Targets that already hold their previous content are left alone: a swap that failed
         half-way (a full disk) must not need to write the files it never reached.
         """
+        todo = [
+            entry
+            for entry in reversed(self.journal.entries)
+            if not _holds(
+                Path(entry.path), entry.before_sha256, entry.before_mode, entry.before_gid
+            )
+        ]
+        if not todo:
+            return  # nothing swapped yet, or all back: no journal write (a full disk, say)
         if self.journal.phase != "rolling-back":
             self._set_phase("rolling-back")
         touched: list[Path] = []
-        for entry in reversed(self.journal.entries):
+        for entry in todo:
             target = Path(entry.path)
-            if _holds(target, entry.before_sha256, entry.before_mode, entry.before_gid):
-                continue
             if entry.backup is None:
                 fsio.remove_file(target, sync_dir=False)
             else:
@@ -450,9 +457,14 @@ class RootLock:
                     ) from None
                 time.sleep(delay)  # polling a lock held by another process: no event to wait on
                 delay = min(delay * 2, 0.2)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
+        try:
+            # Best effort: the PID only makes the waiter's message better. A full var_dir must
+            # not leave us holding a lock nobody can release (a flock belongs to the open file).
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError:
+            pass
 
     def release(self) -> None:
         if self._fd is not None:

@@ -410,6 +410,23 @@ def test_sighup_reloads_settings(
     assert len(hook_apply_runs(old_log)) == 1
 
 
+def test_sighup_with_an_audit_log_it_cannot_open_keeps_the_old_settings(
+    sandbox: Sandbox, pki: Pki, start_daemon: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    log = install_record_hook(sandbox)
+    daemon = start_daemon()
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the audit log's directory should be\n")
+    sandbox.extra += f'\naudit_log = "{blocker}/audit.jsonl"\n'
+    sandbox.write_config()
+    daemon.process.send_signal(signal.SIGHUP)
+    wait_for(lambda: daemon.log_events("settings.reload_failed"), "the failed reload", daemon)
+    sandbox.state.identity(pki, pki.leaf2)
+    wait_for(lambda: len(hook_apply_runs(log)) == 2, "a pass on the old settings", daemon)
+    assert daemon.process.poll() is None
+    assert daemon.stop() == 0
+
+
 def test_suspended_daemon_reports_drift_and_changes_nothing(
     sandbox: Sandbox, start_daemon: Callable[..., Daemon]
 ) -> None:

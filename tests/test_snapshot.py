@@ -797,3 +797,20 @@ def test_non_git_revision_changes_with_any_input(tmp_path: Path, pki: Pki, edit:
     after = read_snapshot(state.path).revision
     assert SHA256_REVISION.match(after)
     assert after != before
+
+
+def test_a_dangling_trust_folder_link_is_an_error_not_a_state_in_transit(
+    tmp_path: Path, pki: Pki
+) -> None:
+    from tests.conftest import standard_state
+
+    state = standard_state(tmp_path / "state", pki)
+    for path in (state.path / "trust").iterdir():
+        path.unlink()
+    (state.path / "trust").rmdir()
+    (state.path / "trust").symlink_to("missing")
+    inp = read_snapshot(state.path)
+    assert not inp.in_transit
+    assert [(f.file, f.reason) for f in inp.findings if f.severity == "error"] == [
+        ("trust", "leads to a directory that does not exist")
+    ]

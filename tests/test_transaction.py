@@ -368,3 +368,17 @@ def test_drift_is_told_from_a_desired_change(sandbox: Sandbox, pki: Pki) -> None
     ]
     corrected = [e for e in events if e["event"] == "drift.corrected"]
     assert [e["path"].rsplit("/", 1)[1] for e in corrected] == ["smtp-inbound.json"]
+
+
+def test_a_full_var_dir_never_leaves_the_lock_held(tiny_filesystem: Path) -> None:
+    """Writing the holder's PID fails on a full disk: the lock is still ours, and releasable."""
+    lock = RootLock(tiny_filesystem)
+    with (tiny_filesystem / "filler").open("wb", buffering=0) as handle:
+        try:
+            while True:
+                handle.write(b"x" * 4096)
+        except OSError:
+            pass
+    for _ in range(2):
+        lock.acquire(1)
+        lock.release()
