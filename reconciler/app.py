@@ -10,7 +10,7 @@ import hashlib
 import os
 import stat
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -59,6 +59,9 @@ class PassResult:
     findings: tuple[Finding, ...] = ()
     reason: str | None = None
     hooks: tuple[HookResult, ...] = field(default=())
+    content_digest: str = ""
+    """What was read, whatever the revision says: a new key in key_dirs under the same commit
+    is a new desired state (the daemon's backoff tells states apart by this)."""
 
     @property
     def ok(self) -> bool:
@@ -75,6 +78,7 @@ class Planned:
     targets: tuple[Target, ...] = ()
     in_transit: bool = False
     last_applied: records.LastApplied | None = None
+    content_digest: str = ""
 
 
 def layout_for(settings: Settings) -> Layout:
@@ -166,7 +170,14 @@ def make_plan(settings: Settings, now: datetime | None = None) -> Planned:
     last = records.load_last_applied(settings.var_dir)
     observed = observe(targets, layout)
     result = plan(inp.revision, targets, observed, last.targets if last else None)
-    return Planned(inp.revision, evaluation, result, targets, last_applied=last)
+    return Planned(
+        inp.revision,
+        evaluation,
+        result,
+        targets,
+        last_applied=last,
+        content_digest=inp.content_digest,
+    )
 
 
 class Reconciler:
@@ -236,8 +247,11 @@ class Reconciler:
 
     def run_pass(self, *, now: datetime | None = None) -> PassResult:
         """One level-triggered pass; call with the lock held, after `recover`."""
+        planned = make_plan(self.settings, now)
+        return replace(self._run_planned(planned), content_digest=planned.content_digest)
+
+    def _run_planned(self, planned: Planned) -> PassResult:
         settings = self.settings
-        planned = make_plan(settings, now)
         evaluation = planned.evaluation
         revision = planned.revision
         if planned.in_transit:

@@ -199,9 +199,10 @@ class Daemon:
         from reconciler.snapshot import read_snapshot
 
         try:
-            return read_snapshot(self.settings.state_dir, self.settings.key_dirs).revision
+            inp = read_snapshot(self.settings.state_dir, self.settings.key_dirs)
         except Exception:  # a peek must never stop the loop; the pass reports the problem
             return None
+        return _state_key(inp.revision, inp.content_digest)
 
     def _retry_in(self, now: float) -> float | None:
         at = self._backoff.retry_at
@@ -236,7 +237,7 @@ class Daemon:
         if result.outcome == "deferred":
             self._pending.note(urgent=False)  # read it again once the swapper is done
         self._backoff = self._backoff.after_pass(
-            result.outcome, result.revision, ended, self._cap()
+            result.outcome, _state_key(result.revision, result.content_digest), ended, self._cap()
         )
         self._resync_at = ended + self.settings.resync_interval_s
         if self._backoff.active:
@@ -500,6 +501,12 @@ class Daemon:
         self.notifier.close()
         _close_audit(self.reconciler)
         self._wakeup.close()
+
+
+def _state_key(revision: str, content_digest: str) -> str:
+    """What backoff compares: the revision, and what was read (a git commit does not change
+    when a key in key_dirs does, yet that is a new desired state, tried at once)."""
+    return f"{revision}+{content_digest}" if content_digest else revision
 
 
 def _close_audit(reconciler: Reconciler) -> None:

@@ -89,8 +89,10 @@ def _read(state_dir: Path, key_dirs: Sequence[Path]) -> StateInput:
     nothing_read = gateway is None and not trust and not profiles and not reader.findings
     if nothing_read and not os.listdir(real):
         return _unusable(state_dir, "desired-state directory is empty")
-    revision = _git_revision(Path(real)) or "sha256:" + reader.digest.hexdigest()
+    content = reader.digest.hexdigest()
+    revision = _git_revision(Path(real)) or "sha256:" + content
     return StateInput(
+        content_digest=content,
         revision=revision,
         gateway=gateway,
         cert=cert,

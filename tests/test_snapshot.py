@@ -814,3 +814,23 @@ def test_a_dangling_trust_folder_link_is_an_error_not_a_state_in_transit(
     assert [(f.file, f.reason) for f in inp.findings if f.severity == "error"] == [
         ("trust", "leads to a directory that does not exist")
     ]
+
+
+def test_a_key_rotated_in_key_dirs_changes_the_content_digest_not_the_commit(
+    tmp_path: Path, pki: Pki
+) -> None:
+    """A git STATE's revision is its commit; what the daemon's backoff compares also sees
+    the key mounted from key_dirs, so a rotated key is a new desired state."""
+    secrets_dir = tmp_path / "secrets"
+    secrets_dir.mkdir()
+    key = secrets_dir / "key.pem"
+    key.write_bytes(pki.leaf.key_pem)
+    state = _git_repo(tmp_path / "repo", pki)
+    text = (state.path / "gateway.toml").read_text().replace('"tls/key.pem"', f'"{key}"')
+    state.write("gateway.toml", text)
+    _git(state.path, "commit", "-q", "-am", "key from key_dirs")
+    before = read_snapshot(state.path, [secrets_dir])
+    key.write_bytes(pki.leaf2.key_pem)
+    after = read_snapshot(state.path, [secrets_dir])
+    assert before.revision == after.revision == _git(state.path, "rev-parse", "HEAD")
+    assert before.content_digest != after.content_digest

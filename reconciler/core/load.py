@@ -67,6 +67,8 @@ class StateInput:
     """What reading found: missing or oversized files, path escapes, unexpected names."""
     in_transit: bool = False
     """The state kept changing under the reader: not invalid, just not readable yet."""
+    content_digest: str = ""
+    """sha256 of every input read (the revision of a git STATE does not see key_dirs)."""
 
 
 @dataclass(frozen=True, slots=True)
