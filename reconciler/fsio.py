@@ -198,6 +198,20 @@ def sync_dirs(directories: Iterable[Path]) -> None:
     _in_parallel(sorted(set(directories)))
 
 
+def replace_link(path: Path, target: str) -> None:
+    """Atomically make `path` a symbolic link to `target`; ApplyError naming `path`."""
+    tmp = path.parent / f"{TMP_PREFIX}{path.name}.{secrets.token_hex(4)}"
+    try:
+        os.symlink(target, tmp)
+        rename_into(tmp, path)
+    except OSError as exc:
+        _unlink_quietly(tmp)
+        raise ApplyError(describe(exc, path)) from exc
+    except ApplyError:
+        _unlink_quietly(tmp)
+        raise
+
+
 def rename_into(tmp: Path, path: Path) -> None:
     """Rename a finished temporary file over `path`; ApplyError naming `path`."""
     try:
@@ -216,7 +230,9 @@ def remove_stale_temps(directories: Iterable[Path]) -> list[Path]:
         except OSError:
             continue
         for entry in entries:
-            if entry.name.startswith(TMP_PREFIX) and entry.is_file(follow_symlinks=False):
+            if entry.name.startswith(TMP_PREFIX) and (
+                entry.is_file(follow_symlinks=False) or entry.is_symlink()
+            ):
                 _unlink_quietly(Path(entry.path))
                 removed.append(Path(entry.path))
     return removed

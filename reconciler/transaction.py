@@ -65,6 +65,8 @@ LOCK = "lock"
 KEEP_GENERATIONS = 5
 NEW = "new.bin"
 """Staged new contents of a pass, concatenated (kept with its generation)."""
+LINK = "link:"
+"""An Entry.backup that starts with it records a symbolic link (its target follows), not bytes."""
 OLD = "old.bin"
 """The previous contents of every target a pass replaces or deletes: what a rollback restores."""
 
@@ -276,13 +278,7 @@ class Transaction:
         Targets that already hold their previous content are left alone: a swap that failed
         half-way (a full disk) must not need to write the files it never reached.
         """
-        todo = [
-            entry
-            for entry in reversed(self.journal.entries)
-            if not _holds(
-                Path(entry.path), entry.before_sha256, entry.before_mode, entry.before_gid
-            )
-        ]
+        todo = [entry for entry in reversed(self.journal.entries) if not _holds(entry)]
         if not todo:
             return  # nothing swapped yet, or all back: no journal write (a full disk, say)
         if self.journal.phase != "rolling-back":
@@ -292,6 +288,8 @@ class Transaction:
             target = Path(entry.path)
             if entry.backup is None:
                 fsio.remove_file(target, sync_dir=False)
+            elif entry.backup.startswith(LINK):
+                fsio.replace_link(target, entry.backup.removeprefix(LINK))
             else:
                 data = self._read(entry.backup)
                 mode = entry.before_mode if entry.before_mode is not None else 0o600
@@ -351,7 +349,10 @@ def _stage(directory: Path, changes: Sequence[Change]) -> list[Entry]:
         before_mode = before_gid = None
         before_sha = None
         current = fsio.read_bytes(target)
-        if current is not None:
+        if current is None and os.path.islink(target):
+            # Someone put a link where a target belongs (drift): a rollback puts the link back.
+            backup = LINK + os.readlink(target)
+        elif current is not None:
             info = target.stat()
             before_mode, before_gid = info.st_mode & 0o7777, info.st_gid
             backup = f"{OLD}:{len(old)}:{len(current)}"
@@ -416,8 +417,12 @@ def remove_orphan_staging(var_dir: Path, keep: str | None) -> list[Path]:
     return removed
 
 
-def _holds(path: Path, sha256: str | None, mode: int | None, gid: int | None) -> bool:
-    """Whether `path` is already as described (None sha256: absent)."""
+def _holds(entry: Entry) -> bool:
+    """Whether the target already is as it was before the pass (its previous generation)."""
+    path, sha256 = Path(entry.path), entry.before_sha256
+    mode, gid = entry.before_mode, entry.before_gid
+    if entry.backup is not None and entry.backup.startswith(LINK):
+        return path.is_symlink() and os.readlink(path) == entry.backup.removeprefix(LINK)
     try:
         content = fsio.read_bytes(path)
     except OSError:

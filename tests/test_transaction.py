@@ -382,3 +382,21 @@ def test_a_full_var_dir_never_leaves_the_lock_held(tiny_filesystem: Path) -> Non
     for _ in range(2):
         lock.acquire(1)
         lock.release()
+
+
+def test_rollback_puts_back_a_link_someone_left_where_a_target_was(
+    sandbox: Sandbox, pki: Pki, tmp_path: Path
+) -> None:
+    """Drift made key.pem a link; the next pass fails its hook: the link comes back as it was."""
+    assert sandbox.run("apply").returncode == 0
+    elsewhere = tmp_path / "operator-key.pem"
+    elsewhere.write_bytes(pki.leaf.key_pem)
+    elsewhere.chmod(0o600)
+    key = sandbox.root / "data" / "key.pem"
+    key.unlink()
+    key.symlink_to(elsewhere)
+    sandbox.hooks = HOOK.format(script="/bin/false")
+    sandbox.state.identity(pki, pki.leaf2)
+    assert sandbox.run("apply").returncode == 1
+    assert key.is_symlink()
+    assert os.readlink(key) == str(elsewhere)
