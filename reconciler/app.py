@@ -6,7 +6,6 @@ after the swap started roll back inside one cleanup path, `_roll_back`.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 from collections.abc import Mapping, Sequence
@@ -116,21 +115,14 @@ def observe(targets: Sequence[Target], layout: Layout) -> dict[str, Observed]:
         seen = _observe_one(target.path, target.kind)
         if seen is not None:
             found[target.path] = seen
-    trust_dir = str(layout.trust_dir)
-    try:
-        entries = list(os.scandir(trust_dir))
-    except OSError:
-        entries = []
-    for entry in entries:
-        name = entry.name
-        if (
-            name.startswith(layout.trust_prefix)
-            and name.endswith(".crt")
-            and entry.path not in found
-        ):
-            seen = _observe_one(entry.path, "trust")
+    from reconciler.truststore import managed_files
+
+    for path in managed_files(Path(layout.trust_dir), layout.trust_prefix).values():
+        key = str(path)
+        if key not in found:
+            seen = _observe_one(key, "trust")
             if seen is not None:
-                found[entry.path] = seen
+                found[key] = seen
     return found
 
 
@@ -508,13 +500,11 @@ class Reconciler:
 
 def _leaf_fingerprint(cert_path: Path) -> str | None:
     """SHA-256 of the first certificate in `cert_path` (the leaf), as verification compares it."""
-    from cryptography import x509
+    from reconciler.truststore import certificates_in
+    from reconciler.verify import fingerprint_of
 
-    try:
-        cert = x509.load_pem_x509_certificates(cert_path.read_bytes())[0]
-    except (OSError, ValueError, IndexError):
-        return None
-    return hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest()
+    certs = certificates_in(cert_path)
+    return fingerprint_of(certs[0].public_bytes(Encoding.DER)) if certs else None
 
 
 def _change_record(revision: str, change: Change) -> tuple[Event, str, dict[str, Any]]:

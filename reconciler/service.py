@@ -13,14 +13,11 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from reconciler.logging import get_logger
 
 if TYPE_CHECKING:
-    from cryptography import x509
-
     from reconciler.app import PassResult
     from reconciler.probe import ProbeResult
     from reconciler.settings import Settings
@@ -266,26 +263,19 @@ def applied_expiry(settings: Settings) -> list[CertExpiry]:
     Read from the targets rather than the desired state, so the gauge shows what the gateway
     serves even while a newer desired state is rejected or suspended.
     """
+    from reconciler.truststore import certificates_in, managed_files
+
     found: list[CertExpiry] = []
     leaf = settings.root / "data" / "cert.pem"
-    for cert in _certificates(leaf)[:1]:
+    for cert in certificates_in(leaf)[:1]:
         found.append(
             CertExpiry(
                 "identity", "leaf", cert.subject.rfc4514_string(),
                 cert.not_valid_after_utc.timestamp(),
             )
         )  # fmt: skip
-    trust_dir = settings.trust_path
-    try:
-        names = sorted(os.listdir(trust_dir))
-    except OSError:
-        names = []
-    prefix = settings.trust_prefix
-    for name in names:
-        if not (name.startswith(prefix) and name.endswith(".crt")):
-            continue
-        entry = name[len(prefix) : -len(".crt")]
-        for cert in _certificates(trust_dir / name):
+    for entry, path in managed_files(settings.trust_path, settings.trust_prefix).items():
+        for cert in certificates_in(path):
             found.append(
                 CertExpiry(
                     "trust", entry, cert.subject.rfc4514_string(),
@@ -293,15 +283,6 @@ def applied_expiry(settings: Settings) -> list[CertExpiry]:
                 )
             )  # fmt: skip
     return found
-
-
-def _certificates(path: Path) -> list[x509.Certificate]:
-    from cryptography import x509
-
-    try:
-        return list(x509.load_pem_x509_certificates(path.read_bytes()))
-    except (OSError, ValueError):
-        return []
 
 
 # -- health and metrics endpoints ----------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -13,11 +12,10 @@ from reconciler.transaction import Transaction
 
 
 def _expiry(path: Path, now: datetime) -> dict[str, Any] | None:
-    from cryptography import x509
+    from reconciler.truststore import certificates_in
 
-    try:
-        certs = x509.load_pem_x509_certificates(path.read_bytes())
-    except (OSError, ValueError):
+    certs = certificates_in(path)
+    if not certs:
         return None
     soonest = min(certs, key=lambda c: c.not_valid_after_utc)
     not_after = soonest.not_valid_after_utc
@@ -76,16 +74,13 @@ def collect_status(settings: Settings) -> dict[str, Any]:
             ],
         }
     status["identity"] = _expiry(settings.root / "data" / "cert.pem", now)
+    from reconciler.truststore import managed_files
+
     trust = []
-    try:
-        names = sorted(os.listdir(settings.trust_path))
-    except OSError:
-        names = []
-    for name in names:
-        if name.startswith(settings.trust_prefix) and name.endswith(".crt"):
-            found = _expiry(settings.trust_path / name, now)
-            if found is not None:
-                trust.append(found)
+    for path in managed_files(settings.trust_path, settings.trust_prefix).values():
+        found = _expiry(path, now)
+        if found is not None:
+            trust.append(found)
     status["trust"] = trust
     return status
 

@@ -88,28 +88,8 @@ class TrustStore:
     # -- the managed files ------------------------------------------------------------------
 
     def managed_files(self) -> dict[str, Path]:
-        """NAME -> path for each `PREFIX+NAME.crt` in TRUST_DIR; nothing else is ever returned.
-
-        NAME is returned as found, even when it is no valid entry name, so that such a file
-        (ours by its prefix) is deleted by the plan rather than left behind.
-        """
-        found: dict[str, Path] = {}
-        try:
-            entries = list(os.scandir(self.trust_dir))
-        except FileNotFoundError:
-            return found
-        except OSError as exc:
-            raise ApplyError(f"trust directory {self.trust_dir}: cannot list it: {exc}") from exc
-        for entry in entries:
-            name = entry.name
-            if not name.startswith(self.prefix) or not name.endswith(".crt"):
-                continue
-            stem = name[len(self.prefix) : -len(".crt")]
-            # A directory with our name is not a trust entry we wrote; leave it to the operator.
-            if not stem or entry.is_dir(follow_symlinks=False):
-                continue
-            found[stem] = Path(entry.path)
-        return found
+        """NAME -> path for each `PREFIX+NAME.crt` in TRUST_DIR (see `managed_files`)."""
+        return managed_files(self.trust_dir, self.prefix)
 
     def path_for(self, name: str) -> Path:
         """Where the entry NAME lives."""
@@ -312,14 +292,42 @@ def trust_store_from_settings(settings: Settings) -> TrustStore:
     return DirectoryTrustStore(trust_dir, prefix, argv)
 
 
-def _file_ders(path: Path) -> list[bytes]:
-    """The DER of every certificate in a PEM file; none when it cannot be read or parsed."""
+def managed_files(trust_dir: Path, prefix: str) -> dict[str, Path]:
+    """NAME -> path for each `PREFIX+NAME.crt` in `trust_dir`; nothing else is ever returned.
+
+    The one place that decides which trust-store files are ours (planning, status and metrics
+    all ask here). NAME is returned as found, even when it is no valid entry name, so that such
+    a file (ours by its prefix) is deleted by the plan rather than left behind.
+    """
+    found: dict[str, Path] = {}
     try:
-        return [
-            c.public_bytes(Encoding.DER) for c in x509.load_pem_x509_certificates(path.read_bytes())
-        ]
+        entries = list(os.scandir(trust_dir))
+    except FileNotFoundError:
+        return found
+    except OSError as exc:
+        raise ApplyError(f"trust directory {trust_dir}: cannot list it: {exc}") from exc
+    for entry in entries:
+        name = entry.name
+        if not name.startswith(prefix) or not name.endswith(".crt"):
+            continue
+        stem = name[len(prefix) : -len(".crt")]
+        # A directory with our name is not a trust entry we wrote; leave it to the operator.
+        if not stem or entry.is_dir(follow_symlinks=False):
+            continue
+        found[stem] = Path(entry.path)
+    return dict(sorted(found.items()))
+
+
+def certificates_in(path: Path) -> list[x509.Certificate]:
+    """Every certificate in a PEM file; none when it cannot be read or parsed."""
+    try:
+        return list(x509.load_pem_x509_certificates(path.read_bytes()))
     except (OSError, ValueError):
         return []
+
+
+def _file_ders(path: Path) -> list[bytes]:
+    return [cert.public_bytes(Encoding.DER) for cert in certificates_in(path)]
 
 
 def pem_cert_digests(data: bytes) -> set[bytes]:

@@ -522,3 +522,16 @@ def test_target_directories_may_be_links(sandbox: Sandbox, tmp_path: Path) -> No
     assert result.returncode == 0, result.stderr
     assert (elsewhere / "key.pem").stat().st_mode & 0o777 == 0o600
     assert sandbox.run("plan").returncode == 0
+
+
+def test_a_directory_named_like_a_trust_entry_is_not_ours(sandbox: Sandbox) -> None:
+    """Planning, status and metrics share one notion of "our trust files": a directory that
+    happens to carry the prefix is the operator's and is never planned for deletion."""
+    odd = sandbox.trust_dir / "reconciler-notes.crt"
+    odd.mkdir()
+    result = sandbox.run("apply")
+    assert result.returncode == 0, result.stderr
+    assert odd.is_dir()
+    assert sandbox.run("plan").returncode == 0
+    status = json.loads(sandbox.run("status", "--json").stdout)
+    assert [Path(t["path"]).name for t in status["trust"]] == ["reconciler-partner-ca.crt"]
