@@ -9,13 +9,9 @@ libraries read, and the check that every desired certificate really is in that s
 from __future__ import annotations
 
 import binascii
-import contextlib
 import hashlib
 import os
 import re
-import signal
-import subprocess
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,10 +22,10 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from reconciler import fsio
 from reconciler.errors import ApplyError
+from reconciler.hooks import run_command
 from reconciler.settings import Settings
 
 __all__ = [
-    "OUTPUT_TAIL_BYTES",
     "DEFAULT_DEBIAN_BUNDLE",
     "DEFAULT_RHEL_BUNDLE",
     "RefreshResult",
@@ -42,7 +38,6 @@ __all__ = [
     "pem_cert_digests",
 ]
 
-OUTPUT_TAIL_BYTES = 4096
 DEFAULT_DEBIAN_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 DEFAULT_RHEL_BUNDLE = Path("/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem")
 
@@ -50,9 +45,6 @@ _UPDATE_CA_CERTIFICATES = "update-ca-certificates"
 _PEM_CERT_RE = re.compile(rb"-----BEGIN CERTIFICATE-----(.*?)-----END CERTIFICATE-----", re.DOTALL)
 # What `openssl rehash` names its links: the subject hash, a dot, a collision counter.
 _HASH_LINK_RE = re.compile(r"^[0-9a-f]{8}\.[0-9]+$")
-# Bounded wait for the pipes after the process group was killed: a grandchild that escaped the
-# group must not hang the pass.
-_DRAIN_AFTER_KILL_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,42 +106,23 @@ class TrustStore:
         """Run the refresh command once; raise TrustRefreshError on failure or timeout."""
         argv = self.argv_for(removed=removed)
         command = " ".join(argv)
-        started = time.monotonic()
-        try:
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                # Its own process group, so a timeout kills the tool and whatever it started.
-                start_new_session=True,
-            )
-        except OSError as exc:
+        # The hook runner's process handling: own session, output to a file (not a pipe a
+        # lingering child could hold open), the whole tree killed on timeout, a bounded tail.
+        ran = run_command("trust-refresh", "run", argv, phase="apply", env={}, timeout_s=timeout_s)
+        result = RefreshResult(argv, ran.exit_code, ran.duration_ms, ran.output_tail)
+        if ran.exit_code is None and ran.error is not None and ran.error.startswith("could not"):
             raise ApplyError(
-                f"trust store refresh `{command}` (setting trust_refresh) cannot start: {exc}"
-            ) from exc
-        timed_out = False
-        try:
-            output, _ = proc.communicate(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            output = _kill_group_and_drain(proc)
-        duration_ms = round((time.monotonic() - started) * 1000)
-        result = RefreshResult(
-            argv=argv,
-            exit_code=None if timed_out else proc.returncode,
-            duration_ms=duration_ms,
-            output_tail=_tail(output),
-        )
-        if timed_out:
+                f"trust store refresh `{command}` (setting trust_refresh) cannot start: {ran.error}"
+            )
+        if ran.exit_code is None:
             raise TrustRefreshError(
                 f"trust store refresh `{command}` timed out after {timeout_s:g} s and was killed"
                 f"{_last_line(result.output_tail)}",
                 result,
             )
-        if proc.returncode != 0:
+        if ran.exit_code != 0:
             raise TrustRefreshError(
-                f"trust store refresh `{command}` failed with exit code {proc.returncode}"
+                f"trust store refresh `{command}` failed with exit code {ran.exit_code}"
                 f"{_last_line(result.output_tail)}",
                 result,
             )
@@ -361,28 +334,6 @@ def _flag_value(argv: Sequence[str], flag: str) -> str | None:
         if arg == flag:
             value = argv[index + 1]  # the script's own parser lets a later flag win
     return value
-
-
-def _kill_group_and_drain(proc: subprocess.Popen[bytes]) -> bytes:
-    # ProcessLookupError: it ended between the timeout and the kill.
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    try:
-        output, _ = proc.communicate(timeout=_DRAIN_AFTER_KILL_S)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        if proc.stdout is not None:
-            proc.stdout.close()
-        proc.wait()
-        return b""
-    return output or b""
-
-
-def _tail(output: bytes | None) -> str:
-    text = (output or b"")[-OUTPUT_TAIL_BYTES:].decode("utf-8", "replace")
-    while len(text.encode("utf-8")) > OUTPUT_TAIL_BYTES:
-        text = text[1:]
-    return text
 
 
 def _last_line(tail: str) -> str:
