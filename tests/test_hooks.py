@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from reconciler.hooks import (
     output_tail,
     run_command,
     run_hook,
+    wait_exit,
 )
 from reconciler.settings import HookSettings
 from tests.conftest import Pki, Sandbox
@@ -385,3 +388,26 @@ def test_hook_output_tail_reaches_the_audit_log(sandbox: Sandbox) -> None:
     assert len(failed) == 1
     assert failed[0]["output_tail"] == "failing on purpose\n"
     assert failed[0]["phase"] == "apply"
+
+
+@pytest.mark.parametrize("pidfd", [True, False], ids=["pidfd", "without-pidfd"])
+def test_wait_exit_returns_the_exit_code_or_times_out(
+    pidfd: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wait on a pidfd, and Popen's own where the kernel has none (Linux before 5.3)."""
+    if not pidfd:
+
+        def no_pidfd(pid: int) -> int:
+            raise OSError(38, "Function not implemented")
+
+        monkeypatch.setattr(os, "pidfd_open", no_pidfd)
+    quick = subprocess.Popen([sys.executable, "-c", "raise SystemExit(7)"])
+    assert wait_exit(quick, 60) == 7
+    slow = subprocess.Popen(["sleep", "60"])
+    try:
+        with pytest.raises(subprocess.TimeoutExpired):
+            wait_exit(slow, 0.2)
+        assert slow.poll() is None
+    finally:
+        slow.kill()
+        slow.wait()
