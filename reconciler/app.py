@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from reconciler import fsio, records
-from reconciler.core.desired import CertInfo, Finding
+from reconciler.core.desired import CertInfo, Finding, Kind
 from reconciler.core.load import Evaluation, evaluate
 from reconciler.core.plan import Change, Observed, Plan, digest, plan
 from reconciler.core.render import Layout, Target, render
@@ -115,40 +115,38 @@ def observe(targets: Sequence[Target], layout: Layout) -> dict[str, Observed]:
         seen = _observe_one(target.path, target.kind)
         if seen is not None:
             found[target.path] = seen
-    from reconciler.truststore import managed_files
+    from reconciler.truststore import managed_paths
 
-    for path in managed_files(Path(layout.trust_dir), layout.trust_prefix).values():
-        key = str(path)
-        if key not in found:
-            seen = _observe_one(key, "trust")
+    for path in managed_paths(str(layout.trust_dir), layout.trust_prefix).values():
+        if path not in found:
+            seen = _observe_one(path, "trust")
             if seen is not None:
-                found[key] = seen
+                found[path] = seen
     return found
 
 
 # The daemon observes every target on every pass; with thousands of trust entries, re-reading and
-# hashing files that nobody touched was most of a pass. Kept for the life of the process.
-_OBSERVED_DIGESTS: fsio.StatCache[str] = fsio.StatCache()
+# hashing files that nobody touched was most of a pass. Kept for the life of the process. The
+# stat key covers mode and group too: chmod and chown change a file's ctime.
+_OBSERVED: fsio.StatCache[Observed] = fsio.StatCache()
 
 
-def _observe_one(path: Path | str, kind: Any) -> Observed | None:
+def _observe_one(path: str, kind: Kind) -> Observed | None:
     try:
         info = os.lstat(path)
     except FileNotFoundError:
         return None
-    key = os.fspath(path)
     if stat.S_ISREG(info.st_mode):
-        sha = _OBSERVED_DIGESTS.get(key, info)
-        if sha is not None:
-            return Observed(kind, sha, info.st_mode & 0o7777, info.st_gid)
+        seen = _OBSERVED.get(path, info)
+        if seen is not None and seen.kind == kind:
+            return seen
     read_at = fsio.now_ns()
     content = fsio.read_bytes(Path(path))
     if content is None:
-        sha = "not-a-regular-file"
-    else:
-        sha = digest(content)
-        _OBSERVED_DIGESTS.put(key, info, sha, read_at)
-    return Observed(kind, sha, info.st_mode & 0o7777, info.st_gid)
+        return Observed(kind, "not-a-regular-file", info.st_mode & 0o7777, info.st_gid)
+    seen = Observed(kind, digest(content), info.st_mode & 0o7777, info.st_gid)
+    _OBSERVED.put(path, info, seen, read_at)
+    return seen
 
 
 def make_plan(settings: Settings, now: datetime | None = None) -> Planned:

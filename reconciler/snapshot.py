@@ -32,6 +32,8 @@ TRUST_SUFFIXES = (".pem", ".crt")
 RETRIES = 8
 #: First pause between reads of a snapshot in transit; doubles each time (about 2.5 s in all).
 RETRY_PAUSE_S = 0.01
+# Never follows a link it was not told to resolve; never blocks on a FIFO someone put there.
+_OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
 
 
 class SnapshotMovedError(Exception):
@@ -187,7 +189,7 @@ class _Reader:
         self, real: str, shown: str, field: str | None, *, missing_ok: bool = False
     ) -> bytes | None:
         try:
-            fd = os.open(real, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+            fd = os.open(real, _OPEN_FLAGS)
         except FileNotFoundError as exc:
             if self._vanished(shown):
                 raise SnapshotMovedError(f"{shown} vanished while being read") from exc
@@ -228,8 +230,7 @@ class _Reader:
         if len(data) > MAX_FILE_BYTES:
             self.findings.append(error(shown, field, "over the 1 MiB limit"))
             return None
-        self.digest.update(f"{shown}\0{len(data)}\0".encode())
-        self.digest.update(data)
+        self.digest.update(b"%s\0%d\0%s" % (shown.encode(), len(data), data))
         return data
 
     def _vanished(self, shown: str) -> bool:

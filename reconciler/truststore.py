@@ -21,6 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from reconciler import fsio
+from reconciler.core.subject_hash import subject_hash
 from reconciler.errors import ApplyError
 from reconciler.hooks import run_command
 from reconciler.settings import Settings
@@ -35,6 +36,8 @@ __all__ = [
     "RhelTrustStore",
     "DirectoryTrustStore",
     "trust_store_from_settings",
+    "managed_paths",
+    "pem_cert_ders",
     "pem_cert_digests",
 ]
 
@@ -45,6 +48,11 @@ _UPDATE_CA_CERTIFICATES = "update-ca-certificates"
 _PEM_CERT_RE = re.compile(rb"-----BEGIN CERTIFICATE-----(.*?)-----END CERTIFICATE-----", re.DOTALL)
 # What `openssl rehash` names its links: the subject hash, a dot, a collision counter.
 _HASH_LINK_RE = re.compile(r"^[0-9a-f]{8}\.[0-9]+$")
+# Up to this many written entries, the proof looks up each one's links by subject hash; beyond,
+# one scan of every link is cheaper than hashing each subject.
+_LOOKUP_LIMIT = 64
+# Distinct CAs sharing a subject hash are rare; past this many, the scan of every link decides.
+_HASH_COLLISIONS_LOOKED_AT = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,8 +201,40 @@ class DirectoryTrustStore(TrustStore):
 
     def missing_files_after_refresh(self, files: Sequence[Path]) -> list[str]:
         """Here it is enough that a hash link names each file: rehash links a file only when it
-        holds exactly one certificate it could read. Reads no certificate unless one is missing,
-        so a pass that changed one entry of 10,000 checks one readlink per link, nothing more."""
+        holds exactly one certificate it could read.
+
+        A pass that wrote a few entries looks where rehash puts each one's link (`HASH.0`,
+        `HASH.1`, ... by the subject hash): a few readlinks, whatever the size of the store. What
+        is not found there (or a pass that wrote many) is looked for among every link."""
+        if len(files) <= _LOOKUP_LIMIT:
+            files = [path for path in files if not self._linked_by_hash(path)]
+            if not files:
+                return []
+        return self._missing_among_all_links(files)
+
+    def _linked_by_hash(self, path: Path) -> bool:
+        try:
+            ders = pem_cert_ders(path.read_bytes())
+        except OSError:
+            return False
+        if len(ders) != 1:
+            return False  # rehash links no such file: the scan of every link says what is missing
+        try:
+            name_hash = subject_hash(ders[0])
+        except ValueError:
+            return False
+        wanted = self._link_key(str(path))
+        # rehash numbers the links of one hash from 0, without gaps.
+        for counter in range(_HASH_COLLISIONS_LOOKED_AT):
+            try:
+                target = os.readlink(self.trust_dir / f"{name_hash}.{counter}")
+            except OSError:
+                return False
+            if self._link_key(target) == wanted:
+                return True
+        return False
+
+    def _missing_among_all_links(self, files: Sequence[Path]) -> list[str]:
         linked: set[str] = set()
         try:
             entries = list(os.scandir(self.trust_dir))
@@ -272,7 +312,14 @@ def managed_files(trust_dir: Path, prefix: str) -> dict[str, Path]:
     all ask here). NAME is returned as found, even when it is no valid entry name, so that such
     a file (ours by its prefix) is deleted by the plan rather than left behind.
     """
-    found: dict[str, Path] = {}
+    found = managed_paths(trust_dir, prefix)
+    return {name: Path(found[name]) for name in sorted(found)}
+
+
+def managed_paths(trust_dir: Path | str, prefix: str) -> dict[str, str]:
+    """`managed_files` unsorted, with the paths as strings: for the pass that lists 10,000
+    entries (a `Path` per entry cost more than the listing itself)."""
+    found: dict[str, str] = {}
     try:
         entries = list(os.scandir(trust_dir))
     except FileNotFoundError:
@@ -287,8 +334,8 @@ def managed_files(trust_dir: Path, prefix: str) -> dict[str, Path]:
         # A directory with our name is not a trust entry we wrote; leave it to the operator.
         if not stem or entry.is_dir(follow_symlinks=False):
             continue
-        found[stem] = Path(entry.path)
-    return dict(sorted(found.items()))
+        found[stem] = entry.path
+    return found
 
 
 def certificates_in(path: Path) -> list[x509.Certificate]:
@@ -308,14 +355,18 @@ def pem_cert_digests(data: bytes) -> set[bytes]:
 
     Decoding base64 without parsing X.509 keeps a 10,000-entry bundle well under a second.
     """
-    digests: set[bytes] = set()
+    return {hashlib.sha256(der).digest() for der in pem_cert_ders(data)}
+
+
+def pem_cert_ders(data: bytes) -> list[bytes]:
+    """The DER of every CERTIFICATE block in PEM data, in order, without parsing X.509."""
+    ders: list[bytes] = []
     for match in _PEM_CERT_RE.finditer(data):
         try:
-            der = binascii.a2b_base64(match.group(1))
+            ders.append(binascii.a2b_base64(match.group(1)))
         except binascii.Error:
             continue  # a damaged block holds no certificate we could have asked for
-        digests.add(hashlib.sha256(der).digest())
-    return digests
+    return ders
 
 
 def _debian_bundle(argv: Sequence[str]) -> Path:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -25,7 +27,7 @@ from reconciler.truststore import (
     pem_cert_digests,
     trust_store_from_settings,
 )
-from tests.conftest import DebianSandbox
+from tests.conftest import REPO, DebianSandbox
 
 needs_update_ca_certificates = pytest.mark.skipif(
     shutil.which("update-ca-certificates") is None, reason="update-ca-certificates not installed"
@@ -309,3 +311,78 @@ def test_directory_backend_finds_written_files_by_their_hash_links(tmp_path: Pat
     (tmp_path / "0badcafe.1").symlink_to(paths[1])
     assert store.missing_files_after_refresh(paths[:2]) == []
     assert store.missing_files_after_refresh(paths) == ["CN=CA 2"]
+
+
+def _links(directory: Path) -> dict[str, str]:
+    return {p.name: str(p.readlink()) for p in directory.iterdir() if p.is_symlink()}
+
+
+def test_directory_proof_finds_written_entries_by_their_subject_hash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The link of a written entry is looked up by its subject hash: one readlink, however many
+    other links the store holds."""
+    store = DirectoryTrustStore(tmp_path, "reconciler-", ("openssl", "rehash", str(tmp_path)))
+    ca = make_ca("Lookup CA")
+    store.path_for("ca").write_bytes(ca.cert_pem)
+    store.refresh(removed=False, timeout_s=60)
+    assert list(_links(tmp_path).values()) == ["reconciler-ca.crt"]
+    for counter in range(50):
+        (tmp_path / f"{counter:08x}.0").symlink_to(f"other-{counter}.crt")
+    read: list[str] = []
+    real_readlink = os.readlink
+
+    def counted(path: str | os.PathLike[str]) -> str:
+        read.append(os.fspath(path))
+        return real_readlink(path)
+
+    monkeypatch.setattr(os, "readlink", counted)
+    assert store.missing_files_after_refresh([store.path_for("ca")]) == []
+    assert len(read) == 1
+
+
+def test_directory_proof_falls_back_to_every_link(tmp_path: Path) -> None:
+    """A link under another name than the subject hash (another rehash tool) is still found;
+    a file no link names is reported by its subject."""
+    store = DirectoryTrustStore(tmp_path, "reconciler-", ("true",))
+    linked, unlinked = make_ca("Renamed Link CA"), make_ca("Unlinked CA")
+    store.path_for("linked").write_bytes(linked.cert_pem)
+    store.path_for("unlinked").write_bytes(unlinked.cert_pem)
+    (tmp_path / "abcdef01.0").symlink_to("reconciler-linked.crt")
+    written = [store.path_for("linked"), store.path_for("unlinked")]
+    assert store.missing_files_after_refresh(written) == ["CN=Unlinked CA"]
+
+
+def test_bench_rehash_stand_in_makes_the_links_openssl_rehash_makes(tmp_path: Path) -> None:
+    """bench/rehash.py (the scale benchmarks' refresh) links like `openssl rehash`, including
+    after a replacement and a removal, which it handles incrementally."""
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    ours.mkdir()
+    theirs.mkdir()
+    cas = [make_ca(f"Stand-in CA {n}") for n in range(4)]
+    pair = make_ca("Pair A").cert_pem + make_ca("Pair B").cert_pem
+
+    def publish(files: dict[str, bytes]) -> None:
+        for directory in (ours, theirs):
+            for stale in directory.glob("reconciler-*.crt"):
+                if stale.name not in files:
+                    stale.unlink()
+            for name, data in files.items():
+                temporary = directory / f".{name}.tmp"
+                temporary.write_bytes(data)
+                temporary.replace(directory / name)  # a new inode, as the transaction writes
+        stand_in = [sys.executable, "-S", str(REPO / "bench" / "rehash.py"), str(ours)]
+        subprocess.run(stand_in, check=True, timeout=60)
+        subprocess.run(
+            ["openssl", "rehash", str(theirs)], check=True, timeout=60, capture_output=True
+        )
+        assert _links(ours) == _links(theirs)
+
+    files = {f"reconciler-ca{n}.crt": ca.cert_pem for n, ca in enumerate(cas[:3])}
+    files["reconciler-pair.crt"] = pair
+    publish(files)
+    assert len(_links(ours)) == 3
+    files["reconciler-ca1.crt"] = cas[3].cert_pem
+    del files["reconciler-ca2.crt"]
+    publish(files)
+    assert sorted(_links(ours).values()) == ["reconciler-ca0.crt", "reconciler-ca1.crt"]
