@@ -571,6 +571,26 @@ def test_trust_certificate_outside_its_validity_is_an_error(
     assert reason in err.reason
 
 
+def test_the_same_trust_file_is_judged_at_each_moment() -> None:
+    """Parsing is cached by content; the validity verdict is not: the same bytes are good
+    today, an error once the certificate expired, and an error at a moment before it began."""
+    ca = devpki.make_ca("Moment CA", not_before=NOW - dt.timedelta(days=1), days=10)
+    entry, findings = check_trust("corp", ca.cert_pem, file=TRUST_FILE, now=NOW)
+    assert entry is not None
+    assert findings == []
+    entry, findings = check_trust(
+        "corp", ca.cert_pem, file=TRUST_FILE, now=NOW + dt.timedelta(days=30)
+    )
+    assert entry is None
+    assert "certificate 1 (CN=Moment CA) is expired on" in only(findings, "error").reason
+    entry, findings = check_trust(
+        "corp", ca.cert_pem, file=TRUST_FILE, now=NOW - dt.timedelta(days=2)
+    )
+    assert entry is None
+    assert "not valid yet" in only(findings, "error").reason
+    assert check_trust("corp", ca.cert_pem, file=TRUST_FILE, now=NOW)[0] is not None
+
+
 def test_trusting_a_server_certificate_directly_is_a_warning(pki: Pki) -> None:
     entry, findings = check_trust("corp", pki.leaf.cert_pem, file=TRUST_FILE, now=NOW)
     assert entry is not None

@@ -82,7 +82,7 @@ def plan(
     wanted = {t.path: t for t in targets}
     for target in targets:
         found = observed.get(target.path)
-        after = digest(target.content) if target.content is not None else None
+        after = target.sha256
         before = found.sha256 if found is not None else None
         if target.content is None:
             if found is None:

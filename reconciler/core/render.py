@@ -9,6 +9,7 @@ a commit that changes nothing relevant changes no target and restarts nothing.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import posixpath
 import re
@@ -54,6 +55,14 @@ class Target:
     certs: tuple[CertInfo, ...] = ()
     """Certificates in the content, for plan output and the audit log."""
     gid: int | None = None
+    sha256: str | None = field(init=False, repr=False, compare=False)
+    """Hex SHA-256 of `content` (None with it): computed once, as rendering caches targets, not
+    by every plan and record of every pass (10,000 trust files at a daemon's every pass)."""
+
+    def __post_init__(self) -> None:
+        content = self.content
+        sha = hashlib.sha256(content).hexdigest() if content is not None else None
+        object.__setattr__(self, "sha256", sha)
 
 
 PUBLIC_MODE = 0o644
@@ -88,18 +97,30 @@ def _profiles_json(profiles: tuple[Profile, ...]) -> bytes:
     )
 
 
-@functools.lru_cache(maxsize=32768)
+_TRUST_TARGETS: dict[tuple[str, bytes, str, str, int | None], Target] = {}
+_TRUST_TARGETS_KEPT = 32768
+
+
 def _trust_target(entry: TrustEntry, trust_dir: str, prefix: str, gid: int | None) -> Target:
-    return Target(
-        # posixpath.join on the already normal str, not a PurePosixPath per entry: the same
-        # string (NAME has no slash), at a tenth of the cost for 10,000 entries.
-        path=posixpath.join(trust_dir, f"{prefix}{entry.name}.crt"),
-        kind="trust",
-        mode=PUBLIC_MODE,
-        content=entry.pem,
-        certs=entry.certs,
-        gid=gid,
-    )
+    # Keyed by the name and PEM (the certificates follow from it), not by the whole entry: an
+    # lru_cache would hash every CertInfo of 10,000 entries at every pass; str and bytes keep
+    # their hash.
+    key = (entry.name, entry.pem, trust_dir, prefix, gid)
+    target = _TRUST_TARGETS.get(key)
+    if target is None:
+        if len(_TRUST_TARGETS) >= _TRUST_TARGETS_KEPT:
+            _TRUST_TARGETS.clear()  # bounded: a daemon must not grow with every entry it saw
+        target = _TRUST_TARGETS[key] = Target(
+            # posixpath.join on the already normal str, not a PurePosixPath per entry: the same
+            # string (NAME has no slash), at a tenth of the cost for 10,000 entries.
+            path=posixpath.join(trust_dir, f"{prefix}{entry.name}.crt"),
+            kind="trust",
+            mode=PUBLIC_MODE,
+            content=entry.pem,
+            certs=entry.certs,
+            gid=gid,
+        )
+    return target
 
 
 def render(desired: DesiredState, layout: Layout) -> tuple[Target, ...]:

@@ -510,30 +510,37 @@ def check_trust(
     """Validate one trust file (one or more certificates); canonical PEM in file order."""
     now = _utc(now)
     parsed = _parse_trust(name, bytes(data), file)
-    items = list(parsed.findings)
     if parsed.certs is None:
-        return None, items
+        return None, list(parsed.findings)
+    if parsed.valid_from <= now <= parsed.valid_until:
+        # Every certificate is in its validity period: what the bytes say is all there is to say.
+        return parsed.entry, [*parsed.findings, *parsed.warnings]
+    items = list(parsed.findings)
     dated = False
     for position, info in enumerate(parsed.certs, start=1):
-        shown = _cert_name(position, info)
         problem = _validity_problem(info, now)
         if problem:
-            items.append(Finding("error", file, None, f"{shown} is {problem}"))
+            items.append(Finding("error", file, None, f"{_cert_name(position, info)} is {problem}"))
             dated = True
         if not info.is_ca:
-            items.append(
-                Finding(
-                    "warning",
-                    file,
-                    None,
-                    f"{shown} is not a CA certificate: trusts this server's certificate "
-                    "directly (it must be replaced in the trust store whenever the server renews "
-                    "it)",
-                )
-            )
+            items.append(_not_a_ca(file, position, info))
     if dated or parsed.entry is None:
         return None, items
     return parsed.entry, items
+
+
+def _not_a_ca(file: str, position: int, info: CertInfo) -> Finding:
+    return Finding(
+        "warning",
+        file,
+        None,
+        f"{_cert_name(position, info)} is not a CA certificate: trusts this server's certificate "
+        "directly (it must be replaced in the trust store whenever the server renews it)",
+    )
+
+
+_NEVER_FROM = datetime.max.replace(tzinfo=UTC)
+_NEVER_UNTIL = datetime.min.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -544,6 +551,11 @@ class _ParsedTrust:
     findings: tuple[Finding, ...]
     entry: TrustEntry | None
     """The entry to return when no certificate is out of its validity period."""
+    warnings: tuple[Finding, ...] = ()
+    """The non-CA warnings, which are the same at any time."""
+    valid_from: datetime = _NEVER_FROM
+    valid_until: datetime = _NEVER_UNTIL
+    """When every certificate is valid (an empty window when never)."""
 
 
 @functools.lru_cache(maxsize=_CERT_CACHE_SIZE)
@@ -562,7 +574,20 @@ def _parse_trust(name: str, data: bytes, file: str) -> _ParsedTrust:
             pem=b"".join(c.pem for c in certs),
             certs=tuple(c.info for c in certs),
         )
-    return _ParsedTrust(tuple(c.info for c in certs), tuple(out.items), entry)
+    infos = tuple(c.info for c in certs)
+    warnings = tuple(
+        _not_a_ca(file, position, info)
+        for position, info in enumerate(infos, start=1)
+        if not info.is_ca
+    )
+    return _ParsedTrust(
+        infos,
+        tuple(out.items),
+        entry,
+        warnings,
+        valid_from=max((info.not_before for info in infos), default=_NEVER_FROM),
+        valid_until=min((info.not_after for info in infos), default=_NEVER_UNTIL),
+    )
 
 
 # --------------------------------------------------------------------------- profiles
