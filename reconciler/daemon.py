@@ -43,7 +43,7 @@ from reconciler.logging import Recorder, configure_logging, get_logger
 from reconciler.watch import PendingEvents, Wakeup, WatchdogLogHandler, Watcher, watch_specs
 
 if TYPE_CHECKING:
-    from reconciler.app import PassResult, Reconciler
+    from reconciler.app import PassResult, Reconciler, TargetEvents
     from reconciler.service import HealthServer, Metrics, SystemdNotifier, WatchdogPinger
     from reconciler.settings import Settings
 
@@ -89,6 +89,7 @@ class Daemon:
         self._reload = False
         self._force: str | None = None
         self._in_pass_since: float | None = None
+        self._watched_at_last_pass: frozenset[str] = frozenset()
         self._alive = True
         self._last: PassResult | None = None
         self._suspended_seen: set[tuple[str, tuple[tuple[str, str, str], ...]]] = set()
@@ -211,11 +212,12 @@ class Daemon:
     def _cycle(self, trigger: str) -> None:
         """One pass: recover, run, report. Never raises for bad input or a failing pass."""
         self._pending.take()
+        events = self._target_events(trigger)
         started = time.monotonic()
         self._in_pass_since = started
         result: PassResult | None = None
         try:
-            result = self._locked_pass(trigger)
+            result = self._locked_pass(trigger, events)
         except ReconcilerError as exc:
             log.error("pass.error", trigger=trigger, error=str(exc))
         except Exception as exc:
@@ -249,14 +251,30 @@ class Daemon:
             )
         self._watch()
 
-    def _locked_pass(self, trigger: str) -> PassResult | None:
+    def _target_events(self, trigger: str) -> TargetEvents | None:
+        """What the target watches saw since the last pass began; None: look at every target.
+
+        A resync looks at everything: it is the net for whatever an event did not tell. A watch
+        counts only once it was in place when the previous pass began (and so before it looked).
+        """
+        from reconciler.app import TargetEvents
+
+        touched = self._pending.take_touched()
+        watched = self._watcher.target_paths()
+        steady = watched & self._watched_at_last_pass
+        self._watched_at_last_pass = watched
+        if touched is None or trigger in ("start", "reload", "resync", "retry"):
+            return None
+        return TargetEvents(steady, touched)
+
+    def _locked_pass(self, trigger: str, events: TargetEvents | None) -> PassResult | None:
         with self._lock_held() as held:
             if not held:
                 return None
             recovered = self.reconciler.recover()
             if recovered is not None:
                 log.warning("recovery.result", outcome=recovered.outcome, reason=recovered.reason)
-            result = self.reconciler.run_pass()
+            result = self.reconciler.run_pass(events=events)
         if recovered is not None and not recovered.ok and result.outcome == "no-change":
             return recovered
         return result

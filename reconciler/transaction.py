@@ -441,6 +441,12 @@ class RootLock:
     def __init__(self, var_dir: Path) -> None:
         self.path = var_dir / LOCK
         self._fd: int | None = None
+        self._released_as = f"released {os.getpid()} {secrets.token_hex(8)} "
+        self._releases = 0
+        self.undisturbed = False
+        """Set at each acquire: True when this lock's own last release is the last thing that
+        happened to the lock file, so nobody (a `reconciler apply`, a process that crashed)
+        held it in between. What this process knows of ROOT is then still all there is."""
 
     def acquire(self, timeout_s: float) -> None:
         fsio.ensure_private_dir(self.path.parent)
@@ -463,6 +469,11 @@ class RootLock:
                 time.sleep(delay)  # polling a lock held by another process: no event to wait on
                 delay = min(delay * 2, 0.2)
         self._fd = fd
+        marker = self._released_as + str(self._releases)
+        try:
+            self.undisturbed = self._releases > 0 and os.pread(fd, 64, 0) == marker.encode()
+        except OSError:
+            self.undisturbed = False
         try:
             # Best effort: the PID only makes the waiter's message better. A full var_dir must
             # not leave us holding a lock nobody can release (a flock belongs to the open file).
@@ -473,7 +484,12 @@ class RootLock:
 
     def release(self) -> None:
         if self._fd is not None:
-            os.ftruncate(self._fd, 0)
+            self._releases += 1
+            try:
+                os.ftruncate(self._fd, 0)
+                os.pwrite(self._fd, (self._released_as + str(self._releases)).encode(), 0)
+            except OSError:
+                pass  # the next acquire then finds no marker and trusts nothing it knew
             os.close(self._fd)  # closing drops the flock
             self._fd = None
 

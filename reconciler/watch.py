@@ -22,6 +22,8 @@ from reconciler.records import SUSPENDED
 from reconciler.snapshot import K8S_DATA
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from watchdog.events import FileSystemEvent
     from watchdog.observers.api import BaseObserver, ObservedWatch
 
@@ -118,6 +120,9 @@ class PendingEvents:
         self._debounce = Debounce(quiet_s, max_wait_s)
         self._trouble: str | None = None
         self._wakeup = wakeup
+        self._touched: set[str] = set()
+        self._blind = True
+        """Events in the target directories may have been lost since the last take_touched."""
 
     def note(self, *, urgent: bool) -> None:
         with self._lock:
@@ -127,7 +132,26 @@ class PendingEvents:
     def trouble(self, reason: str) -> None:
         with self._lock:
             self._trouble = self._trouble or reason
+            self._blind = True
         self._wakeup.notify()
+
+    def touch(self, paths: Iterable[str]) -> None:
+        """An event named these paths in a target directory."""
+        with self._lock:
+            self._touched.update(paths)
+
+    def blind(self) -> None:
+        """Target events may be missing (the watches were replaced): trust none of them."""
+        with self._lock:
+            self._blind = True
+
+    def take_touched(self) -> frozenset[str] | None:
+        """The target paths with an event since the last take, or None when some may be lost."""
+        with self._lock:
+            touched, blind = frozenset(self._touched), self._blind
+            self._touched.clear()
+            self._blind = False
+        return None if blind else touched
 
     def retime(self, quiet_s: float, max_wait_s: float) -> None:
         with self._lock:
@@ -211,6 +235,8 @@ class _Handler:
             # The watched directory itself went (git-sync deleted the old worktree): watch anew.
             self._pending.trouble("watched directory removed")
             return
+        if spec.role == "target":
+            self._pending.touch(p for p in (src, dest) if p)
         urgent = spec.role in ("state", "keys") and appeared and K8S_DATA in names
         self._pending.note(urgent=urgent)
 
@@ -278,8 +304,13 @@ class Watcher:
             return False
         return all(emitter.is_alive() for emitter in list(observer.emitters))
 
+    def target_paths(self) -> frozenset[str]:
+        """The target directories (real paths) watched now."""
+        return frozenset(spec.path for spec in self._watches if spec.role == "target")
+
     def restart(self, specs: tuple[WatchSpec, ...]) -> None:
         self.stop()
+        self._pending.blind()
         self.establish(specs)
 
     def stop(self) -> None:

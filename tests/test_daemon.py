@@ -286,6 +286,36 @@ def test_hand_edits_and_deletions_of_targets_are_corrected(
     assert daemon.stop() == 0
 
 
+def test_drift_is_corrected_by_passes_that_look_only_where_events_were(
+    sandbox: Sandbox, start_daemon: Callable[..., Daemon]
+) -> None:
+    """After its first two passes the daemon re-examines only targets its watches saw change
+    (see test_observe.py): an edit, a chmod and a planted file are each still corrected."""
+    daemon = start_daemon()
+    daemon.wait_idle_after(1)
+    good = sandbox.targets()
+    trust = next(sandbox.trust_dir.glob("reconciler-*.crt"))
+    cert = sandbox.root / "data" / "cert.pem"
+    planted = sandbox.trust_dir / "reconciler-planted.crt"
+
+    def corrected() -> set[str]:
+        return {r["path"] for r in daemon.audit("drift.corrected")}
+
+    for path, edit in (
+        (trust, lambda: trust.write_bytes(trust.read_bytes() + b"# edited\n")),
+        (cert, lambda: cert.chmod(0o600)),
+        (planted, lambda: planted.write_bytes(trust.read_bytes())),
+    ):
+        seen = len(daemon.passes())
+        edit()
+        wait_for(lambda p=path: str(p) in corrected(), f"drift.corrected for {path.name}", daemon)
+        daemon.wait_idle_after(seen)
+    assert not planted.exists()
+    assert oct(cert.stat().st_mode & 0o777) == oct(0o644)
+    assert sandbox.targets() == good
+    assert daemon.stop() == 0
+
+
 def test_a_failed_pass_backs_off_but_a_new_revision_is_tried_at_once(
     sandbox: Sandbox, pki: Pki, start_daemon: Callable[..., Daemon]
 ) -> None:
