@@ -44,7 +44,8 @@ from reconciler.watch import PendingEvents, Wakeup, WatchdogLogHandler, Watcher,
 
 if TYPE_CHECKING:
     from reconciler.app import PassResult, Reconciler, TargetEvents
-    from reconciler.service import HealthServer, Metrics, SystemdNotifier, WatchdogPinger
+    from reconciler.health import HealthServer
+    from reconciler.service import Metrics, SystemdNotifier, WatchdogPinger
     from reconciler.settings import Settings
 
 __all__ = ["Daemon", "run_daemon"]
@@ -455,7 +456,8 @@ class Daemon:
         address = self.settings.metrics_address
         if address is None:
             return
-        from reconciler.service import HealthServer, Metrics
+        from reconciler.health import HealthServer
+        from reconciler.service import Metrics
 
         if self.metrics is None:
             self.metrics = Metrics()

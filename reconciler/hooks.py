@@ -28,12 +28,13 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import IO, Literal
-
-import psutil
+from typing import IO, TYPE_CHECKING, Literal
 
 from reconciler.core.secret import REDACTED_KEY, redact_key_blocks
 from reconciler.settings import HookSettings
+
+if TYPE_CHECKING:
+    import psutil
 
 OUTPUT_TAIL_BYTES = 4096
 REDACTION_WINDOW_BYTES = 64 * 1024
@@ -202,6 +203,8 @@ def _kill_tree(process: subprocess.Popen[bytes]) -> list[int]:
     Descendants are listed before the kill: once their parent dies they are re-parented and can
     no longer be found, and one that called setsid() is outside the group killpg reaches.
     """
+    import psutil  # only a timed-out hook needs it: not in every daemon's memory
+
     try:
         descendants = psutil.Process(process.pid).children(recursive=True)
     except psutil.NoSuchProcess:
@@ -228,6 +231,8 @@ def _kill_tree(process: subprocess.Popen[bytes]) -> list[int]:
 
 def is_dead(process: psutil.Process) -> bool:
     """Gone, or a zombie waiting for a parent (or PID 1) to reap it: it runs no code any more."""
+    import psutil
+
     try:
         # is_running() also says False when the pid was reused by another process.
         return not process.is_running() or process.status() == psutil.STATUS_ZOMBIE

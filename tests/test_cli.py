@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import json
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from reconciler import cli, devpki
+from reconciler.app import PassResult, Reconciler
 from tests.conftest import Pki, Sandbox, StateDir
 
 Mutation = Callable[[StateDir, Pki, Path], None]
@@ -420,6 +423,26 @@ def test_global_flags_work_before_and_after_the_command(
     assert run_cli(sandbox, monkeypatch, capsys, "--state", str(empty), "validate")[0] == 1
     assert run_cli(sandbox, monkeypatch, capsys, "validate", "--state", str(empty))[0] == 1
     assert run_cli(sandbox, monkeypatch, capsys, "validate")[0] == 0
+
+
+def test_garbage_collection_is_off_only_for_start_up(
+    sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`main` turns the collector off while modules load (and for all of `validate`); a command
+    that goes on to real work runs with it on, and it is on again after any command."""
+    seen: list[bool] = []
+    real_run_pass = Reconciler.run_pass
+
+    def noting(self: Reconciler, **kwargs: Any) -> PassResult:
+        seen.append(gc.isenabled())
+        return real_run_pass(self, **kwargs)
+
+    monkeypatch.setattr(Reconciler, "run_pass", noting)
+    assert run_cli(sandbox, monkeypatch, capsys, "validate")[0] == 0
+    assert gc.isenabled()
+    assert run_cli(sandbox, monkeypatch, capsys, "apply")[0] == 0
+    assert seen == [True]
+    assert gc.isenabled()
 
 
 def test_schema_describes_both_files(capsys: pytest.CaptureFixture[str]) -> None:

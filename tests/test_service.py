@@ -7,6 +7,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import urllib.error
 import urllib.request
@@ -18,9 +19,9 @@ import pytest
 
 from reconciler.app import PassResult
 from reconciler.core.plan import Change, Plan
+from reconciler.health import HealthServer
 from reconciler.hooks import HookResult
 from reconciler.service import (
-    HealthServer,
     Metrics,
     SystemdNotifier,
     WatchdogPinger,
@@ -274,3 +275,17 @@ def test_a_full_notify_queue_never_blocks_the_caller(tmp_path: Path) -> None:
             notifier.close()
     assert results[0] is True
     assert results[-1] is False
+
+
+def test_a_daemon_without_metrics_loads_no_http_server_or_psutil() -> None:
+    """The HTTP endpoints and psutil (only for killing a timed-out hook) stay out of an idle
+    daemon's memory unless used: the idle RSS target is 60 MB."""
+    script = (
+        "import sys\n"
+        "import reconciler.daemon, reconciler.service, reconciler.hooks, reconciler.app\n"
+        "print(sorted({'http.server', 'psutil'} & set(sys.modules)))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
