@@ -203,9 +203,9 @@ class Observations:
         return Observations(self.found, self.looked_at - set(paths))
 
 
-# The daemon observes every target on every pass; with thousands of trust entries, re-reading and
-# hashing files that nobody touched was most of a pass. Kept for the life of the process. The
-# stat key covers mode and group too: chmod and chown change a file's ctime.
+# Whatever is looked at again (every target, for `apply` and the daemon's full passes), re-reading
+# and hashing files nobody touched was most of a pass with thousands of trust entries. Kept for
+# the life of the process. The stat key covers mode and group: chmod and chown change the ctime.
 _OBSERVED: fsio.StatCache[Observed] = fsio.StatCache()
 
 

@@ -9,10 +9,13 @@ Threads
     * optional: the metrics HTTP server, the systemd watchdog pinger and the profile prober; each
       only reads what the loop published.
 
-Every pass is `Reconciler.run_pass()`: the whole desired state against the whole set of targets,
-whatever the event was. So a lost or spurious event costs at most one extra pass, and the pass
-after our own writes finds nothing to do (`no-change` writes only to var_dir, which is not
-watched), so our writes never feed a loop.
+Every pass is `Reconciler.run_pass()`: the whole desired state against the set of targets,
+whatever the event was. So a spurious event costs at most one extra pass, and the pass after our
+own writes finds nothing to do (`no-change` writes only to var_dir, which is not watched), so our
+writes never feed a loop. Targets are looked at again where the target watches named a path since
+the previous pass began (`TargetEvents`; the pass's own writes are always looked at again); a
+start, reload, retry or resync pass looks at all of them, so a lost event is found at the next
+resync at the latest.
 
 Deadlines (all `time.monotonic()`)
     * debounce: `core.backoff.Debounce`: quiet_period_ms after the last event, at most
