@@ -71,7 +71,10 @@ def _link_for(directory: str, name: str) -> str:
     end = data.find(_END, start)
     if end < 0:
         return ""
-    name_hash = subject_hash(binascii.a2b_base64(data[start:end]))
+    try:
+        name_hash = subject_hash(binascii.a2b_base64(data[start:end]))
+    except ValueError:
+        return ""  # a certificate OpenSSL could not read either: rehash skips it too
     counter = 0
     while True:  # the next free collision counter, as rehash numbers them
         link = f"{name_hash}.{counter}"

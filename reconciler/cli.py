@@ -138,9 +138,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Start-up builds hundreds of thousands of objects (pydantic's schemas, cryptography's
     # bindings) and next to no garbage cycles: collecting meanwhile was a tenth of `validate`.
     # Commands that go on to real work turn collection back on once settings are loaded.
+    collecting = gc.isenabled()
     gc.disable()
-    args = build_parser().parse_args(argv)
     try:
+        # Inside the try: a usage error or --help leaves by SystemExit, and the finally below
+        # must still turn collection back on (main() is also called in-process, by tests).
+        args = build_parser().parse_args(argv)
         return _dispatch(args)
     except ReconcilerError as exc:  # settings, lock, I/O: one line, no traceback
         print(f"reconciler: {exc}", file=sys.stderr)
@@ -154,7 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_FAILED
     finally:
-        gc.enable()
+        if collecting:
+            gc.enable()
 
 
 def _settings(args: argparse.Namespace) -> Settings:

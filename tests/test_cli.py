@@ -438,6 +438,9 @@ def test_garbage_collection_is_off_only_for_start_up(
         return real_run_pass(self, **kwargs)
 
     monkeypatch.setattr(Reconciler, "run_pass", noting)
+    with pytest.raises(SystemExit):
+        cli.main(["validate", "--no-such-flag"])
+    assert gc.isenabled()
     assert run_cli(sandbox, monkeypatch, capsys, "validate")[0] == 0
     assert gc.isenabled()
     assert run_cli(sandbox, monkeypatch, capsys, "apply")[0] == 0
