@@ -268,11 +268,11 @@ def _validate(state_dir: Path, key_dirs: tuple[Path, ...]) -> int:
 
 
 def _schema() -> int:
-    from reconciler.core.desired import GatewayFile, ProfileFile
+    from reconciler.core.desired import GatewayFile, ProfileFile, json_schema
 
     schema = {
-        "gateway.toml": GatewayFile.model_json_schema(),
-        "profiles/NAME.toml": ProfileFile.model_json_schema(),
+        "gateway.toml": json_schema(GatewayFile),
+        "profiles/NAME.toml": json_schema(ProfileFile),
     }
     print(json.dumps(schema, indent=2, sort_keys=True))
     return EXIT_OK

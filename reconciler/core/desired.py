@@ -1,13 +1,12 @@
-"""Desired-state models: the TOML files as pydantic models (extra=forbid), and the frozen result."""
+"""Desired-state models: the TOML files' tables and their rules, and the frozen validated result."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Literal
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import ClassVar, Literal
 
 from reconciler.core.secret import SecretBytes
 
@@ -23,42 +22,124 @@ TransportEncryption = Literal["none", "starttls-optional", "starttls-required"]
 ProfileTls = Literal["none", "implicit", "starttls-optional", "starttls-required"]
 
 
-class _TomlModel(BaseModel):
-    # strict: TOML has real types, so "true" for a boolean is a mistake worth reporting.
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """What one key of a TOML table must hold. TOML has real types, so a value of another type is
+    an error even where it could be converted ("true" for a boolean, 1 for true, 7.0 for 7)."""
+
+    type: type
+    """bool, int, str, or a section class (a nested table)."""
+    required: bool = False
+    choices: tuple[str, ...] = ()
+    min_length: int | None = None
+    max_length: int | None = None
+    ge: int | None = None
+    le: int | None = None
 
 
-class IdentitySection(_TomlModel):
+class Section:
+    """A TOML table checked against `RULES` (see `core.load.check_table`); unknown keys are
+    errors. Subclasses are frozen dataclasses whose fields are the keys, defaults included."""
+
+    __slots__ = ()
+    RULES: ClassVar[dict[str, Rule]] = {}
+
+
+_JSON_TYPES = {bool: "boolean", int: "integer", str: "string"}
+
+
+def json_schema(model: type[Section]) -> dict[str, object]:
+    """The JSON Schema of a TOML file or table, from its rules (what `reconciler schema` prints)."""
+    defaults = {f.name: f.default for f in dataclasses.fields(model)}  # type: ignore[arg-type]
+    properties: dict[str, object] = {}
+    for name, rule in model.RULES.items():
+        prop: dict[str, object]
+        if issubclass(rule.type, Section):
+            prop = json_schema(rule.type)
+        else:
+            prop = {"type": _JSON_TYPES[rule.type]}
+            if defaults.get(name, dataclasses.MISSING) not in (dataclasses.MISSING, None):
+                prop["default"] = defaults[name]
+        if rule.choices:
+            prop["enum"] = list(rule.choices)
+        for keyword, value in (
+            ("minLength", rule.min_length),
+            ("maxLength", rule.max_length),
+            ("minimum", rule.ge),
+            ("maximum", rule.le),
+        ):
+            if value is not None:
+                prop[keyword] = value
+        properties[name] = prop
+    schema: dict[str, object] = {
+        "title": model.__name__,
+        "description": (model.__doc__ or "").strip().splitlines()[0],
+        "type": "object",
+        "properties": properties,
+        "additionalProperties": False,
+    }
+    required = [name for name, rule in model.RULES.items() if rule.required]
+    if required:
+        schema["required"] = required
+    return schema
+
+
+@dataclass(frozen=True, slots=True)
+class IdentitySection(Section):
     """`[identity]`: where the digital ID's certificate chain and private key are."""
 
-    cert: Annotated[str, Field(min_length=1)]
+    cert: str
     """Relative path in STATE: leaf first, then intermediates in issuing order."""
-    key: Annotated[str, Field(min_length=1)]
+    key: str
     """Relative path in STATE, or an absolute path inside a `key_dirs` entry."""
 
+    RULES: ClassVar[dict[str, Rule]] = {
+        "cert": Rule(str, required=True, min_length=1),
+        "key": Rule(str, required=True, min_length=1),
+    }
 
-class ConsoleSection(_TomlModel):
+
+@dataclass(frozen=True, slots=True)
+class ConsoleSection(Section):
     """`[console]`: the web console's HTTPS."""
 
     https: bool = False
     tls_policy: TlsPolicy = "intermediate"
 
+    RULES: ClassVar[dict[str, Rule]] = {
+        "https": Rule(bool),
+        "tls_policy": Rule(str, choices=("modern", "intermediate", "old")),
+    }
 
-class SmtpInboundSection(_TomlModel):
+
+@dataclass(frozen=True, slots=True)
+class SmtpInboundSection(Section):
     """`[smtp_inbound]`: STARTTLS on inbound SMTP."""
 
     tls: InboundTls = "off"
 
+    RULES: ClassVar[dict[str, Rule]] = {
+        "tls": Rule(str, choices=("off", "optional", "required")),
+    }
 
-class PolicySection(_TomlModel):
+
+@dataclass(frozen=True, slots=True)
+class PolicySection(Section):
     """`[policy]`: what the validator demands of the identity and profiles."""
 
     allow_self_signed: bool = False
-    min_days_valid: Annotated[int, Field(ge=0, le=3650)] = 7
+    min_days_valid: int = 7
     require_tls_outbound: bool = False
 
+    RULES: ClassVar[dict[str, Rule]] = {
+        "allow_self_signed": Rule(bool),
+        "min_days_valid": Rule(int, ge=0, le=3650),
+        "require_tls_outbound": Rule(bool),
+    }
 
-class GatewayFile(_TomlModel):
+
+@dataclass(frozen=True, slots=True)
+class GatewayFile(Section):
     """`gateway.toml`."""
 
     identity: IdentitySection | None = None
@@ -66,12 +147,27 @@ class GatewayFile(_TomlModel):
     smtp_inbound: SmtpInboundSection = SmtpInboundSection()
     policy: PolicySection = PolicySection()
 
+    RULES: ClassVar[dict[str, Rule]] = {
+        "identity": Rule(IdentitySection),
+        "console": Rule(ConsoleSection),
+        "smtp_inbound": Rule(SmtpInboundSection),
+        "policy": Rule(PolicySection),
+    }
 
-class ProfileFile(_TomlModel):
+
+@dataclass(frozen=True, slots=True)
+class ProfileFile(Section):
     """`profiles/NAME.toml`: one outbound server."""
 
-    url: Annotated[str, Field(min_length=1, max_length=2048)]
+    url: str
     transport_encryption: TransportEncryption | None = None
+
+    RULES: ClassVar[dict[str, Rule]] = {
+        "url": Rule(str, required=True, min_length=1, max_length=2048),
+        "transport_encryption": Rule(
+            str, choices=("none", "starttls-optional", "starttls-required")
+        ),
+    }
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,8 +9,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar, cast
 
-from pydantic import BaseModel, ValidationError
-
 from reconciler.core.desired import (
     DesiredState,
     Finding,
@@ -19,6 +17,8 @@ from reconciler.core.desired import (
     PolicySection,
     Profile,
     ProfileFile,
+    Rule,
+    Section,
     TrustEntry,
 )
 from reconciler.core.secret import SecretBytes
@@ -26,7 +26,7 @@ from reconciler.core.validate import check_identity, check_profile, check_trust
 
 GATEWAY_FILE = "gateway.toml"
 
-ModelT = TypeVar("ModelT", bound=BaseModel)
+ModelT = TypeVar("ModelT", bound=Section)
 
 # Every pass re-reads every profile, and a Kubernetes volume or git-sync worktree rewrites them all
 # on each update, so parses are cached by content (and file name: findings name it). Bounded in
@@ -94,26 +94,27 @@ def error(file: str, field_name: str | None, reason: str) -> Finding:
 def parse_toml(data: bytes, file: str, model: type[ModelT]) -> tuple[ModelT | None, list[Finding]]:
     """Bytes to a model: UTF-8, TOML syntax, then types, values and unknown keys, all collected.
 
-    The findings are a new list on every call; the model may be shared with earlier calls on the
-    same bytes when it is frozen (all desired-state models are), so nobody can change it.
+    The findings are a new list on every call; the model (frozen, as every Section is) may be
+    shared with earlier calls on the same bytes.
     """
-    if len(data) > _PARSE_CACHE_MAX_BYTES or not model.model_config.get("frozen"):
+    if len(data) > _PARSE_CACHE_MAX_BYTES:
         parsed, findings = _parse_toml(data, file, model)
     else:
-        parsed, findings = _parse_toml_cached(data, file, model)
+        # A class hashes by identity; mypy reads a dataclass's instance __hash__ as the class's.
+        parsed, findings = _parse_toml_cached(data, file, cast(Any, model))
     return cast("ModelT | None", parsed), list(findings)
 
 
 @functools.lru_cache(maxsize=_PARSE_CACHE_SIZE)
 def _parse_toml_cached(
-    data: bytes, file: str, model: type[BaseModel]
-) -> tuple[BaseModel | None, tuple[Finding, ...]]:
+    data: bytes, file: str, model: type[Section]
+) -> tuple[Section | None, tuple[Finding, ...]]:
     return _parse_toml(data, file, model)
 
 
 def _parse_toml(
-    data: bytes, file: str, model: type[BaseModel]
-) -> tuple[BaseModel | None, tuple[Finding, ...]]:
+    data: bytes, file: str, model: type[Section]
+) -> tuple[Section | None, tuple[Finding, ...]]:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -122,24 +123,66 @@ def _parse_toml(
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         return None, (error(file, None, f"TOML syntax error: {exc}"),)
-    try:
-        return model.model_validate(raw), ()
-    except ValidationError as exc:
-        return None, tuple(_model_finding(file, err) for err in exc.errors())
+    parsed, problems = check_table(raw, model)
+    return parsed, tuple(error(file, where, reason) for where, reason in problems)
 
 
-def _model_finding(file: str, err: Any) -> Finding:
-    where = ".".join(str(part) for part in err["loc"]) or None
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        reason = "unknown key (typo?)"
-    elif kind == "missing":
-        reason = "required key is missing"
-    elif kind == "literal_error":
-        reason = f"{err['msg'].lower()}, got {err['input']!r}"
-    else:
-        reason = f"{err['msg']}, got {err['input']!r}" if "input" in err else err["msg"]
-    return error(file, where, reason)
+def check_table(
+    raw: object, model: type[ModelT], where: str | None = None
+) -> tuple[ModelT | None, list[tuple[str | None, str]]]:
+    """A TOML table as `model`, or None and every problem: (dotted key or None, reason).
+
+    Every key is checked, so one run reports every mistake; keys not in `model.RULES` are
+    errors (a typo must not silently keep a default)."""
+    if not isinstance(raw, dict):
+        return None, [(where, f"must be a table ([{where}]), got {raw!r}")]
+    problems: list[tuple[str | None, str]] = []
+    values: dict[str, object] = {}
+    for name, rule in model.RULES.items():
+        key = f"{where}.{name}" if where else name
+        if name not in raw:
+            if rule.required:
+                problems.append((key, "required key is missing"))
+            continue
+        value, problem = _check_value(raw[name], rule, key)
+        if problem:
+            problems += problem
+        else:
+            values[name] = value
+    problems += [
+        (f"{where}.{name}" if where else name, "unknown key (typo?)")
+        for name in raw
+        if name not in model.RULES
+    ]
+    if problems:
+        return None, problems
+    return model(**values), []
+
+
+_TYPE_NAMES = {bool: "a boolean (true or false)", int: "an integer", str: "a string"}
+
+
+def _check_value(
+    value: object, rule: Rule, key: str
+) -> tuple[object, list[tuple[str | None, str]]]:
+    if issubclass(rule.type, Section):
+        return check_table(value, rule.type, key)
+    # type(), not isinstance(): a TOML boolean is no integer here
+    if type(value) is not rule.type:
+        return None, [(key, f"must be {_TYPE_NAMES[rule.type]}, got {value!r}")]
+    if rule.choices and value not in rule.choices:
+        wanted = ", ".join(repr(c) for c in rule.choices[:-1]) + f" or {rule.choices[-1]!r}"
+        return None, [(key, f"must be {wanted}, got {value!r}")]
+    if isinstance(value, str):
+        if rule.min_length is not None and len(value) < rule.min_length:
+            return None, [(key, f"must not be empty, got {value!r}")]
+        if rule.max_length is not None and len(value) > rule.max_length:
+            return None, [(key, f"{len(value)} characters: at most {rule.max_length}")]
+    if isinstance(value, int) and (
+        (rule.ge is not None and value < rule.ge) or (rule.le is not None and value > rule.le)
+    ):
+        return None, [(key, f"must be from {rule.ge} to {rule.le}, got {value!r}")]
+    return value, []
 
 
 def evaluate(inp: StateInput, now: datetime) -> Evaluation:
@@ -197,9 +240,10 @@ def _policy_alone(source: SourceFile | None) -> PolicySection:
         return PolicySection()
     try:
         raw = tomllib.loads(source.data.decode("utf-8"))
-        return PolicySection.model_validate(raw.get("policy", {}))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError, ValidationError):
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError):
         return PolicySection()
+    policy, _ = check_table(raw.get("policy", {}), PolicySection, "policy")
+    return policy or PolicySection()
 
 
 def _identity(
