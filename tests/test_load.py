@@ -17,14 +17,17 @@ from reconciler.core.desired import (
     ConsoleSection,
     Finding,
     GatewayFile,
+    IdentitySection,
     PolicySection,
     ProfileFile,
+    json_schema,
 )
 from reconciler.core.load import (
     Evaluation,
     KeySource,
     SourceFile,
     StateInput,
+    check_table,
     evaluate,
     parse_toml,
 )
@@ -597,3 +600,86 @@ def test_any_toml_document_as_gateway_gives_findings_or_a_state(document: dict[s
 @given(_DOCUMENTS)
 def test_any_toml_document_as_profile_gives_findings_or_a_state(document: dict[str, Value]) -> None:
     _consistent(evaluate(_state("", identity=False, profiles={"p": to_toml(document)}), NOW))
+
+
+# -- the TOML rules --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (
+            {"console": {"https": 1}},
+            [("console.https", "must be a boolean (true or false), got 1")],
+        ),
+        ({"policy": {"min_days_valid": True}}, [("policy.min_days_valid", "must be an integer")]),
+        ({"policy": {"min_days_valid": 7.0}}, [("policy.min_days_valid", "must be an integer")]),
+        ({"policy": {"min_days_valid": 3651}}, [("policy.min_days_valid", "from 0 to 3650")]),
+        ({"policy": {"min_days_valid": -1}}, [("policy.min_days_valid", "from 0 to 3650")]),
+        (
+            {"console": {"tls_policy": "strong"}},
+            [("console.tls_policy", "must be 'modern', 'intermediate' or 'old', got 'strong'")],
+        ),
+        ({"identity": {"cert": "", "key": "k"}}, [("identity.cert", "must not be empty")]),
+        ({"identity": {"cert": "c"}}, [("identity.key", "required key is missing")]),
+        ({"identity": "tls/cert.pem"}, [("identity", "must be a table ([identity])")]),
+        ({"policy": {"min_day_valid": 3}}, [("policy.min_day_valid", "unknown key (typo?)")]),
+        ({"consol": {}}, [("consol", "unknown key (typo?)")]),
+        (
+            {"console": {"https": "yes", "tls_policy": 1}, "x": 1},
+            [
+                ("console.https", "must be a boolean"),
+                ("console.tls_policy", "must be a string"),
+                ("x", "unknown key"),
+            ],
+        ),
+    ],
+    ids=[
+        "int-for-bool",
+        "bool-for-int",
+        "float-for-int",
+        "over-range",
+        "under-range",
+        "not-a-choice",
+        "empty-string",
+        "missing",
+        "not-a-table",
+        "unknown-key",
+        "unknown-table",
+        "all-at-once",
+    ],
+)
+def test_toml_rules_are_strict_and_report_every_key(
+    raw: dict[str, object], expected: list[tuple[str, str]]
+) -> None:
+    model, problems = check_table(raw, GatewayFile)
+    assert model is None
+    assert [where for where, _ in problems] == [where for where, _ in expected]
+    for (_, reason), (_, words) in zip(problems, expected, strict=True):
+        assert words in reason
+
+
+def test_toml_rules_give_the_model_with_its_defaults() -> None:
+    model, problems = check_table(
+        {"identity": {"cert": "c.pem", "key": "k.pem"}, "policy": {"min_days_valid": 0}},
+        GatewayFile,
+    )
+    assert problems == []
+    assert model == GatewayFile(
+        identity=IdentitySection(cert="c.pem", key="k.pem"),
+        policy=PolicySection(min_days_valid=0),
+    )
+    assert model.console == ConsoleSection(https=False, tls_policy="intermediate")
+
+
+def test_schema_follows_the_rules() -> None:
+    schema = json_schema(GatewayFile)
+    policy = schema["properties"]["policy"]  # type: ignore[index]
+    assert policy["properties"]["min_days_valid"] == {
+        "type": "integer",
+        "default": 7,
+        "minimum": 0,
+        "maximum": 3650,
+    }
+    assert schema["additionalProperties"] is False
+    assert json_schema(ProfileFile)["required"] == ["url"]
