@@ -8,9 +8,7 @@ BIN := $(VENV)/bin
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	# compat: the checkout goes on sys.path through a .pth line. The default editable finder
-	# is imported by every interpreter start (~20 ms of each `reconciler` command).
-	$(BIN)/pip install --quiet -e '.[dev]' --config-settings editable_mode=compat
+	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
 demo: $(BIN)/.installed

@@ -683,3 +683,12 @@ def test_schema_follows_the_rules() -> None:
     }
     assert schema["additionalProperties"] is False
     assert json_schema(ProfileFile)["required"] == ["url"]
+
+
+def test_a_huge_wrong_value_is_quoted_short() -> None:
+    _, problems = check_table({"console": {"tls_policy": "x" * 100_000}}, GatewayFile)
+    [(where, reason)] = problems
+    assert where == "console.tls_policy"
+    assert reason.startswith("must be 'modern', 'intermediate' or 'old', got 'xxx")
+    assert reason.endswith("...")
+    assert len(reason) < 200

@@ -135,7 +135,8 @@ def check_table(
     Every key is checked, so one run reports every mistake; keys not in `model.RULES` are
     errors (a typo must not silently keep a default)."""
     if not isinstance(raw, dict):
-        return None, [(where, f"must be a table ([{where}]), got {raw!r}")]
+        table = f"a table ([{where}])" if where else "a table"
+        return None, [(where, f"must be {table}, got {_shown(raw)}")]
     problems: list[tuple[str | None, str]] = []
     values: dict[str, object] = {}
     for name, rule in model.RULES.items():
@@ -169,13 +170,14 @@ def _check_value(
         return check_table(value, rule.type, key)
     # type(), not isinstance(): a TOML boolean is no integer here
     if type(value) is not rule.type:
-        return None, [(key, f"must be {_TYPE_NAMES[rule.type]}, got {value!r}")]
+        return None, [(key, f"must be {_TYPE_NAMES[rule.type]}, got {_shown(value)}")]
     if rule.choices and value not in rule.choices:
         wanted = ", ".join(repr(c) for c in rule.choices[:-1]) + f" or {rule.choices[-1]!r}"
-        return None, [(key, f"must be {wanted}, got {value!r}")]
+        return None, [(key, f"must be {wanted}, got {_shown(value)}")]
     if isinstance(value, str):
         if rule.min_length is not None and len(value) < rule.min_length:
-            return None, [(key, f"must not be empty, got {value!r}")]
+            least = "not be empty" if rule.min_length == 1 else f"have {rule.min_length}+ chars"
+            return None, [(key, f"must {least}, got {_shown(value)}")]
         if rule.max_length is not None and len(value) > rule.max_length:
             return None, [(key, f"{len(value)} characters: at most {rule.max_length}")]
     if isinstance(value, int) and (
@@ -183,6 +185,12 @@ def _check_value(
     ):
         return None, [(key, f"must be from {rule.ge} to {rule.le}, got {value!r}")]
     return value, []
+
+
+def _shown(value: object, limit: int = 60) -> str:
+    """A value as a message quotes it: repr, cut short (a file may hold a megabyte string)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def evaluate(inp: StateInput, now: datetime) -> Evaluation:
