@@ -186,7 +186,7 @@ class Observations:
             ours = directory == trust_dir and name.startswith(prefix) and name.endswith(".crt")
             if ours and not os.path.isdir(path):
                 look[path] = "trust"
-        known = wanted.keys() | (self.found.keys() - wanted.keys())
+        known = wanted.keys() | self.found.keys()
         for path in (known - self.looked_at) | (known & touched):
             look.setdefault(path, wanted.get(path, "trust"))
         found = {

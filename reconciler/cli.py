@@ -135,8 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # metadata for one at the first model build (~30 ms of every command's start-up).
     # An operator who wants plugins sets the variable themselves.
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
-    # Start-up builds hundreds of thousands of objects (pydantic's schemas, cryptography's
-    # bindings) and next to no garbage cycles: collecting meanwhile was a tenth of `validate`.
+    # Start-up builds hundreds of thousands of objects (cryptography's bindings, the settings'
+    # pydantic models) and next to no garbage cycles: collecting meanwhile was a tenth of it.
     # Commands that go on to real work turn collection back on once settings are loaded.
     collecting = gc.isenabled()
     gc.disable()

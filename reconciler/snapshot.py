@@ -229,8 +229,7 @@ class _Reader:
         if len(data) > MAX_FILE_BYTES:
             self.findings.append(error(shown, field, "over the 1 MiB limit"))
             return None
-        self.digest.update(b"%s\0%d\0%s" % (shown.encode(), len(data), data))
-        return data
+        return self._kept(shown, data)
 
     def _read_listed(self, path: str, shown: str) -> bytes | None:
         """`_load` for a file its directory listing says is regular: no fstat for its type or
@@ -250,6 +249,11 @@ class _Reader:
             os.close(fd)
         if len(data) > MAX_FILE_BYTES:
             return self._load(path, shown, None)  # says how large, as for any other file
+        return self._kept(shown, data)
+
+    def _kept(self, shown: str, data: bytes) -> bytes:
+        """`data` read for `shown`, counted into the content digest (the revision without git):
+        the path shown, the length and the bytes, so no two states hash alike by moving bytes."""
         self.digest.update(b"%s\0%d\0%s" % (shown.encode(), len(data), data))
         return data
 

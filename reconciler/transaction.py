@@ -469,9 +469,8 @@ class RootLock:
                 time.sleep(delay)  # polling a lock held by another process: no event to wait on
                 delay = min(delay * 2, 0.2)
         self._fd = fd
-        marker = self._released_as + str(self._releases)
         try:
-            self.undisturbed = self._releases > 0 and os.pread(fd, 64, 0) == marker.encode()
+            self.undisturbed = self._releases > 0 and os.pread(fd, 64, 0) == self._marker()
         except OSError:
             self.undisturbed = False
         try:
@@ -487,11 +486,15 @@ class RootLock:
             self._releases += 1
             try:
                 os.ftruncate(self._fd, 0)
-                os.pwrite(self._fd, (self._released_as + str(self._releases)).encode(), 0)
+                os.pwrite(self._fd, self._marker(), 0)
             except OSError:
                 pass  # the next acquire then finds no marker and trusts nothing it knew
             os.close(self._fd)  # closing drops the flock
             self._fd = None
+
+    def _marker(self) -> bytes:
+        """What this lock's last release wrote into the lock file."""
+        return f"{self._released_as}{self._releases}".encode()
 
     @contextmanager
     def held(self, timeout_s: float) -> Iterator[None]:

@@ -234,14 +234,18 @@ class DirectoryTrustStore(TrustStore):
                 return True
         return False
 
-    def _missing_among_all_links(self, files: Sequence[Path]) -> list[str]:
-        linked: set[str] = set()
+    def _hash_links(self) -> list[os.DirEntry[str]]:
+        """The entries of TRUST_DIR named as rehash names its links (`HASH.N`)."""
         try:
             entries = list(os.scandir(self.trust_dir))
         except OSError as exc:
             raise ApplyError(f"trust directory {self.trust_dir}: cannot list it: {exc}") from exc
-        for entry in entries:
-            if _HASH_LINK_RE.match(entry.name) and entry.is_symlink():
+        return [entry for entry in entries if _HASH_LINK_RE.match(entry.name)]
+
+    def _missing_among_all_links(self, files: Sequence[Path]) -> list[str]:
+        linked: set[str] = set()
+        for entry in self._hash_links():
+            if entry.is_symlink():
                 try:
                     target = os.readlink(entry.path)
                 except OSError:
@@ -264,13 +268,7 @@ class DirectoryTrustStore(TrustStore):
 
     def _present_digests(self) -> set[bytes]:
         present: set[bytes] = set()
-        try:
-            entries = list(os.scandir(self.trust_dir))
-        except OSError as exc:
-            raise ApplyError(f"trust directory {self.trust_dir}: cannot list it: {exc}") from exc
-        for entry in entries:
-            if not _HASH_LINK_RE.match(entry.name):
-                continue
+        for entry in self._hash_links():
             try:
                 # Through the link: a re-pointed link shows a different inode, so the cache
                 # never answers for the wrong certificate.
