@@ -74,9 +74,32 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--json", action="store_true", help="machine-readable output")
         return sub
 
-    command("validate", "check the desired state only (exit 0 valid, 1 invalid); needs no ROOT")
-    command(
+    validate = command(
+        "validate", "check the desired state only (exit 0 valid, 1 invalid); needs no ROOT"
+    )
+    validate.add_argument(
+        "dirs",
+        nargs="*",
+        type=Path,
+        metavar="DIR",
+        help="desired-state directories (default STATE)",
+    )
+    validate.add_argument(
+        "--no-secrets",
+        action="store_true",
+        help="do not read the private key (absent, or mounted at deploy); list what is skipped",
+    )
+    validate.add_argument(
+        "--format",
+        choices=("text", "json", "github", "gitlab"),
+        default="text",
+        help="text (default), json, github (workflow annotations), gitlab (Code Quality report)",
+    )
+    plan = command(
         "plan", "show what a pass would change (exit 0 none, 2 changes, 1 invalid)", json_flag=True
+    )
+    plan.add_argument(
+        "--diff", action="store_true", help="add a unified diff of non-secret targets"
     )
     apply = command("apply", "one pass with hooks and verification (exit 0 converged, 1 failed)")
     apply.add_argument(
@@ -215,10 +238,10 @@ def _dispatch(args: argparse.Namespace) -> int:
     if name == "validate":
         quick = quick_state_paths(args.config, args.state)
         if quick is not None:
-            return _validate(*quick)
+            return _validate(*quick, args)
     settings = _settings(args)
     if name == "validate":
-        return _validate(settings.state_dir, settings.key_dirs)
+        return _validate(settings.state_dir, settings.key_dirs, args)
     gc.enable()  # passes, the daemon, logs and probes: garbage is collected as usual
     handlers = {
         "plan": _plan,
@@ -241,30 +264,13 @@ def _print_findings(findings: Sequence[Finding]) -> None:
         print(str(finding), file=sys.stderr)
 
 
-def _validate(state_dir: Path, key_dirs: tuple[Path, ...]) -> int:
-    from datetime import UTC, datetime
+def _validate(state_dir: Path, key_dirs: tuple[Path, ...], args: argparse.Namespace) -> int:
+    from reconciler import findings
 
-    from reconciler.core.load import evaluate
-    from reconciler.snapshot import read_snapshot
-
-    inp = read_snapshot(state_dir, key_dirs)
-    evaluation = evaluate(inp, datetime.now(UTC))
-    _print_findings(evaluation.findings)
-    desired = evaluation.desired
-    if desired is None:
-        count = len(evaluation.errors)
-        print(
-            f"{state_dir}: invalid ({count} error{'s' * (count != 1)}); nothing would be applied",
-            file=sys.stderr,
-        )
-        return EXIT_FAILED
-    identity = "an identity" if desired.identity else "no identity"
-    print(
-        f"{state_dir}: valid, revision {desired.revision}: {identity}, "
-        f"{len(desired.trust)} trust entries, {len(desired.profiles)} profiles, "
-        f"{len(evaluation.warnings)} warnings"
-    )
-    return EXIT_OK
+    dirs = [Path.cwd() / d for d in args.dirs] or [state_dir]
+    reports = findings.validate_states(dirs, key_dirs, no_secrets=args.no_secrets)
+    findings.write(reports, args.format)
+    return findings.exit_code(reports)
 
 
 def _schema() -> int:

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler.core.desired import MAX_FILE_BYTES, NAME_RE, Finding
-from reconciler.core.load import GATEWAY_FILE, KeySource, SourceFile, StateInput, error
+from reconciler.core.load import GATEWAY_FILE, KeySource, Skipped, SourceFile, StateInput, error
+from reconciler.core.rules import secret_rules
 from reconciler.core.secret import SecretBytes
 
 K8S_DATA = "..data"
@@ -53,22 +54,25 @@ class _Base:
     """`..data` inside STATE resolved once, for Kubernetes volumes."""
 
 
-def read_snapshot(state_dir: Path, key_dirs: Sequence[Path] = ()) -> StateInput:
-    """Read the desired state once; retry while it is being swapped."""
+def read_snapshot(
+    state_dir: Path, key_dirs: Sequence[Path] = (), *, no_secrets: bool = False
+) -> StateInput:
+    """Read the desired state once; retry while it is being swapped. `no_secrets`: secret
+    references (the key) are listed in `StateInput.skipped`, never read (a GitOps repo's CI)."""
     last: SnapshotMovedError | None = None
     for attempt in range(RETRIES):
         try:
-            return _read(state_dir, key_dirs)
+            return _read(state_dir, key_dirs, no_secrets)
         except SnapshotMovedError as exc:
             last = exc
             # The swapper is mid-way: give it a moment (no event marks the end of a swap).
             time.sleep(RETRY_PAUSE_S * 2**attempt)
     reason = f"kept changing while being read ({last}); will read it again"
-    finding = error(str(state_dir), None, reason)
+    finding = error(str(state_dir), None, reason, rule="state-in-transit")
     return StateInput("unknown", None, findings=(finding,), in_transit=True)
 
 
-def _read(state_dir: Path, key_dirs: Sequence[Path]) -> StateInput:
+def _read(state_dir: Path, key_dirs: Sequence[Path], no_secrets: bool = False) -> StateInput:
     if not state_dir.exists():
         return _unusable(state_dir, "desired-state directory does not exist")
     if not state_dir.is_dir():
@@ -79,7 +83,7 @@ def _read(state_dir: Path, key_dirs: Sequence[Path]) -> StateInput:
     if data_real is not None and not _inside(data_real, real):
         data_real = None  # a `..data` leading outside is no volume: what it holds is an escape
     base = _Base(state_dir, real, data_real)
-    reader = _Reader(base, key_dirs)
+    reader = _Reader(base, key_dirs, no_secrets)
 
     gateway = reader.read(GATEWAY_FILE, None, missing_ok=True)
     cert: SourceFile | None = None
@@ -105,11 +109,14 @@ def _read(state_dir: Path, key_dirs: Sequence[Path]) -> StateInput:
         trust=trust,
         profiles=profiles,
         findings=tuple(reader.findings),
+        skipped=tuple(reader.skipped),
     )
 
 
 def _unusable(state_dir: Path, reason: str) -> StateInput:
-    return StateInput("unknown", None, findings=(error(str(state_dir), None, reason),))
+    return StateInput(
+        "unknown", None, findings=(error(str(state_dir), None, reason, rule="state-unusable"),)
+    )
 
 
 def _identity_paths(gateway: SourceFile | None) -> tuple[str, str] | None:
@@ -140,8 +147,10 @@ def _check_unchanged(base: _Base) -> None:
 class _Reader:
     """Reads files of one snapshot, collecting findings and the content digest."""
 
-    def __init__(self, base: _Base, key_dirs: Sequence[Path]) -> None:
+    def __init__(self, base: _Base, key_dirs: Sequence[Path], no_secrets: bool = False) -> None:
         self.base = base
+        self.no_secrets = no_secrets
+        self.skipped: list[Skipped] = []
         self.key_dirs = [os.path.realpath(d) for d in key_dirs]
         self.findings: list[Finding] = []
         self.digest = hashlib.sha256()
@@ -158,12 +167,21 @@ class _Reader:
 
     def read(self, rel: str, field: str | None, *, missing_ok: bool = False) -> SourceFile | None:
         if os.path.isabs(rel) or rel.startswith("~"):
-            self.findings.append(error(GATEWAY_FILE, field, f"{rel}: must be relative to STATE"))
+            self.findings.append(
+                error(
+                    GATEWAY_FILE,
+                    field,
+                    f"{rel}: must be relative to STATE",
+                    rule="path-not-relative",
+                )
+            )
             return SourceFile(rel, None)
         real = self._resolve(rel)
         if not _inside(real, self.base.real):
             self.findings.append(
-                error(rel, field, "path leads outside the desired-state directory")
+                error(
+                    rel, field, "path leads outside the desired-state directory", rule="path-escape"
+                )
             )
             return SourceFile(rel, None)
         # Only a file that is not there at all may be missing; a dangling link is reported.
@@ -173,14 +191,28 @@ class _Reader:
             return None
         return SourceFile(rel, data)
 
+    def skip_secret(self, path: str, field: str, rules: tuple[str, ...]) -> bool:
+        """True (and listed as skipped) for a secret reference under `no_secrets`: an absolute
+        path (a key_dirs mount that CI does not have) or a relative one that stays in STATE."""
+        if not self.no_secrets:
+            return False
+        if not os.path.isabs(path) and not _inside(self._resolve(path), self.base.real):
+            return False  # reading it reports the escape
+        self.skipped.append(Skipped(field, path, rules))
+        return True
+
     def read_key(self, path: str) -> KeySource:
+        if self.skip_secret(path, "identity.key", secret_rules()):
+            return KeySource(path, None)
         if os.path.isabs(path):
             real = os.path.realpath(path)
             if not any(_inside(real, d) for d in self.key_dirs):
                 reason = f"{path}: an absolute key path must be inside one of key_dirs"
                 if not self.key_dirs:
                     reason += " (none are set)"
-                self.findings.append(error(GATEWAY_FILE, "identity.key", reason))
+                self.findings.append(
+                    error(GATEWAY_FILE, "identity.key", reason, rule="key-outside-key-dirs")
+                )
                 return KeySource(path, None)
             data = self._load(real, path, "identity.key")
             return KeySource(path, SecretBytes(data) if data is not None else None)
@@ -197,10 +229,14 @@ class _Reader:
             if self._vanished(shown):
                 raise SnapshotMovedError(f"{shown} vanished while being read") from exc
             if not missing_ok:
-                self.findings.append(error(shown, field, "file does not exist"))
+                self.findings.append(
+                    error(shown, field, "file does not exist", rule="file-missing")
+                )
             return None
         except OSError as exc:
-            self.findings.append(error(shown, field, f"cannot be read: {_strerror(exc)}"))
+            self.findings.append(
+                error(shown, field, f"cannot be read: {_strerror(exc)}", rule="file-unreadable")
+            )
             return None
         return self._read_open(fd, shown, field)
 
@@ -209,11 +245,18 @@ class _Reader:
         try:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
-                self.findings.append(error(shown, field, "not a regular file"))
+                self.findings.append(
+                    error(shown, field, "not a regular file", rule="file-not-regular")
+                )
                 return None
             if info.st_size > MAX_FILE_BYTES:
                 self.findings.append(
-                    error(shown, field, f"{info.st_size} bytes: over the 1 MiB limit")
+                    error(
+                        shown,
+                        field,
+                        f"{info.st_size} bytes: over the 1 MiB limit",
+                        rule="file-too-large",
+                    )
                 )
                 return None
             # The size stat gave, plus one: a short read is the end of a regular file, so one
@@ -222,12 +265,14 @@ class _Reader:
             if len(data) > info.st_size:
                 data = _read_rest(fd, data)
         except OSError as exc:
-            self.findings.append(error(shown, field, f"cannot be read: {_strerror(exc)}"))
+            self.findings.append(
+                error(shown, field, f"cannot be read: {_strerror(exc)}", rule="file-unreadable")
+            )
             return None
         finally:
             os.close(fd)
         if len(data) > MAX_FILE_BYTES:
-            self.findings.append(error(shown, field, "over the 1 MiB limit"))
+            self.findings.append(error(shown, field, "over the 1 MiB limit", rule="file-too-large"))
             return None
         return self._kept(shown, data)
 
@@ -243,7 +288,9 @@ class _Reader:
             if len(data) == _READ_BYTES:
                 data = _read_rest(fd, data)
         except OSError as exc:
-            self.findings.append(error(shown, None, f"cannot be read: {_strerror(exc)}"))
+            self.findings.append(
+                error(shown, None, f"cannot be read: {_strerror(exc)}", rule="file-unreadable")
+            )
             return None
         finally:
             os.close(fd)
@@ -271,7 +318,9 @@ class _Reader:
             return ()
         real = self._resolve(folder)
         if not _inside(real, self.base.real):
-            self.findings.append(error(folder, None, "leads outside the desired-state directory"))
+            self.findings.append(
+                error(folder, None, "leads outside the desired-state directory", rule="path-escape")
+            )
             return ()
         try:
             # The entry's type comes with its name (d_type): no stat per file.
@@ -280,13 +329,21 @@ class _Reader:
         except FileNotFoundError as exc:
             if self._vanished(folder):
                 raise SnapshotMovedError(f"{folder}/ vanished while being read") from exc
-            self.findings.append(error(folder, None, "leads to a directory that does not exist"))
+            self.findings.append(
+                error(
+                    folder, None, "leads to a directory that does not exist", rule="folder-unusable"
+                )
+            )
             return ()
         except OSError as exc:
             if exc.errno == errno.ENOTDIR:
-                self.findings.append(error(folder, None, "not a directory"))
+                self.findings.append(error(folder, None, "not a directory", rule="folder-unusable"))
             else:
-                self.findings.append(error(folder, None, f"cannot be listed: {_strerror(exc)}"))
+                self.findings.append(
+                    error(
+                        folder, None, f"cannot be listed: {_strerror(exc)}", rule="file-unreadable"
+                    )
+                )
             return ()
         found: dict[str, tuple[str, SourceFile]] = {}
         for entry in sorted(entries):
@@ -299,7 +356,11 @@ class _Reader:
                 continue
             if stem in found:
                 other = found[stem][1].path
-                self.findings.append(error(rel, None, f"same name as {other}: keep one of them"))
+                self.findings.append(
+                    error(
+                        rel, None, f"same name as {other}: keep one of them", rule="name-duplicate"
+                    )
+                )
                 continue
             listed_entry = entries[entry]
             if listed_entry.is_symlink():
@@ -314,7 +375,9 @@ class _Reader:
                 if listed_entry.is_file(follow_symlinks=False):
                     data = self._read_listed(path, rel)
                 else:
-                    self.findings.append(error(rel, None, "not a regular file"))
+                    self.findings.append(
+                        error(rel, None, "not a regular file", rule="file-not-regular")
+                    )
                 source = SourceFile(rel, data)
             found[stem] = (stem, source)
         return tuple(found[name] for name in sorted(found))
@@ -333,9 +396,17 @@ def _entry_name(
     stem, suffix = (entry[:dot], entry[dot:]) if dot > 0 else (entry, "")
     if suffix not in suffixes:
         wanted = " or ".join(f"NAME{s}" for s in suffixes)
-        return stem, rel, Finding("warning", rel, None, f"ignored: not {wanted}")
+        return (
+            stem,
+            rel,
+            Finding("warning", rel, None, f"ignored: not {wanted}", rule="name-ignored"),
+        )
     if not NAME_RE.match(stem):
-        return stem, rel, error(rel, None, f"name {stem!r} must match {NAME_RE.pattern}")
+        return (
+            stem,
+            rel,
+            error(rel, None, f"name {stem!r} must match {NAME_RE.pattern}", rule="name-invalid"),
+        )
     return stem, rel, None
 
 

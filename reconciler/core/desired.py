@@ -179,6 +179,12 @@ class Finding:
     """Relative to STATE (or the absolute key path inside key_dirs)."""
     field: str | None
     reason: str
+    rule: str = ""
+    """Stable rule id (`reconciler/core/rules.py`, docs/rules.md)."""
+    line: int | None = None
+    """1-based line in `file` where known (a TOML key, a PEM block's BEGIN line)."""
+    col: int | None = None
+    """1-based column where known."""
 
     def __str__(self) -> str:
         where = f"{self.file}: {self.field}" if self.field else self.file

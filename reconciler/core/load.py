@@ -54,6 +54,15 @@ class KeySource:
 
 
 @dataclass(frozen=True, slots=True)
+class Skipped:
+    """A secret reference left unread (`validate --no-secrets`) and the rules not run on it."""
+
+    field: str
+    path: str
+    rules: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class StateInput:
     """Everything one pass read from STATE, as bytes: the only input of `evaluate`."""
 
@@ -69,6 +78,8 @@ class StateInput:
     """The state kept changing under the reader: not invalid, just not readable yet."""
     content_digest: str = ""
     """sha256 of every input read (the revision of a git STATE does not see key_dirs)."""
+    skipped: tuple[Skipped, ...] = ()
+    """Secret references not read on purpose (`validate --no-secrets`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +88,7 @@ class Evaluation:
 
     desired: DesiredState | None
     findings: tuple[Finding, ...]
+    skipped: tuple[Skipped, ...] = ()
 
     @property
     def errors(self) -> tuple[Finding, ...]:
@@ -87,8 +99,8 @@ class Evaluation:
         return tuple(f for f in self.findings if f.severity == "warning")
 
 
-def error(file: str, field_name: str | None, reason: str) -> Finding:
-    return Finding("error", file, field_name, reason)
+def error(file: str, field_name: str | None, reason: str, rule: str = "") -> Finding:
+    return Finding("error", file, field_name, reason, rule)
 
 
 def parse_toml(data: bytes, file: str, model: type[ModelT]) -> tuple[ModelT | None, list[Finding]]:
@@ -118,13 +130,26 @@ def _parse_toml(
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return None, (error(file, None, f"not UTF-8 text (byte {exc.start})"),)
+        return None, (
+            error(file, None, f"not UTF-8 text (byte {exc.start})", rule="toml-encoding"),
+        )
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        return None, (error(file, None, f"TOML syntax error: {exc}"),)
+        return None, (error(file, None, f"TOML syntax error: {exc}", rule="toml-syntax"),)
     parsed, problems = check_table(raw, model)
-    return parsed, tuple(error(file, where, reason) for where, reason in problems)
+    return parsed, tuple(
+        error(file, where, reason, schema_rule(reason)) for where, reason in problems
+    )
+
+
+def schema_rule(reason: str) -> str:
+    """The rule id of a `check_table` problem, told by its reason."""
+    if reason.startswith("unknown key"):
+        return "toml-unknown-key"
+    if reason == "required key is missing":
+        return "toml-missing-key"
+    return "toml-value"
 
 
 def check_table(
@@ -198,7 +223,7 @@ def evaluate(inp: StateInput, now: datetime) -> Evaluation:
     findings: list[Finding] = list(inp.findings)
     gateway: GatewayFile | None = None
     if inp.gateway is None:
-        findings.append(error(GATEWAY_FILE, None, "required file is missing"))
+        findings.append(error(GATEWAY_FILE, None, "required file is missing", rule="file-missing"))
     elif inp.gateway.data is not None:
         gateway, found = parse_toml(inp.gateway.data, inp.gateway.path, GatewayFile)
         findings += found
@@ -210,23 +235,43 @@ def evaluate(inp: StateInput, now: datetime) -> Evaluation:
     if gateway is not None and gateway.identity is not None:
         errors_before = _error_count(findings)
         identity = _identity(inp, policy, now, findings)
-        if identity is None and _error_count(findings) == errors_before:
-            findings.append(error(GATEWAY_FILE, "identity", "the identity files were not read"))
+        key_skipped = any(s.field == "identity.key" for s in inp.skipped)
+        if identity is None and _error_count(findings) == errors_before and not key_skipped:
+            findings.append(
+                error(
+                    GATEWAY_FILE,
+                    "identity",
+                    "the identity files were not read",
+                    rule="identity-unread",
+                )
+            )
     elif gateway is None and inp.cert is not None and inp.key is not None:
         _identity(inp, policy, now, findings)
     if gateway is not None and gateway.identity is None:
         if gateway.console.https:
-            findings.append(error(GATEWAY_FILE, "console.https", "HTTPS needs an [identity]"))
+            findings.append(
+                error(
+                    GATEWAY_FILE,
+                    "console.https",
+                    "HTTPS needs an [identity]",
+                    rule="identity-required",
+                )
+            )
         if gateway.smtp_inbound.tls != "off":
             findings.append(
-                error(GATEWAY_FILE, "smtp_inbound.tls", "inbound STARTTLS needs an [identity]")
+                error(
+                    GATEWAY_FILE,
+                    "smtp_inbound.tls",
+                    "inbound STARTTLS needs an [identity]",
+                    rule="identity-required",
+                )
             )
 
     trust = list(_trust(inp.trust, now, findings))
     profiles = list(_profiles(inp.profiles, policy, findings))
     ordered = tuple(sorted(findings, key=lambda f: (f.severity != "error", f.file, f.field or "")))
     if gateway is None or any(f.severity == "error" for f in ordered):
-        return Evaluation(None, ordered)
+        return Evaluation(None, ordered, inp.skipped)
     desired = DesiredState(
         revision=inp.revision,
         gateway=gateway,
@@ -235,7 +280,7 @@ def evaluate(inp: StateInput, now: datetime) -> Evaluation:
         profiles=tuple(sorted(profiles, key=lambda p: p.name)),
         warnings=tuple(f for f in ordered if f.severity == "warning"),
     )
-    return Evaluation(desired, ordered)
+    return Evaluation(desired, ordered, inp.skipped)
 
 
 def _error_count(findings: list[Finding]) -> int:
@@ -259,7 +304,8 @@ def _identity(
 ) -> Identity | None:
     if inp.cert is None or inp.key is None:
         return None  # the snapshot already reported why
-    if inp.cert.data is None or inp.key.data is None:
+    key_skipped = any(s.field == "identity.key" for s in inp.skipped)
+    if inp.cert.data is None or (inp.key.data is None and not key_skipped):
         return None
     identity, found = check_identity(
         inp.cert.data,

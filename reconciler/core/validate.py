@@ -197,16 +197,21 @@ class _Findings:
     def __init__(self) -> None:
         self.items: list[Finding] = []
 
-    def error(self, file: str, field: str | None, reason: str) -> None:
-        self.items.append(Finding("error", file, field, reason))
+    def error(self, file: str, field: str | None, reason: str, rule: str = "") -> None:
+        self.items.append(Finding("error", file, field, reason, rule))
 
-    def warning(self, file: str, field: str | None, reason: str) -> None:
-        self.items.append(Finding("warning", file, field, reason))
+    def warning(self, file: str, field: str | None, reason: str, rule: str = "") -> None:
+        self.items.append(Finding("warning", file, field, reason, rule))
 
     def add(
-        self, severity: Literal["error", "warning"], file: str, field: str | None, reason: str
+        self,
+        severity: Literal["error", "warning"],
+        file: str,
+        field: str | None,
+        reason: str,
+        rule: str = "",
     ) -> None:
-        self.items.append(Finding(severity, file, field, reason))
+        self.items.append(Finding(severity, file, field, reason, rule))
 
     @property
     def has_error(self) -> bool:
@@ -218,7 +223,7 @@ def _read_certs(data: bytes, file: str, field: str | None, out: _Findings) -> li
     try:
         blocks = parse_pem(data)
     except PemError as exc:
-        out.error(file, field, f"not valid PEM: {exc}")
+        out.error(file, field, f"not valid PEM: {exc}", rule="pem-invalid")
         return None
     if not blocks:
         hint = (
@@ -226,7 +231,12 @@ def _read_certs(data: bytes, file: str, field: str | None, out: _Findings) -> li
             if data[:1] == b"\x30"
             else ""
         )
-        out.error(file, field, f"not PEM: no -----BEGIN CERTIFICATE----- line found{hint}")
+        out.error(
+            file,
+            field,
+            f"not PEM: no -----BEGIN CERTIFICATE----- line found{hint}",
+            rule="pem-missing",
+        )
         return None
     cert_blocks = [b for b in blocks if b.label in _CERT_LABELS]
     others = sorted({b.label for b in blocks if b.label not in _CERT_LABELS})
@@ -236,17 +246,20 @@ def _read_certs(data: bytes, file: str, field: str | None, out: _Findings) -> li
             field,
             "holds a private key block, which is ignored; keep private keys out of "
             "certificate files (this file is readable by everyone who can read the state)",
+            rule="cert-holds-key",
         )
     if not cert_blocks:
         found = ", ".join(others)
-        out.error(file, field, f"no CERTIFICATE block (found only: {found})")
+        out.error(
+            file, field, f"no CERTIFICATE block (found only: {found})", rule="pem-no-certificate"
+        )
         return None
     certs: list[_Cert] = []
     ok = True
     for position, block in enumerate(cert_blocks, start=1):
         decoded = _decode_cert(block, position)
         if isinstance(decoded, str):
-            out.error(file, field, decoded)
+            out.error(file, field, decoded, rule="cert-invalid")
             ok = False
         else:
             certs.append(decoded)
@@ -285,7 +298,7 @@ def _validity_problem(info: CertInfo, now: datetime) -> str | None:
 
 def check_identity(
     cert_data: bytes,
-    key_data: SecretBytes,
+    key_data: SecretBytes | None,
     *,
     cert_file: str,
     key_file: str,
@@ -295,7 +308,8 @@ def check_identity(
     """Validate the digital ID; an Identity only when there is no error among the findings.
 
     `Identity.chain` holds the certificates after the leaf (intermediates, and a root if the
-    file has one), in file order.
+    file has one), in file order. Without `key_data` (`validate --no-secrets`), every check
+    but the key's runs, and there is no Identity.
     """
     now = _utc(now)
     out = _Findings()
@@ -307,8 +321,13 @@ def check_identity(
             problem = _validity_problem(cert.info, now)
             if problem:
                 # Not a SPEC error row (only the leaf's dates are), but clients will refuse it.
-                out.warning(cert_file, _CERT_FIELD, f"{cert.name} in the chain is {problem}")
-    key = _read_key(key_data, key_file, out)
+                out.warning(
+                    cert_file,
+                    _CERT_FIELD,
+                    f"{cert.name} in the chain is {problem}",
+                    rule="chain-cert-validity",
+                )
+    key = _read_key(key_data, key_file, out) if key_data is not None else None
     if key is not None and certs:
         _check_key_matches(key[1], certs[0], cert_file, key_file, out)
     if out.has_error or certs is None or key is None:
@@ -336,6 +355,7 @@ def _check_chain_order(certs: list[_Cert], file: str, out: _Findings) -> None:
             _CERT_FIELD,
             f"chain not in issuing order: {child.name} is not issued by the next, "
             f"{parent.name} ({how}); put the leaf first, then each issuer in order",
+            rule="chain-order",
         )
 
 
@@ -345,7 +365,7 @@ def _check_leaf(
     info = leaf.info
     problem = _validity_problem(info, now)
     if problem:
-        out.error(file, _CERT_FIELD, f"leaf {leaf.name} is {problem}")
+        out.error(file, _CERT_FIELD, f"leaf {leaf.name} is {problem}", rule="leaf-validity")
     else:
         left = info.not_after - now
         days = left.days
@@ -356,6 +376,7 @@ def _check_leaf(
                 _CERT_FIELD,
                 f"leaf {leaf.name} expires on {until}, in {days} days: fewer than "
                 f"policy.min_days_valid = {policy.min_days_valid}; renew it",
+                rule="leaf-min-days",
             )
         elif left < timedelta(days=WARN_DAYS):
             out.warning(
@@ -363,6 +384,7 @@ def _check_leaf(
                 _CERT_FIELD,
                 f"leaf {leaf.name} expires on {until}, in {days} days "
                 f"(fewer than {WARN_DAYS}); renew it soon",
+                rule="leaf-expiring",
             )
     if info.self_signed and not policy.allow_self_signed:
         out.error(
@@ -370,6 +392,7 @@ def _check_leaf(
             _CERT_FIELD,
             f"leaf {leaf.name} is self-signed, and policy.allow_self_signed is false; "
             "use a certificate issued by a CA (or allow self-signed outside production)",
+            rule="leaf-self-signed",
         )
     try:
         eku = leaf.cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
@@ -389,6 +412,7 @@ def _check_leaf(
             _CERT_FIELD,
             f"leaf {leaf.name} has an Extended Key Usage without {' and '.join(missing)}; "
             "the digital ID is used as a TLS server and as a TLS client, so peers may refuse it",
+            rule="leaf-eku",
         )
 
 
@@ -399,15 +423,17 @@ def _read_key(
     try:
         blocks = parse_pem(key_data.reveal())
     except PemError as exc:
-        out.error(file, _KEY_FIELD, f"not valid PEM: {exc}")
+        out.error(file, _KEY_FIELD, f"not valid PEM: {exc}", rule="key-pem")
         return None
     if not blocks:
-        out.error(file, _KEY_FIELD, "not PEM: no BEGIN line of a private key block found")
+        out.error(
+            file, _KEY_FIELD, "not PEM: no BEGIN line of a private key block found", rule="key-pem"
+        )
         return None
     keys = [b for b in blocks if b.label.endswith("PRIVATE KEY")]
     if not keys:
         found = ", ".join(sorted({b.label for b in blocks}))
-        out.error(file, _KEY_FIELD, f"no PRIVATE KEY block (found only: {found})")
+        out.error(file, _KEY_FIELD, f"no PRIVATE KEY block (found only: {found})", rule="key-pem")
         return None
     if len(keys) > 1:
         lines = ", ".join(str(b.line) for b in keys)
@@ -415,6 +441,7 @@ def _read_key(
             file,
             _KEY_FIELD,
             f"holds {len(keys)} private key blocks (lines {lines}); exactly one is allowed",
+            rule="key-count",
         )
         return None
     block = keys[0]
@@ -427,6 +454,7 @@ def _read_key(
             _KEY_FIELD,
             "the private key is encrypted; the gateway needs it unencrypted "
             "(decrypt it with `openssl pkey -in KEY -out KEY.plain`) and protect the file instead",
+            rule="key-encrypted",
         )
         return None
     if block.label == "OPENSSH PRIVATE KEY":
@@ -434,6 +462,7 @@ def _read_key(
             file,
             _KEY_FIELD,
             "an OpenSSH private key cannot be used for TLS; give a PEM (PKCS#8) private key",
+            rule="key-openssh",
         )
         return None
     canonical = encode_pem(block.label, block.der)
@@ -446,10 +475,11 @@ def _read_key(
             _KEY_FIELD,
             f"the {block.label} block (line {block.line}) is not a readable unencrypted "
             "private key",
+            rule="key-unreadable",
         )
         return None
     if isinstance(private_key, dsa.DSAPrivateKey):
-        out.error(file, _KEY_FIELD, f"DSA keys are not allowed; {_KEY_ADVICE}")
+        out.error(file, _KEY_FIELD, f"DSA keys are not allowed; {_KEY_ADVICE}", rule="key-type")
         return None
     if isinstance(private_key, rsa.RSAPrivateKey):
         if private_key.key_size < MIN_RSA_BITS:
@@ -458,6 +488,7 @@ def _read_key(
                 _KEY_FIELD,
                 f"RSA key of {private_key.key_size} bits is too small; "
                 f"at least {MIN_RSA_BITS} bits are required",
+                rule="key-rsa-size",
             )
             return None
         return SecretBytes(canonical), private_key
@@ -468,13 +499,14 @@ def _read_key(
                 file,
                 _KEY_FIELD,
                 f"EC curve {curve} is not allowed; use P-256, P-384 or P-521",
+                rule="key-ec-curve",
             )
             return None
         return SecretBytes(canonical), private_key
     # Ed25519/Ed448 (and X25519/X448) are not accepted by common TLS clients for server
     # certificates, so the digital ID would not work as both server and client.
     kind = type(private_key).__name__.removeprefix("_").removesuffix("PrivateKey") or "unknown"
-    out.error(file, _KEY_FIELD, f"unsupported key type {kind}; {_KEY_ADVICE}")
+    out.error(file, _KEY_FIELD, f"unsupported key type {kind}; {_KEY_ADVICE}", rule="key-type")
     return None
 
 
@@ -490,7 +522,12 @@ def _check_key_matches(
     try:
         leaf_public = leaf.cert.public_key().public_bytes(der, spki)
     except _CRYPTO_ERRORS as exc:
-        out.error(cert_file, _CERT_FIELD, f"leaf {leaf.name} has an unreadable public key: {exc}")
+        out.error(
+            cert_file,
+            _CERT_FIELD,
+            f"leaf {leaf.name} has an unreadable public key: {exc}",
+            rule="leaf-public-key",
+        )
         return
     if key.public_key().public_bytes(der, spki) != leaf_public:
         out.error(
@@ -498,6 +535,7 @@ def _check_key_matches(
             _KEY_FIELD,
             f"the private key does not match the leaf certificate in {cert_file} "
             f"({leaf.info.subject}); give the key the certificate was issued for",
+            rule="key-mismatch",
         )
 
 
@@ -520,7 +558,15 @@ def check_trust(
     for position, info in enumerate(parsed.certs, start=1):
         problem = _validity_problem(info, now)
         if problem:
-            items.append(Finding("error", file, None, f"{_cert_name(position, info)} is {problem}"))
+            items.append(
+                Finding(
+                    "error",
+                    file,
+                    None,
+                    f"{_cert_name(position, info)} is {problem}",
+                    rule="trust-validity",
+                )
+            )
             dated = True
         if not info.is_ca:
             items.append(_not_a_ca(file, position, info))
@@ -536,6 +582,7 @@ def _not_a_ca(file: str, position: int, info: CertInfo) -> Finding:
         None,
         f"{_cert_name(position, info)} is not a CA certificate: trusts this server's certificate "
         "directly (it must be replaced in the trust store whenever the server renews it)",
+        rule="trust-not-ca",
     )
 
 
@@ -642,10 +689,17 @@ def _check_encryption(
                 "transport_encryption",
                 f"only allowed with smtp:// URLs, not {scheme}://; remove it "
                 "(https and smtps use TLS from the first byte, http never does)",
+                rule="profile-te-not-allowed",
             )
             return None
         if scheme == "http":
-            out.add(clear, file, "url", f"http:// is clear text{why_error}; use https://")
+            out.add(
+                clear,
+                file,
+                "url",
+                f"http:// is clear text{why_error}; use https://",
+                rule="profile-cleartext",
+            )
             return "none"
         return "implicit"
     if te is None:
@@ -654,6 +708,7 @@ def _check_encryption(
             "transport_encryption",
             "required for smtp:// URLs: none, starttls-optional or starttls-required "
             "(or use smtps:// for TLS from the first byte)",
+            rule="profile-te-missing",
         )
         return None
     if te == "none":
@@ -662,6 +717,7 @@ def _check_encryption(
             file,
             "transport_encryption",
             f"none sends mail in clear text{why_error}; use smtps:// or starttls-required",
+            rule="profile-cleartext",
         )
         return te
     if te == "starttls-optional":
@@ -671,12 +727,14 @@ def _check_encryption(
             "transport_encryption",
             "starttls-optional falls back to clear text when the server does not offer "
             f"STARTTLS (or an attacker strips it){why_error}; use starttls-required",
+            rule="profile-cleartext",
         )
     out.warning(
         file,
         "url",
         "smtps (implicit TLS) is preferred over STARTTLS; "
         "use smtps://HOST:465 if the server supports it",
+        rule="profile-starttls",
     )
     return te
 
@@ -687,12 +745,14 @@ def _parse_url(
     """(scheme, (host, port, path)); None for a part that is wrong, with the reasons recorded."""
     # urlsplit silently drops tabs/newlines and strips blanks; an operator's typo must not pass.
     if _FORBIDDEN_URL_CHARS.search(url):
-        out.error(file, "url", "contains a blank, control character or backslash")
+        out.error(
+            file, "url", "contains a blank, control character or backslash", rule="profile-url"
+        )
         return None, None
     try:
         parts = urlsplit(url)
     except ValueError as exc:
-        out.error(file, "url", f"not a valid URL: {exc}")
+        out.error(file, "url", f"not a valid URL: {exc}", rule="profile-url")
         return None, None
     scheme = parts.scheme.lower()
     typed = _SCHEMES.get(scheme)
@@ -703,28 +763,34 @@ def _parse_url(
             "url",
             f"{shown} is not supported; write http://, https://, smtp:// or smtps:// "
             "followed by the host",
+            rule="profile-url",
         )
         return None, None
     ok = True
     if "?" in url:
-        out.error(file, "url", "a query (?...) is not allowed")
+        out.error(file, "url", "a query (?...) is not allowed", rule="profile-url")
         ok = False
     if "#" in url:
-        out.error(file, "url", "a fragment (#...) is not allowed")
+        out.error(file, "url", "a fragment (#...) is not allowed", rule="profile-url")
         ok = False
     netloc = parts.netloc
     if "@" in netloc:
         # The user info may hold a password: say it is there, never what it is.
         out.error(
-            file, "url", "user info (user@ or user:password@) is not allowed; put no credentials"
+            file,
+            "url",
+            "user info (user@ or user:password@) is not allowed; put no credentials",
+            rule="profile-url",
         )
         return typed, None
     if not url[len(parts.scheme) + 1 :].startswith("//") or not netloc:
-        out.error(file, "url", f"no host: write {scheme}://HOST[:PORT]")
+        out.error(file, "url", f"no host: write {scheme}://HOST[:PORT]", rule="profile-url")
         return typed, None
     path = parts.path
     if path and scheme in ("smtp", "smtps"):
-        out.error(file, "url", f"a path ({path!r}) is not allowed on {scheme}:// URLs")
+        out.error(
+            file, "url", f"a path ({path!r}) is not allowed on {scheme}:// URLs", rule="profile-url"
+        )
         ok = False
     hostport = _split_host_port(netloc, scheme, file, out)
     if hostport is None or not ok:
@@ -737,27 +803,42 @@ def _split_host_port(netloc: str, scheme: str, file: str, out: _Findings) -> tup
     if netloc.startswith("["):
         close = netloc.find("]")
         if close < 0:
-            out.error(file, "url", "an IPv6 address opened with [ is not closed with ]")
+            out.error(
+                file,
+                "url",
+                "an IPv6 address opened with [ is not closed with ]",
+                rule="profile-url",
+            )
             return None
         host, rest = netloc[1:close].lower(), netloc[close + 1 :]
         try:
             ipaddress.IPv6Address(host)
         except ValueError:
-            out.error(file, "url", f"[{host}] is not an IPv6 address")
+            out.error(file, "url", f"[{host}] is not an IPv6 address", rule="profile-url")
             return None
         if rest and not rest.startswith(":"):
-            out.error(file, "url", "unexpected text after the IPv6 address; write [ADDRESS]:PORT")
+            out.error(
+                file,
+                "url",
+                "unexpected text after the IPv6 address; write [ADDRESS]:PORT",
+                rule="profile-url",
+            )
             return None
         port_text = rest[1:] if rest else None
     else:
         host, sep, port_text_raw = netloc.partition(":")
         port_text = port_text_raw if sep else None
         if ":" in port_text_raw:
-            out.error(file, "url", "an IPv6 address must be in brackets: [ADDRESS]:PORT")
+            out.error(
+                file,
+                "url",
+                "an IPv6 address must be in brackets: [ADDRESS]:PORT",
+                rule="profile-url",
+            )
             return None
         host = host.lower()
         if not host:
-            out.error(file, "url", f"no host: write {scheme}://HOST[:PORT]")
+            out.error(file, "url", f"no host: write {scheme}://HOST[:PORT]", rule="profile-url")
             return None
         if not _HOSTNAME.fullmatch(host):
             out.error(
@@ -765,19 +846,25 @@ def _split_host_port(netloc: str, scheme: str, file: str, out: _Findings) -> tup
                 "url",
                 f"host {host!r} is not a valid host name or IPv4 address "
                 "(international names in their xn-- form)",
+                rule="profile-url",
             )
             return None
     if port_text is None:
         return host.lower(), DEFAULT_PORTS[scheme]
     if not port_text:
-        out.error(file, "url", "empty port after ':'; write HOST:PORT or leave the port out")
+        out.error(
+            file,
+            "url",
+            "empty port after ':'; write HOST:PORT or leave the port out",
+            rule="profile-url",
+        )
         return None
     if not port_text.isascii() or not port_text.isdigit():
-        out.error(file, "url", f"port {port_text!r} is not a number")
+        out.error(file, "url", f"port {port_text!r} is not a number", rule="profile-url")
         return None
     # Length first: int() of a huge digit string is slow and may raise.
     port = int(port_text) if len(port_text) <= 5 else 0
     if not 1 <= port <= 65535:
-        out.error(file, "url", f"port {port_text} is out of range 1-65535")
+        out.error(file, "url", f"port {port_text} is out of range 1-65535", rule="profile-url")
         return None
     return host.lower(), port
