@@ -25,7 +25,7 @@ from reconciler.core.secret import redact_key_blocks
 from reconciler.snapshot import read_snapshot
 
 FORMATS = ("text", "json", "github", "gitlab")
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,8 +125,12 @@ def _total(reports: Sequence[StateReport]) -> str:
     warnings = sum(r.warnings for r in reports)
     return (
         f"{len(reports)} states: {valid} valid, {len(reports) - valid} invalid; "
-        f"{errors} errors, {warnings} warnings"
+        f"{_count(errors, 'error')}, {_count(warnings, 'warning')}"
     )
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'s' * (number != 1)}"
 
 
 def _skipped_lines(report: StateReport) -> list[str]:
