@@ -357,11 +357,22 @@ def _plan(settings: Settings, args: argparse.Namespace) -> int:
             )
         _print_findings(planned.evaluation.findings)
         return EXIT_FAILED
+    diffs = None
+    if args.diff:
+        from reconciler import plandiff
+
+        diffs = plandiff.plan_diffs(planned.plan)
     if args.json:
-        print(json.dumps(plan_to_json(planned), indent=2))
+        document = plan_to_json(planned)
+        if diffs is not None:
+            for change, (_, diff) in zip(document["changes"], diffs, strict=True):
+                change["diff"] = diff
+        print(json.dumps(document, indent=2))
     else:
         _print_findings(planned.evaluation.warnings)
         print(format_plan(planned))
+        if diffs:
+            print(plandiff.format_diffs(diffs))
     return EXIT_OK if planned.plan.empty else EXIT_CHANGES
 
 
