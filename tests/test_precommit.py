@@ -1,0 +1,118 @@
+"""The pre-commit hook, with the real pre-commit: a bad desired state is blocked, a good one passes.
+
+pre-commit builds the hook's environment itself (a virtualenv, `pip install` of this project from
+a clone of it, dependencies from the package index), exactly as it does on a user's machine; this
+takes a while the first time, so one test walks through every step with one environment.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, Pki, StateDir
+from tests.test_gitops_validate import GITOPS_GATEWAY
+
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "t",
+    "GIT_AUTHOR_EMAIL": "t@example.test",
+    "GIT_COMMITTER_NAME": "t",
+    "GIT_COMMITTER_EMAIL": "t@example.test",
+    "GIT_CONFIG_GLOBAL": os.devnull,
+}
+ENV_BUILD_TIMEOUT = 600
+
+
+def git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **GIT_ENV}
+    return subprocess.run(
+        ["git", "-C", str(repo), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=check,
+        timeout=ENV_BUILD_TIMEOUT,
+    )
+
+
+def project_clone(dest: Path) -> str:
+    """A clone of this project with the working tree's current files committed on top (what the
+    tests must exercise is the code as it is now); returns the commit."""
+    subprocess.run(["git", "clone", "-q", str(REPO), str(dest)], check=True, timeout=120)
+    listed = git(REPO, "ls-files", "-z", "--cached", "--others", "--exclude-standard").stdout
+    for rel in filter(None, listed.split("\0")):
+        source = REPO / rel
+        target = dest / rel
+        if source.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+        elif not source.exists() and target.exists():
+            target.unlink()  # deleted in the working tree, not yet committed
+    git(dest, "add", "-A")
+    git(dest, "commit", "-q", "--allow-empty", "-m", "working tree under test")
+    return git(dest, "rev-parse", "HEAD").stdout.strip()
+
+
+def _pre_commit(cwd: Path, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECONCILER_")}
+    env.update(GIT_ENV, PRE_COMMIT_HOME=str(home))
+    return subprocess.run(  # noqa: PLW1510 - the exit code is an assertion
+        [str(Path(sys.executable).parent / "pre-commit"), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=ENV_BUILD_TIMEOUT,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3 * ENV_BUILD_TIMEOUT)
+def test_hook_blocks_a_bad_commit_and_passes_a_good_one(tmp_path: Path, pki: Pki) -> None:
+    clone = tmp_path / "reconciler"
+    sha = project_clone(clone)
+    home = tmp_path / "pre-commit-home"
+    repo = tmp_path / "gitops"
+    git(tmp_path, "init", "-q", "-b", "main", str(repo))
+    state = StateDir(repo)
+    state.write("gateway.toml", GITOPS_GATEWAY)  # the key: a Secret on the gateway, not in git
+    state.write("tls/cert.pem", pki.intermediate.cert_pem + pki.leaf.cert_pem)  # wrong order
+    state.trust("partner-ca", pki.other_ca.cert_pem)
+    git(repo, "add", "-A")
+
+    # try-repo: the hook as published by the clone, run on the staged files.
+    tried = _pre_commit(repo, home, "try-repo", str(clone), "reconciler-validate", "--ref", sha)
+    assert tried.returncode == 1, tried.stdout + tried.stderr
+    assert "[chain-order]" in tried.stdout, tried.stdout
+
+    # The same hook installed the way users do, blocking `git commit`.
+    state.write(
+        ".pre-commit-config.yaml",
+        f"repos:\n- repo: {clone}\n  rev: {sha}\n  hooks:\n  - id: reconciler-validate\n",
+    )
+    installed = _pre_commit(repo, home, "install")
+    assert installed.returncode == 0, installed.stderr
+    git(repo, "add", "-A")
+    blocked = git(repo, "commit", "-m", "bad chain", check=False)
+    assert blocked.returncode != 0
+    assert "chain not in issuing order" in blocked.stdout + blocked.stderr
+    assert git(repo, "rev-parse", "--verify", "HEAD", check=False).returncode != 0
+
+    state.write("tls/cert.pem", pki.chain())
+    git(repo, "add", "-A")
+    passed = git(repo, "commit", "-m", "leaf first", check=False)
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    assert "reconciler validate" in passed.stdout + passed.stderr
+    assert git(repo, "log", "--format=%s").stdout.split("\n")[0] == "leaf first"
+
+    # A commit touching no desired-state file does not run it (files: filter).
+    state.write("README.md", "gateway desired state\n")
+    git(repo, "add", "README.md")
+    other = git(repo, "commit", "-m", "docs", check=False)
+    assert other.returncode == 0
+    assert "(no files to check)Skipped" in other.stdout + other.stderr
