@@ -314,6 +314,8 @@ def test_every_registered_rule_is_documented_in_its_own_words() -> None:
         assert f"- **What:** {doc.what}" in section
         assert f"- **Why:** {doc.why}" in section
         assert f"- **Fix:** {doc.fix}" in section
+    guide = (REPO / "docs" / "gitops.md").read_text()
+    assert re.findall(r"^\| \[`([a-z0-9-]+)`\]\(rules\.md#\1\)", guide, re.M) == list(RULES)
 
 
 @pytest.mark.parametrize("case", sorted({**REJECTED, **WARNED}))
