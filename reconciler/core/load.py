@@ -235,8 +235,9 @@ def evaluate(inp: StateInput, now: datetime) -> Evaluation:
     if gateway is not None and gateway.identity is not None:
         errors_before = _error_count(findings)
         identity = _identity(inp, policy, now, findings)
-        key_skipped = any(s.field == "identity.key" for s in inp.skipped)
-        if identity is None and _error_count(findings) == errors_before and not key_skipped:
+        # A skipped secret reference (--no-secrets) leaves no Identity, and that is no error.
+        skipped = any(s.field.startswith("identity.") for s in inp.skipped)
+        if identity is None and _error_count(findings) == errors_before and not skipped:
             findings.append(
                 error(
                     GATEWAY_FILE,
