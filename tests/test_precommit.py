@@ -110,9 +110,10 @@ def test_hook_blocks_a_bad_commit_and_passes_a_good_one(tmp_path: Path, pki: Pki
     assert "reconciler validate" in passed.stdout + passed.stderr
     assert git(repo, "log", "--format=%s").stdout.split("\n")[0] == "leaf first"
 
-    # A commit touching no desired-state file does not run it (files: filter).
-    state.write("README.md", "gateway desired state\n")
-    git(repo, "add", "README.md")
-    other = git(repo, "commit", "-m", "docs", check=False)
-    assert other.returncode == 0
-    assert "(no files to check)Skipped" in other.stdout + other.stderr
+    # A commit that only deletes a file still runs it (always_run: no file list to filter).
+    git(repo, "rm", "-q", "tls/cert.pem")
+    deleted = git(repo, "commit", "-m", "drop the certificate", check=False)
+    assert deleted.returncode != 0
+    assert "tls/cert.pem: identity.cert: file does not exist [file-missing]" in (
+        deleted.stdout + deleted.stderr
+    )
