@@ -245,8 +245,12 @@ def _validate(state_dir: Path, key_dirs: tuple[Path, ...]) -> int:
     from datetime import UTC, datetime
 
     from reconciler.core.load import evaluate
+    from reconciler.fleet import validate_fleet
     from reconciler.snapshot import read_snapshot
 
+    fleet = validate_fleet(state_dir, key_dirs, _validate)
+    if fleet is not None:  # a fleet repository's root: every gateway's composed state
+        return fleet
     inp = read_snapshot(state_dir, key_dirs)
     evaluation = evaluate(inp, datetime.now(UTC))
     _print_findings(evaluation.findings)

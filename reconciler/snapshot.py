@@ -53,8 +53,19 @@ class _Base:
     """`..data` inside STATE resolved once, for Kubernetes volumes."""
 
 
-def read_snapshot(state_dir: Path, key_dirs: Sequence[Path] = ()) -> StateInput:
-    """Read the desired state once; retry while it is being swapped."""
+def read_snapshot(
+    state_dir: Path, key_dirs: Sequence[Path] = (), *, fleet: bool = True
+) -> StateInput:
+    """Read the desired state once; retry while it is being swapped.
+
+    A gateway of a fleet repository (`REPO/gateways/NAME`) is read composed with the fleet's
+    shared layers (`reconciler.fleet`); `fleet=False` reads the one directory alone."""
+    if fleet:
+        from reconciler.fleet import fleet_root, read_composed
+
+        repo = fleet_root(state_dir)
+        if repo is not None:
+            return read_composed(repo, state_dir, key_dirs)
     last: SnapshotMovedError | None = None
     for attempt in range(RETRIES):
         try:
