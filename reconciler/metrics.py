@@ -45,7 +45,6 @@ class CertExpiry:
 
 _PASS_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _HOOK_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
-_FAILED = ("failed", "rejected")
 
 
 def _outcomes() -> tuple[str, ...]:
@@ -154,8 +153,8 @@ class Metrics:
         self.suspended = Gauge("reconciler_suspended", "1 while applying is suspended.", registry=r)
         self.consecutive_failures = Gauge(
             "reconciler_consecutive_failures",
-            "Passes in a row that failed (rolled back) or found the desired state invalid; "
-            "0 after a pass that converged or found nothing to do.",
+            "Passes in a row that failed and rolled back; 0 after a pass that converged or "
+            "found nothing to do (a rejected state shows in reconciler_state_rejected).",
             registry=r,
         )
         self.pending_changes = Gauge(
@@ -275,7 +274,7 @@ class Metrics:
     def _count_failures(self, result: PassResult) -> None:
         if result.ok:
             self._failures = 0
-        elif result.outcome in _FAILED:
+        elif result.outcome == "failed":
             self._failures += 1
         self.consecutive_failures.set(self._failures)
 

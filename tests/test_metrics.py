@@ -84,7 +84,7 @@ def test_revisions_pending_work_and_failures_follow_the_passes() -> None:
     rejected = PassResult("rejected", "rev-2", reason="gateway.toml: bad")
     metrics.observe_pass(rejected, 0.1, 200, suspended=False)
     metrics.observe_pass(rejected, 0.1, 260, suspended=False)
-    assert value(metrics, "reconciler_consecutive_failures") == 3
+    assert value(metrics, "reconciler_consecutive_failures") == 1, "a rejection is no failure"
     assert value(metrics, "reconciler_state_rejected") == 1
     assert value(metrics, "reconciler_last_rejected_timestamp_seconds") == 200, "first seen"
     assert value(metrics, "reconciler_pending_changes") == 2, "unknown while rejected: kept"
