@@ -314,3 +314,21 @@ def test_a_pass_applies_the_composed_state(sandbox: Sandbox, pki: Pki) -> None:
     done = sandbox.run("apply")
     assert done.returncode == 0, done.stderr
     assert not sandbox.trust_dir.joinpath("reconciler-fleet-ca.crt").exists()
+
+
+def test_a_fleet_gateway_watches_the_repository_link_and_its_layers(
+    sandbox: Sandbox, pki: Pki
+) -> None:
+    from reconciler.watch import watch_specs
+
+    repo = make_fleet(sandbox.base, pki)
+    link = sandbox.base / "current"
+    link.symlink_to(repo.name)  # git-sync's link to the checked-out worktree
+    sandbox.state = StateDir(link / "gateways" / "gw-a")
+    specs = watch_specs(sandbox.settings())
+    parents = {(s.path, s.name) for s in specs if s.role == "parent"}
+    assert (str(sandbox.base), "current") in parents, "a swap of the link starts a pass"
+    watched = {s.path for s in specs if s.role == "state" and s.recursive}
+    assert str(repo / "shared") in watched
+    assert str(repo / "gateways" / "gw-a") in watched
+    assert str(repo) not in watched, "not every gateway's files"
