@@ -332,3 +332,19 @@ def test_a_fleet_gateway_watches_the_repository_link_and_its_layers(
     assert str(repo / "shared") in watched
     assert str(repo / "gateways" / "gw-a") in watched
     assert str(repo) not in watched, "not every gateway's files"
+
+
+def test_fleet_toml_must_be_a_small_regular_file(tmp_path: Path, pki: Pki) -> None:
+    repo = make_fleet(tmp_path, pki)
+    (repo / "fleet.toml").unlink()
+    (tmp_path / "elsewhere.toml").write_text('shared = ["shared"]\n')
+    (repo / "fleet.toml").symlink_to(tmp_path / "elsewhere.toml")
+    _, evaluation = composed(repo / "gateways" / "gw-a")
+    assert evaluation.desired is None
+    assert "error: ../../fleet.toml: cannot be read" in errors_of(evaluation)
+
+    (repo / "fleet.toml").unlink()
+    (repo / "fleet.toml").write_text('shared = ["shared"]\n' + "#" * 70000 + "\n")
+    _, evaluation = composed(repo / "gateways" / "gw-a")
+    assert evaluation.desired is None
+    assert "over the 64 KiB limit" in errors_of(evaluation)
