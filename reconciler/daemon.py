@@ -470,7 +470,7 @@ class Daemon:
         from reconciler.service import Metrics
 
         if self.metrics is None:
-            self.metrics = Metrics()
+            self.metrics = Metrics.for_settings(self.settings)
         try:
             self._server = HealthServer(address, self.metrics, self.healthy, self.readiness)
         except OSError as exc:

@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import TextIO
 
 from reconciler.core.desired import Finding
-from reconciler.core.load import Evaluation, StateInput, evaluate
+from reconciler.core.load import Evaluation, StateInput, error, evaluate
 from reconciler.core.positions import locate
 from reconciler.core.secret import redact_key_blocks
+from reconciler.fleet import gateways_of
 from reconciler.snapshot import read_snapshot
 
 FORMATS = ("text", "json", "github", "gitlab")
@@ -61,11 +62,26 @@ def validate_states(
     moment = now or datetime.now(UTC)
     reports = []
     for state_dir in state_dirs:
+        if gateways_of(state_dir) == []:
+            reason = "a fleet repository with no gateways/NAME directory"
+            finding = error("fleet.toml", None, reason, rule="state-unusable")
+            empty = Evaluation(None, (finding,))
+            reports.append(StateReport(state_dir, empty, (finding,), "unknown"))
+    for state_dir in _expand_fleets(state_dirs):
         inp = read_snapshot(state_dir, key_dirs, no_secrets=no_secrets)
         evaluation = evaluate(inp, moment)
         findings = locate(evaluation.findings, _public_sources(inp))
         reports.append(StateReport(state_dir, evaluation, findings, inp.revision))
     return reports
+
+
+def _expand_fleets(state_dirs: Sequence[Path]) -> list[Path]:
+    """Each directory, with a fleet repository's root replaced by every gateway's STATE in it."""
+    expanded: list[Path] = []
+    for state_dir in state_dirs:
+        members = gateways_of(state_dir)
+        expanded.extend([state_dir] if members is None else members)
+    return expanded
 
 
 def _public_sources(inp: StateInput) -> dict[str, bytes]:

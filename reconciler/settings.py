@@ -113,6 +113,8 @@ class Settings(BaseSettings):
     """HOST:PORT for /metrics, /healthz and /readyz; unset: off."""
     probe_interval_s: Annotated[float, Field(ge=0, le=86_400)] = 0.0
     """With metrics on, probe outbound TLS profiles this often; 0: off."""
+    metrics_per_trust_entry: bool = False
+    """Export an expiry series per trust entry (a fleet of thousands of entries: off)."""
     hooks: tuple[HookSettings, ...] = ()
     """Hooks run after a pass that changed files (host configuration, never desired state)."""
     verify: VerifySettings = VerifySettings()

@@ -55,10 +55,19 @@ class _Base:
 
 
 def read_snapshot(
-    state_dir: Path, key_dirs: Sequence[Path] = (), *, no_secrets: bool = False
+    state_dir: Path, key_dirs: Sequence[Path] = (), *, no_secrets: bool = False, fleet: bool = True
 ) -> StateInput:
-    """Read the desired state once; retry while it is being swapped. `no_secrets`: secret
-    references (the key) are listed in `StateInput.skipped`, never read (a GitOps repo's CI)."""
+    """Read the desired state once; retry while it is being swapped.
+
+    `no_secrets`: secret references (the key) are listed in `StateInput.skipped`, never read (a
+    GitOps repo's CI). A gateway of a fleet repository (`REPO/gateways/NAME`) is read composed with
+    the fleet's shared layers (`reconciler.fleet`); `fleet=False` reads the one directory alone."""
+    if fleet:
+        from reconciler.fleet import fleet_root, read_composed
+
+        repo = fleet_root(state_dir)
+        if repo is not None:
+            return read_composed(repo, state_dir, key_dirs, no_secrets=no_secrets)
     last: SnapshotMovedError | None = None
     for attempt in range(RETRIES):
         try:

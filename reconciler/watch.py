@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from reconciler.core.backoff import Debounce
+from reconciler.fleet import fleet_root, shared_layers
 from reconciler.logging import get_logger
 from reconciler.records import SUSPENDED
 from reconciler.snapshot import K8S_DATA
@@ -68,6 +69,12 @@ def watch_specs(settings: Settings) -> tuple[WatchSpec, ...]:
             specs.append(WatchSpec(real, not volume, role))
 
     anchored(settings.state_dir, "state")
+    repo = fleet_root(settings.state_dir)
+    if repo is not None:  # a fleet gateway: the repository's (git-sync) link and shared layers
+        absolute = Path(os.path.abspath(repo))
+        specs.append(WatchSpec(str(absolute.parent), False, "parent", absolute.name))
+        for layer in shared_layers(repo):
+            anchored(layer, "state")
     for key_dir in settings.key_dirs:
         anchored(key_dir, "keys")
     for target_dir in (settings.root / "data", settings.root / "nginx", settings.trust_path):

@@ -407,7 +407,8 @@ def test_metrics_healthz_readyz(sandbox: Sandbox, start_daemon: Callable[..., Da
     assert 'reconciler_passes_total{outcome="converged"} 1.0' in text
     assert 'reconciler_changes_total{action="create",kind="identity"} 3.0' in text
     assert 'reconciler_certificate_expiry_timestamp_seconds{kind="identity"' in text
-    assert 'kind="trust",name="partner-ca"' in text
+    assert 'kind="trust",name="partner-ca"' not in text  # one series per entry only if asked
+    assert "reconciler_trust_expiry_timestamp_seconds " in text
     assert "reconciler_pass_duration_seconds_count" in text
 
     sandbox.state.write("gateway.toml", "[nonsense]\n")

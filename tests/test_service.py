@@ -176,11 +176,11 @@ def test_applied_expiry_reads_the_leaf_and_managed_trust_files(sandbox: Sandbox,
     (sandbox.trust_dir / "reconciler-partner.crt").write_bytes(pki.other_ca.cert_pem)
     (sandbox.trust_dir / "someone-else.crt").write_bytes(pki.root.cert_pem)
     found = {(e.kind, e.name): e for e in applied_expiry(settings)}
-    assert set(found) == {("identity", "leaf"), ("trust", "partner")}
+    assert set(found) == {("identity", "leaf"), ("identity", "chain-1"), ("trust", "partner")}
     leaf = found[("identity", "leaf")]
     assert "gateway.test" in leaf.subject
     assert leaf.not_after == pki.leaf.cert.not_valid_after_utc.timestamp()
-    metrics = Metrics()
+    metrics = Metrics(per_trust_entry=True)
     metrics.set_expiry(found.values())
     assert 'reconciler_certificate_expiry_timestamp_seconds{kind="trust",name="partner"' in (
         metrics.render().decode()

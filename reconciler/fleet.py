@@ -1,0 +1,158 @@
+"""Reads one gateway of a fleet repository: fleet.toml, shared layers and its own files, composed.
+
+A fleet repository (one git repository for many gateways):
+
+    REPO/
+      fleet.toml              shared = ["shared"]  (the layers, lowest precedence first)
+      shared/                 trust/, profiles/, gateway.toml ([console], [smtp_inbound], [policy])
+      gateways/NAME/          one gateway's STATE: gateway.toml with [identity], tls/, overrides
+
+A gateway's `state_dir` is `REPO/gateways/NAME` (REPO may be a git-sync link). `fleet.toml` two
+levels up makes it a fleet member: every layer is read by the snapshot reader (its own limits
+and escape checks, each layer confined to its own directory) and composed by
+`reconciler.core.compose`. The revision is the commit checked out at REPO. REPO is resolved
+once; if it moves while the layers are read (a git-sync swap), the whole read is retried.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from reconciler.core.compose import (
+    FLEET_FILE,
+    GATEWAYS_DIR,
+    FleetFile,
+    Layer,
+    compose,
+    is_gateway_name,
+    parse_fleet,
+)
+from reconciler.core.desired import Finding
+from reconciler.core.load import StateInput, error
+
+__all__ = ["fleet_root", "gateways_of", "read_composed", "shared_layers"]
+
+#: fleet.toml is a few lines; anything larger is a mistake.
+MAX_FLEET_FILE_BYTES = 65536
+RETRIES = 8
+RETRY_PAUSE_S = 0.01
+
+
+def fleet_root(state_dir: Path) -> Path | None:
+    """REPO when `state_dir` is `REPO/gateways/NAME` and REPO holds fleet.toml, else None."""
+    absolute = Path(os.path.abspath(state_dir))
+    parent = absolute.parent
+    if parent.name != GATEWAYS_DIR:
+        return None
+    repo = parent.parent
+    return repo if os.path.lexists(repo / FLEET_FILE) else None
+
+
+def gateways_of(directory: Path) -> list[Path] | None:
+    """Every gateway's STATE when `directory` is a fleet repository's root, else None.
+
+    What `validate REPO` checks: each `gateways/NAME` directory (hidden entries skipped; a name
+    that is no NAME is still listed, and its validation says so).
+    """
+    if not os.path.lexists(directory / FLEET_FILE):
+        return None
+    base = directory / GATEWAYS_DIR
+    try:
+        names = sorted(e.name for e in os.scandir(base) if e.is_dir() and e.name[0] != ".")
+    except OSError:
+        return []
+    return [base / name for name in names]
+
+
+def read_composed(
+    repo: Path, state_dir: Path, key_dirs: Sequence[Path] = (), *, no_secrets: bool = False
+) -> StateInput:
+    """The gateway at `state_dir` composed with its fleet's shared layers; retried while moving."""
+    for attempt in range(RETRIES):
+        real = os.path.realpath(repo)
+        inp = _read_once(repo, real, state_dir, key_dirs, no_secrets)
+        if os.path.realpath(repo) == real and not inp.in_transit:
+            return inp
+        time.sleep(RETRY_PAUSE_S * 2**attempt)
+    reason = "the fleet repository kept changing while being read; will read it again"
+    finding = error(str(state_dir), None, reason)
+    return StateInput("unknown", None, findings=(finding,), in_transit=True)
+
+
+def _read_once(
+    repo: Path, real: str, state_dir: Path, key_dirs: Sequence[Path], no_secrets: bool
+) -> StateInput:
+    from reconciler.snapshot import _git_revision, read_snapshot
+
+    name = os.path.basename(os.path.abspath(state_dir))
+    if not is_gateway_name(name) or "\n" in name:
+        reason = f"gateway directory name {name[:60]!r} must be a NAME ([a-z0-9][a-z0-9._-]*)"
+        return StateInput("unknown", None, findings=(error(str(state_dir), None, reason),))
+    # Every layer is read through REPO resolved once (`real`): one commit for all of them.
+    own_dir = Path(real) / GATEWAYS_DIR / name
+    if not _inside(os.path.realpath(own_dir), real):
+        reason = "the gateway's directory leads outside the fleet repository"
+        return StateInput("unknown", None, findings=(error(str(state_dir), None, reason),))
+    own = read_snapshot(own_dir, key_dirs, no_secrets=no_secrets, fleet=False)
+    fleet, problems = _fleet_file(Path(real))
+    layers: list[Layer] = []
+    digest = hashlib.sha256(own.content_digest.encode())
+    for layer in fleet.shared if fleet is not None else ():
+        shown = f"../../{layer}"
+        path = Path(real) / layer
+        where = os.path.realpath(path)
+        if not _inside(where, real) or where == real:
+            problems.append(error(FLEET_FILE, "shared", f"{layer}: leads outside the repository"))
+            continue
+        if not os.path.isdir(where):
+            problems.append(error(FLEET_FILE, "shared", f"{layer}: no such directory"))
+            continue
+        if not os.listdir(where):
+            continue  # an empty layer adds nothing
+        inp = read_snapshot(path, key_dirs, fleet=False)
+        layers.append(Layer(shown, inp))
+        digest.update(f"\0{layer}\0{inp.content_digest}".encode())
+    content = digest.hexdigest()
+    revision = _git_revision(Path(real)) or "sha256:" + content
+    composed = compose(layers, own, revision=revision, content_digest=content)
+    if problems:
+        # Named relative to STATE, as every other message is.
+        moved = tuple(error(f"../../{FLEET_FILE}", f.field, f.reason) for f in problems)
+        composed = replace(composed, findings=moved + composed.findings)
+    return composed
+
+
+def _fleet_file(real: Path) -> tuple[FleetFile | None, list[Finding]]:
+    """fleet.toml read like any input file: a regular file (no link), within its size limit."""
+    try:
+        fd = os.open(real / FLEET_FILE, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        return None, [error(FLEET_FILE, None, f"cannot be read: {exc.strerror or exc}")]
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return None, [error(FLEET_FILE, None, "not a regular file")]
+        if info.st_size > MAX_FLEET_FILE_BYTES:
+            return None, [error(FLEET_FILE, None, f"{info.st_size} bytes: over the 64 KiB limit")]
+        data = os.read(fd, MAX_FLEET_FILE_BYTES + 1)
+    except OSError as exc:
+        return None, [error(FLEET_FILE, None, f"cannot be read: {exc.strerror or exc}")]
+    finally:
+        os.close(fd)
+    return parse_fleet(data)
+
+
+def _inside(path: str, directory: str) -> bool:
+    return path == directory or path.startswith(directory.rstrip(os.sep) + os.sep)
+
+
+def shared_layers(repo: Path) -> list[Path]:
+    """The shared layer directories fleet.toml names (none while it is invalid): watched too."""
+    fleet, _ = _fleet_file(Path(os.path.realpath(repo)))
+    return [repo / layer for layer in (fleet.shared if fleet is not None else ())]
