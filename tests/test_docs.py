@@ -61,7 +61,7 @@ def _repository_files() -> list[Path]:
 
 
 def _markdown_files() -> list[Path]:
-    return [README, *sorted(DOCS.glob("*.md"))]
+    return [README, REPO / "CHANGELOG.md", *sorted(DOCS.glob("*.md"))]
 
 
 def _links(path: Path) -> list[str]:
@@ -95,7 +95,7 @@ def test_the_outside_citation_pattern_finds_what_it_must() -> None:
     assert not _OUTSIDE.search("INSPECTION of a spec file")
 
 
-def test_every_relative_link_in_the_readme_and_docs_resolves() -> None:
+def test_every_relative_link_in_the_readme_changelog_and_docs_resolves() -> None:
     broken = []
     checked = 0
     for page in _markdown_files():
@@ -123,6 +123,30 @@ def test_the_docs_index_links_every_page_in_docs() -> None:
     }
     missing = [p.name for p in DOCS.glob("*.md") if p.name != "index.md" and p not in linked]
     assert not missing, f"docs/index.md does not link {missing}"
+
+
+def test_every_test_the_docs_name_exists() -> None:
+    """docs/guarantees.md and the others name tests as proof: each file and function must exist."""
+    sources = {
+        p.relative_to(REPO).as_posix(): p.read_text("utf-8") for p in REPO.glob("tests/*.py")
+    }
+    defined = {name for text in sources.values() for name in re.findall(r"def (test_\w+)", text)}
+    missing = []
+    named = 0
+    for page in _markdown_files():
+        text = page.read_text(encoding="utf-8")
+        for file, function in re.findall(r"(tests/\w+\.py)(?:::(test_\w+))?", text):
+            named += 1
+            if file not in sources:
+                missing.append(f"{page.name}: {file}")
+            elif function and not re.search(rf"def {function}\(", sources[file]):
+                missing.append(f"{page.name}: {file}::{function}")
+        for function in re.findall(r"(?<![:\w])`(test_\w+)`", text):
+            named += 1
+            if function not in defined:
+                missing.append(f"{page.name}: {function}")
+    assert not missing, "\n".join(missing)
+    assert named > 30
 
 
 def test_the_readme_is_short_and_keeps_the_two_commands() -> None:
