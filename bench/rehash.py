@@ -5,8 +5,8 @@ pass wrote, so a plain no-op (`true`) would fail every pass that changes a trust
 script makes the links `openssl rehash` would (named by the OpenSSL subject hash, computed by
 reconciler.core.subject_hash), but only for files that are new or replaced since its last run: it
 keeps NAME, inode and link in TRUST_DIR/.bench-rehash.state. A one-entry change costs one
-directory listing and one link, where `openssl rehash` re-reads every certificate (about 2.6 s
-for 10,000 entries here): that is the OS tool's cost, not reconciler's, and is reported apart.
+directory listing and one link, where `openssl rehash` re-reads every certificate (seconds
+at 10,000 entries): that is the OS tool's cost, not reconciler's, and is reported apart.
 
 It links only files holding exactly one certificate, as rehash does. Usage:
 python -S bench/rehash.py TRUST_DIR [PREFIX]
@@ -34,7 +34,7 @@ def rehash(directory: str, prefix: str) -> None:
     state_path = os.path.join(directory, STATE)
     try:
         with open(state_path, "rb") as handle:
-            # loads of the whole file: marshal.load on the file reads it in tiny pieces (7x
+            # loads of the whole file: marshal.load on the file reads it in tiny pieces (much
             # slower). Our own file, in a directory only root writes: no untrusted input.
             known: dict[str, tuple[int, str]] = marshal.loads(handle.read())  # noqa: S302
     except FileNotFoundError:

@@ -129,7 +129,7 @@ class Observations:
     """What one pass found at its targets: every path it looked at, and the files there.
 
     A daemon's next pass reuses what it found for each path whose directory is watched and saw
-    no event there: at 5,000 trust entries, an lstat per file was a sixth of a one-change pass.
+    no event there: with thousands of trust entries, an lstat per file was a large part of a pass.
     A pass's own writes are forgotten (`forget`), so they never depend on their events' timing.
     """
 

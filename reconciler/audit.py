@@ -1,4 +1,4 @@
-"""Audit: every pass step ends here, as a hash-chained, fsynced JSON Lines record (SPEC section 8).
+"""Audit: every pass step ends here, as a hash-chained, fsynced JSON Lines record.
 
 Records
     One JSON object per line: ``ts`` (RFC 3339 UTC with microseconds), ``seq``, ``event`` (one of
@@ -21,7 +21,7 @@ Values
 
 Continuity
     ``seq`` and the chain continue across restarts: on open the tail of the file is read from its
-    end (a 1 GB log costs a few reads). When the current file is empty, the chain continues from
+    end (a large log costs a few reads). When the current file is empty, the chain continues from
     the newest rotated file next to it (see `audit_files`). Several threads may append (a lock);
     several processes may too (``flock``, and a descriptor that notices another writer's records).
 
@@ -112,7 +112,7 @@ Event = Literal[
     "drift.corrected",
     "recovery.completed",
 ]
-#: Every event the SPEC allows, in the SPEC's order.
+#: Every event the audit log may hold, in the documented order (docs/audit.md).
 EVENTS: Final[tuple[Event, ...]] = get_args(Event)
 ZERO_HASH: Final = "0" * 64
 REQUIRED_FIELDS: Final = ("ts", "seq", "event", "revision", "prev_hash", "hash")
@@ -127,7 +127,7 @@ _STAMP: Final = "%Y%m%dT%H%M%SZ"
 
 
 def chain_hash(prev_hash: str, record: Mapping[str, JsonValue]) -> str:
-    """SPEC section 8: sha256 of prev_hash, a newline and the canonical record without `hash`."""
+    """The chain rule: sha256 of prev_hash, a newline and the canonical record without `hash`."""
     body = {key: value for key, value in record.items() if key != "hash"}
     canonical = json.dumps(
         body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False

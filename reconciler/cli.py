@@ -1,4 +1,4 @@
-"""Command line: commands -> application functions; exit codes; output formatting (SPEC 6)."""
+"""Command line: commands -> application functions; exit codes; output formatting."""
 
 from __future__ import annotations
 
@@ -155,11 +155,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     import os
 
     # reconciler uses no pydantic plugin; without this, pydantic scans every installed package's
-    # metadata for one at the first model build (~30 ms of every command's start-up).
+    # metadata for one at the first model build (a visible part of every command's start-up).
     # An operator who wants plugins sets the variable themselves.
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     # Start-up builds hundreds of thousands of objects (cryptography's bindings, the settings'
-    # pydantic models) and next to no garbage cycles: collecting meanwhile was a tenth of it.
+    # pydantic models) and next to no garbage cycles: collecting meanwhile only slows it down.
     # Commands that go on to real work turn collection back on once settings are loaded.
     collecting = gc.isenabled()
     gc.disable()
@@ -190,8 +190,8 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(args.config, state_dir=args.state, root=args.root)
 
 
-# `validate` reads two settings. Importing pydantic-settings to learn them costs about 0.1 s, a
-# quarter of its start-up, so where no settings file and no other RECONCILER_* variable is in
+# `validate` reads two settings. Importing pydantic-settings to learn them is a large part of
+# its start-up, so where no settings file and no other RECONCILER_* variable is in
 # force (a GitOps repository's CI), they are resolved here by the same precedence: flag >
 # environment > default (with no file, there is no file level).
 # Anything else (a settings file, another variable, a value only pydantic would know how to read)

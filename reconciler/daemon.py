@@ -4,8 +4,8 @@ Threads
     * main: the loop. It sleeps in `select` on a self-pipe until the earliest deadline (debounce,
       backoff retry or resync), runs passes, handles signals (their handlers only set flags; the
       wakeup fd interrupts the sleep), and alone touches the Reconciler, the lock and the watches.
-    * watchdog's observer threads: classify each inotify event and note it in `_Pending`, then
-      write one byte to the self-pipe. They never run a pass.
+    * watchdog's observer threads: classify each inotify event and note it in `PendingEvents`
+      (watch.py), then write one byte to the self-pipe. They never run a pass.
     * optional: the metrics HTTP server, the systemd watchdog pinger and the profile prober; each
       only reads what the loop published.
 
@@ -65,7 +65,7 @@ STALL_MARGIN_S = 300.0
 
 
 class Daemon:
-    """The reconcile loop of `reconciler run` (SPEC section 7)."""
+    """The reconcile loop of `reconciler run`."""
 
     def __init__(
         self,
@@ -124,9 +124,9 @@ class Daemon:
             )
             self._cycle("start")
             # What start-up and the first pass built (modules, parsed certificates, rendered
-            # targets: at 10,000 entries, over a million objects) lives as long as the process.
+            # targets: with many trust entries, a great many objects) lives as long as the process.
             # Frozen, the collector stops walking it: a full collection during a later pass
-            # took tens of milliseconds.
+            # would otherwise delay that pass.
             gc.collect()
             gc.freeze()
             self.notifier.notify("READY=1", self._status_line())

@@ -3,7 +3,7 @@
 Hooks are host configuration (the settings file), never desired state: what a git push can change
 must not choose what runs as root.
 
-Contract (SPEC section 5):
+Contract:
 
 * a hook runs when its `on` meets the kinds the pass changed, once per pass, in settings-file order;
 * `check` (optional) runs first; when it fails, `run` is not started;
@@ -131,8 +131,8 @@ def run_command(
 def wait_exit(process: subprocess.Popen[bytes], timeout_s: float) -> int:
     """`process.wait(timeout_s)` that notices the exit at once.
 
-    Popen.wait with a timeout polls, sleeping up to 50 ms between looks: a 30 ms trust refresh
-    held the pass (and the hooks after it) for 60. A pidfd becomes readable when the process
+    Popen.wait with a timeout polls, sleeping between looks: a quick trust refresh held the pass
+    (and the hooks after it) until the next look. A pidfd becomes readable when the process
     exits; waiting on it wakes with the exit. Where there is none (Linux before 5.3), Popen's.
     """
     try:

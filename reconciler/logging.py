@@ -14,7 +14,7 @@ Key material is kept out by construction (it travels as `SecretBytes`, and the a
 it); the two redaction processors are defence in depth: any `SecretBytes` or bytes value, any
 PEM private key block in any text value, and any such block left in the rendered line are replaced.
 
-structlog costs 0.15-0.25 s to import, more than `reconciler validate` may spend starting, so this
+structlog takes longer to import than `reconciler validate` may spend starting, so this
 module imports it only when a log line is emitted or `configure_logging` runs. An unconfigured
 first use configures the default pipeline (stderr), so nothing ever lands on stdout, which
 belongs to command output such as `plan --json`.

@@ -1,4 +1,4 @@
-"""Settings: defaults < TOML file < RECONCILER_* environment < command-line flags (SPEC 4)."""
+"""Settings: defaults < TOML file < RECONCILER_* environment < command-line flags."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ class VerifySettings(_Section):
 
 
 class Settings(BaseSettings):
-    """Every setting of SPEC section 4. Paths are absolute after loading."""
+    """Every setting the daemon and commands read. Paths are absolute after loading."""
 
     model_config = SettingsConfigDict(
         env_prefix="RECONCILER_",

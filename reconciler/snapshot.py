@@ -287,7 +287,7 @@ class _Reader:
 
     def _read_listed(self, path: str, shown: str) -> bytes | None:
         """`_load` for a file its directory listing says is regular: no fstat for its type or
-        size (a sixth of the time of 6,000 reads); one read takes any file up to _READ_BYTES."""
+        size (most of the time of many small reads); one read takes any file up to _READ_BYTES."""
         try:
             fd = os.open(path, _OPEN_FLAGS)
         except OSError:

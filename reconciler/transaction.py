@@ -110,8 +110,8 @@ class Journal:
     entries: tuple[Entry, ...]
 
     def to_json(self) -> bytes:
-        # Flat values only, so no dataclasses.asdict (it deep-copies every field: seconds for a
-        # pass of 10,000 entries); compact, since indent falls back to the pure-Python encoder.
+        # Flat values only, so no dataclasses.asdict (it deep-copies every field, slow for a
+        # pass of many entries); compact, since indent falls back to the pure-Python encoder.
         raw = {name: getattr(self, name) for name in _JOURNAL_FIELDS}
         raw["entries"] = [{name: getattr(e, name) for name in _ENTRY_FIELDS} for e in self.entries]
         return json.dumps(raw, sort_keys=True, separators=(",", ":")).encode() + b"\n"

@@ -1,8 +1,8 @@
 """Apply adapter for trust entries: list the managed files, refresh the OS store, prove the result.
 
 The transaction layer writes and deletes `TRUST_DIR/PREFIX+NAME.crt` itself (atomically, with the
-other targets of a pass). This module owns what is specific to each operating system (SPEC
-section 3): which files in TRUST_DIR are ours, the command that turns them into the store the TLS
+other targets of a pass). This module owns what is specific to each operating system:
+which files in TRUST_DIR are ours, the command that turns them into the store the TLS
 libraries read, and the check that every desired certificate really is in that store afterwards.
 """
 
@@ -315,8 +315,8 @@ def managed_files(trust_dir: Path, prefix: str) -> dict[str, Path]:
 
 
 def managed_paths(trust_dir: Path | str, prefix: str) -> dict[str, str]:
-    """`managed_files` unsorted, with the paths as strings: for the pass that lists 10,000
-    entries (a `Path` per entry cost more than the listing itself)."""
+    """`managed_files` unsorted, with the paths as strings: for a pass that lists many
+    entries (a `Path` per entry would cost more than the listing itself)."""
     found: dict[str, str] = {}
     try:
         entries = list(os.scandir(trust_dir))

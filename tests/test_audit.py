@@ -36,7 +36,7 @@ TS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
 
 
 def spec_hash(prev_hash: str, record: dict[str, object]) -> str:
-    """SPEC section 8, written out again here so the test does not trust the module's code."""
+    """The documented chain rule, written again so the test does not trust the module's code."""
     without = {k: v for k, v in record.items() if k != "hash"}
     canonical = json.dumps(without, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(f"{prev_hash}\n{canonical}".encode()).hexdigest()

@@ -108,7 +108,7 @@ def _key_only(pki: Pki) -> bytes:
     return pki.leaf.key_pem
 
 
-# One case per SPEC section 2 error rule: (mutation, file named, words in the reason).
+# One case per desired-state error rule: (mutation, file named, words in the reason).
 REJECTED: dict[str, tuple[Mutation, str, str]] = {
     "toml-syntax": (
         _write("gateway.toml", lambda p: b"[console\nhttps = true\n"),

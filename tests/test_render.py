@@ -1,4 +1,4 @@
-"""render(): every target of SPEC section 3, byte for byte; ssl.conf accepted by the real nginx.
+"""render(): every managed target, byte for byte; ssl.conf accepted by the real nginx.
 
 Goldens live in tests/golden/; regenerate them with UPDATE_GOLDEN=1 and review the diff. They hold
 no key material: the PEM targets are compared with the inputs instead.

@@ -252,10 +252,10 @@ def test_symlinked_folder_pointing_outside_is_an_escape(tmp_path: Path, pki: Pki
 
 def test_symlink_staying_inside_is_followed(tmp_path: Path, pki: Pki) -> None:
     state = standard_state(tmp_path / "state", pki)
-    state.write("shared/ca.pem", pki.root.cert_pem)
-    (state.path / "trust" / "root.pem").symlink_to("../shared/ca.pem")
-    (state.path / "tls/cert.pem").rename(state.path / "shared/chain.pem")
-    (state.path / "tls/cert.pem").symlink_to(state.path / "shared/chain.pem")  # absolute, inside
+    state.write("common/ca.pem", pki.root.cert_pem)
+    (state.path / "trust" / "root.pem").symlink_to("../common/ca.pem")
+    (state.path / "tls/cert.pem").rename(state.path / "common/chain.pem")
+    (state.path / "tls/cert.pem").symlink_to(state.path / "common/chain.pem")  # absolute, inside
     inp = read_snapshot(state.path)
     assert inp.findings == ()
     assert dict(inp.trust)["root"].data == pki.root.cert_pem

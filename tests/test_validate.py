@@ -1,4 +1,4 @@
-"""The SPEC section 2 validation rules on real, freshly generated PEMs: one case per rule."""
+"""The desired-state validation rules on real, freshly generated PEMs: one case per rule."""
 
 from __future__ import annotations
 

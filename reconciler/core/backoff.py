@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-#: SPEC section 5: a failed desired state is retried after 30 s, doubling up to the resync interval.
+#: A failed desired state is retried after 30 s, doubling up to the resync interval.
 FIRST_RETRY_S = 30.0
 
 

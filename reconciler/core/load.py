@@ -219,7 +219,7 @@ def _shown(value: object, limit: int = 60) -> str:
 
 
 def evaluate(inp: StateInput, now: datetime) -> Evaluation:
-    """Validate a snapshot's bytes against every SPEC section 2 rule; collect all findings."""
+    """Validate a snapshot's bytes against every desired-state rule; collect all findings."""
     findings: list[Finding] = list(inp.findings)
     gateway: GatewayFile | None = None
     if inp.gateway is None:

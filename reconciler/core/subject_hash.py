@@ -74,7 +74,7 @@ class _Tlv:
     """One DER element located in a buffer: identifier fields and the offsets that bound it.
 
     A plain class, not a NamedTuple or dataclass: importing `typing` or `dataclasses` would
-    triple what this module costs the benchmark helper that starts for every trust refresh."""
+    cost more than this module, in the benchmark helper that starts for every trust refresh."""
 
     __slots__ = ("body", "constructed", "end", "number", "start", "tag_class")
 

@@ -1,4 +1,4 @@
-"""PEM / X.509 / key / profile checks on bytes: the SPEC section 2 rules, pure and collected.
+"""PEM / X.509 / key / profile checks on bytes: the desired-state rules, pure and collected.
 
 Every validator takes bytes or models, never paths, and returns a value (only when there is no
 error) together with every finding it collected, so an operator sees all problems of a state in
@@ -52,7 +52,7 @@ __all__ = [
 ]
 
 WARN_DAYS = 30
-"""A leaf with fewer days left than this gets a warning (SPEC section 2)."""
+"""A leaf with fewer days left than this gets a warning."""
 MIN_RSA_BITS = 2048
 ALLOWED_CURVES = frozenset({"secp256r1", "secp384r1", "secp521r1"})
 DEFAULT_PORTS: dict[str, int] = {"http": 80, "https": 443, "smtp": 25, "smtps": 465}
@@ -71,7 +71,7 @@ _X509_ERRORS = (
 # Crypto failures that mean "this input is not what it claims"; anything else is a bug and raises.
 _CRYPTO_ERRORS = (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm)
 # Sized for the benchmarks' 10,000 trust entries plus the identity chain, with room for renewals;
-# an entry is its DER key plus a small CertInfo (about 2 KB), so a full cache stays near 30 MB.
+# an entry is its DER key plus a small CertInfo, so even a full cache stays modest in memory.
 _CERT_CACHE_SIZE = 16384
 
 _Scheme = Literal["http", "https", "smtp", "smtps"]
@@ -320,7 +320,7 @@ def check_identity(
         for cert in certs[1:]:
             problem = _validity_problem(cert.info, now)
             if problem:
-                # Not a SPEC error row (only the leaf's dates are), but clients will refuse it.
+                # Not a documented error rule (only the leaf's dates are), but clients refuse it.
                 out.warning(
                     cert_file,
                     _CERT_FIELD,
@@ -656,8 +656,8 @@ def check_profile(
 def _check_profile(
     name: str, model: ProfileFile, file: str, policy: PolicySection
 ) -> tuple[Profile | None, tuple[Finding, ...]]:
-    # Cached on its (frozen, hashable) inputs: URL checks cost ~50 us a profile, and a daemon
-    # pass at the benchmarks' 2,000 profiles would otherwise redo them all for one changed file.
+    # Cached on its (frozen, hashable) inputs: URL checks are not free, and a daemon
+    # pass over thousands of profiles would otherwise redo them all for one changed file.
     out = _Findings()
     scheme, location = _parse_url(model.url, file, out)
     if scheme is None:
