@@ -1,7 +1,7 @@
 """`python -m bench.fleet --gateways 50`: a fleet on this machine, watched by a real Prometheus.
 
 N `reconciler run` daemons, each with its own ROOT, var dir, trust dir and metrics port on
-127.0.0.1, all following one fleet repository (`fleet.toml`, `shared/`, `gateways/gwNNN/`)
+127.0.0.1, all following one fleet repository (`fleet.toml`, `common/`, `gateways/gwNNN/`)
 through a git-sync-style checkout: every push is a commit in the origin repository, then a new
 detached `git worktree` under `.worktrees/`, a relative link renamed over `current`, the old
 worktree removed. Debian's `prometheus` runs with its own config and data dir on a loopback port,
@@ -118,8 +118,8 @@ class Origin:
         self.names = [f"gw{n:03d}" for n in range(gateways)]
         path.mkdir(parents=True)
         git(path, "init", "-q", "-b", "main")
-        (path / "fleet.toml").write_text('shared = ["shared"]\n')
-        shared = path / "shared"
+        (path / "fleet.toml").write_text('shared = ["common"]\n')
+        shared = path / "common"
         for sub in ("trust", "profiles"):
             (shared / sub).mkdir(parents=True)
         (shared / "gateway.toml").write_text(SHARED_TOML)
@@ -145,19 +145,19 @@ class Origin:
     def push_good(self) -> str:
         """A change every gateway applies: the shared core profile's port."""
         self.serial += 1
-        profile = self.path / "shared" / "profiles" / "core.toml"
+        profile = self.path / "common" / "profiles" / "core.toml"
         profile.write_text(f'url = "https://core.example.com:{8000 + self.serial}/api"\n')
         return self.commit(f"core profile, port {8000 + self.serial}")
 
     def push_bad(self) -> str:
         """A change every gateway rejects: an smtp:// profile without transport_encryption."""
-        (self.path / "shared" / "profiles" / "broken.toml").write_text(
+        (self.path / "common" / "profiles" / "broken.toml").write_text(
             'url = "smtp://mx.example.org"\n'
         )
         return self.commit("a profile without transport_encryption")
 
     def fix_bad(self) -> str:
-        (self.path / "shared" / "profiles" / "broken.toml").unlink()
+        (self.path / "common" / "profiles" / "broken.toml").unlink()
         return self.commit("remove the broken profile")
 
 

@@ -3,8 +3,8 @@
 A fleet repository (one git repository for many gateways):
 
     REPO/
-      fleet.toml              shared = ["shared"]  (the layers, lowest precedence first)
-      shared/                 trust/, profiles/, gateway.toml ([console], [smtp_inbound], [policy])
+      fleet.toml              shared = ["common"]  (the layers, lowest precedence first)
+      common/                 trust/, profiles/, gateway.toml ([console], [smtp_inbound], [policy])
       gateways/NAME/          one gateway's STATE: gateway.toml with [identity], tls/, overrides
 
 A gateway's `state_dir` is `REPO/gateways/NAME` (REPO may be a git-sync link). `fleet.toml` two

@@ -40,8 +40,8 @@ def make_fleet(base: Path, pki: Pki, gateways: tuple[str, ...] = ("gw-a", "gw-b"
     """A fleet repository: one shared layer (trust, two profiles, defaults) and a few gateways."""
     repo = base / "repo"
     (repo).mkdir(parents=True)
-    (repo / "fleet.toml").write_text('shared = ["shared"]\n')
-    shared = StateDir(repo / "shared")
+    (repo / "fleet.toml").write_text('shared = ["common"]\n')
+    shared = StateDir(repo / "common")
     shared.gateway(SHARED_GATEWAY)
     shared.trust("fleet-ca", pki.other_ca.cert_pem)
     shared.profile("relay", 'url = "smtps://relay.example.com"\n')
@@ -74,7 +74,7 @@ def test_a_gateway_gets_the_shared_trust_profiles_and_defaults(tmp_path: Path, p
     assert desired.gateway.policy.min_days_valid == 14
     assert desired.identity is not None
     # Messages name shared files relative to the gateway's STATE.
-    assert dict(inp.trust)["fleet-ca"].path == "../../shared/trust/fleet-ca.pem"
+    assert dict(inp.trust)["fleet-ca"].path == "../../common/trust/fleet-ca.pem"
 
 
 def test_the_gateway_overrides_shared_entries_and_keys(tmp_path: Path, pki: Pki) -> None:
@@ -102,7 +102,7 @@ def test_the_gateway_overrides_shared_entries_and_keys(tmp_path: Path, pki: Pki)
 
 def test_later_layers_win_over_earlier_ones(tmp_path: Path, pki: Pki) -> None:
     repo = make_fleet(tmp_path, pki)
-    (repo / "fleet.toml").write_text('shared = ["shared", "region/eu"]\n')
+    (repo / "fleet.toml").write_text('shared = ["common", "region/eu"]\n')
     eu = StateDir(repo / "region" / "eu")
     eu.gateway("[policy]\nmin_days_valid = 21\n")
     eu.profile("core", 'url = "https://core.eu.example.com/api"\n')
@@ -112,7 +112,7 @@ def test_later_layers_win_over_earlier_ones(tmp_path: Path, pki: Pki) -> None:
     assert desired.gateway.policy.min_days_valid == 21
     assert desired.gateway.policy.require_tls_outbound is True  # from the first layer
     assert "core.eu.example.com" in str({p.name: p for p in desired.profiles}["core"])
-    assert [str(p) for p in shared_layers(repo)] == [str(repo / "shared"), str(repo / "region/eu")]
+    assert [str(p) for p in shared_layers(repo)] == [str(repo / "common"), str(repo / "region/eu")]
 
 
 def test_the_revision_is_the_repository_commit(tmp_path: Path, pki: Pki) -> None:
@@ -132,7 +132,7 @@ def test_the_revision_is_the_repository_commit(tmp_path: Path, pki: Pki) -> None
 def test_content_digest_changes_with_a_shared_file(tmp_path: Path, pki: Pki) -> None:
     repo = make_fleet(tmp_path, pki)
     before, _ = composed(repo / "gateways" / "gw-a")
-    (repo / "shared" / "profiles" / "core.toml").write_text('url = "https://c2.example.com"\n')
+    (repo / "common" / "profiles" / "core.toml").write_text('url = "https://c2.example.com"\n')
     after, _ = composed(repo / "gateways" / "gw-a")
     assert before.content_digest != after.content_digest
     assert after.revision.startswith("sha256:")
@@ -145,8 +145,8 @@ def test_content_digest_changes_with_a_shared_file(tmp_path: Path, pki: Pki) -> 
         ('shared = ["/etc"]', "must be relative to the repository root"),
         ('shared = ["gateways/gw-b"]', "holds the gateways, not shared layers"),
         ('shared = [".git"]', "hidden directories"),
-        ('shared = "shared"', "must be a list of directory names"),
-        ('shared = ["shared"]\nextra = 1', "unknown key"),
+        ('shared = "common"', "must be a list of directory names"),
+        ('shared = ["common"]\nextra = 1', "unknown key"),
         ('shared = ["missing"]', "missing: no such directory"),
     ],
 )
@@ -167,7 +167,7 @@ def test_a_layer_linked_outside_the_repository_is_an_escape(tmp_path: Path, pki:
     outside = StateDir(tmp_path / "elsewhere")
     outside.trust("evil", pki.root.cert_pem)
     os.symlink(outside.path, repo / "linked")
-    (repo / "fleet.toml").write_text('shared = ["shared", "linked"]\n')
+    (repo / "fleet.toml").write_text('shared = ["common", "linked"]\n')
     _, evaluation = composed(repo / "gateways" / "gw-a")
     assert evaluation.desired is None
     assert "linked: leads outside the repository" in errors_of(evaluation)
@@ -180,7 +180,7 @@ def test_a_gateway_link_to_a_shared_file_is_an_escape_of_its_state(
     repo = make_fleet(tmp_path, pki)
     trust = repo / "gateways" / "gw-a" / "trust"
     trust.mkdir()
-    os.symlink("../../../shared/trust/fleet-ca.pem", trust / "copy.pem")
+    os.symlink("../../../common/trust/fleet-ca.pem", trust / "copy.pem")
     _, evaluation = composed(repo / "gateways" / "gw-a")
     assert evaluation.desired is None
     assert any(f.file == "trust/copy.pem" and "outside" in f.reason for f in evaluation.errors)
@@ -189,11 +189,11 @@ def test_a_gateway_link_to_a_shared_file_is_an_escape_of_its_state(
 def test_a_shared_layer_file_linked_outside_it_is_an_escape(tmp_path: Path, pki: Pki) -> None:
     repo = make_fleet(tmp_path, pki)
     (tmp_path / "secret.pem").write_bytes(pki.root.cert_pem)
-    os.symlink(tmp_path / "secret.pem", repo / "shared" / "trust" / "evil.pem")
+    os.symlink(tmp_path / "secret.pem", repo / "common" / "trust" / "evil.pem")
     _, evaluation = composed(repo / "gateways" / "gw-a")
     assert evaluation.desired is None
     files = {f.file for f in evaluation.errors}
-    assert "../../shared/trust/evil.pem" in files
+    assert "../../common/trust/evil.pem" in files
 
 
 def test_a_gateway_directory_linked_outside_is_an_escape(tmp_path: Path, pki: Pki) -> None:
@@ -209,20 +209,20 @@ def test_a_gateway_directory_linked_outside_is_an_escape(tmp_path: Path, pki: Pk
 
 def test_identity_in_a_shared_layer_is_an_error(tmp_path: Path, pki: Pki) -> None:
     repo = make_fleet(tmp_path, pki)
-    StateDir(repo / "shared").gateway(IDENTITY + SHARED_GATEWAY)
+    StateDir(repo / "common").gateway(IDENTITY + SHARED_GATEWAY)
     _, evaluation = composed(repo / "gateways" / "gw-a")
     assert evaluation.desired is None
     errors = evaluation.errors
-    assert any(f.file == "../../shared/gateway.toml" and f.field == "identity" for f in errors)
+    assert any(f.file == "../../common/gateway.toml" and f.field == "identity" for f in errors)
 
 
 def test_a_typo_in_a_shared_gateway_toml_names_that_file(tmp_path: Path, pki: Pki) -> None:
     repo = make_fleet(tmp_path, pki)
-    StateDir(repo / "shared").gateway("[policy]\nmin_day_valid = 14\n")
+    StateDir(repo / "common").gateway("[policy]\nmin_day_valid = 14\n")
     _, evaluation = composed(repo / "gateways" / "gw-a")
     assert evaluation.desired is None
     assert [str(f) for f in evaluation.errors] == [
-        "error: ../../shared/gateway.toml: policy.min_day_valid: unknown key (typo?)"
+        "error: ../../common/gateway.toml: policy.min_day_valid: unknown key (typo?)"
     ]
 
 
@@ -286,11 +286,11 @@ def test_validate_of_the_repository_checks_every_gateway(tmp_path: Path, pki: Pk
     assert "profiles/bad.toml: transport_encryption" in done.stderr
     assert done.stdout.count(": valid, revision ") == 2
     # A shared mistake is every gateway's mistake.
-    (repo / "shared" / "profiles" / "core.toml").write_text('url = "ftp://x.example.org"\n')
+    (repo / "common" / "profiles" / "core.toml").write_text('url = "ftp://x.example.org"\n')
     done = _validate(repo)
     assert done.returncode == 1
     assert done.stdout.count(": valid") == 0
-    assert done.stderr.count("repo/shared/profiles/core.toml") == 3
+    assert done.stderr.count("repo/common/profiles/core.toml") == 3
 
 
 def test_validate_of_a_repository_without_gateways_fails(tmp_path: Path) -> None:
@@ -310,7 +310,7 @@ def test_a_pass_applies_the_composed_state(sandbox: Sandbox, pki: Pki) -> None:
     )
     assert "ssl_protocols TLSv1.3;" in (sandbox.root / "nginx" / "ssl.conf").read_text()
     # A change in the shared layer reaches the gateway at its next pass.
-    (repo / "shared" / "trust" / "fleet-ca.pem").unlink()
+    (repo / "common" / "trust" / "fleet-ca.pem").unlink()
     done = sandbox.run("apply")
     assert done.returncode == 0, done.stderr
     assert not sandbox.trust_dir.joinpath("reconciler-fleet-ca.crt").exists()
@@ -329,7 +329,7 @@ def test_a_fleet_gateway_watches_the_repository_link_and_its_layers(
     parents = {(s.path, s.name) for s in specs if s.role == "parent"}
     assert (str(sandbox.base), "current") in parents, "a swap of the link starts a pass"
     watched = {s.path for s in specs if s.role == "state" and s.recursive}
-    assert str(repo / "shared") in watched
+    assert str(repo / "common") in watched
     assert str(repo / "gateways" / "gw-a") in watched
     assert str(repo) not in watched, "not every gateway's files"
 
@@ -337,14 +337,14 @@ def test_a_fleet_gateway_watches_the_repository_link_and_its_layers(
 def test_fleet_toml_must_be_a_small_regular_file(tmp_path: Path, pki: Pki) -> None:
     repo = make_fleet(tmp_path, pki)
     (repo / "fleet.toml").unlink()
-    (tmp_path / "elsewhere.toml").write_text('shared = ["shared"]\n')
+    (tmp_path / "elsewhere.toml").write_text('shared = ["common"]\n')
     (repo / "fleet.toml").symlink_to(tmp_path / "elsewhere.toml")
     _, evaluation = composed(repo / "gateways" / "gw-a")
     assert evaluation.desired is None
     assert "error: ../../fleet.toml: cannot be read" in errors_of(evaluation)
 
     (repo / "fleet.toml").unlink()
-    (repo / "fleet.toml").write_text('shared = ["shared"]\n' + "#" * 70000 + "\n")
+    (repo / "fleet.toml").write_text('shared = ["common"]\n' + "#" * 70000 + "\n")
     _, evaluation = composed(repo / "gateways" / "gw-a")
     assert evaluation.desired is None
     assert "over the 64 KiB limit" in errors_of(evaluation)
