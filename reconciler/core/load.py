@@ -340,7 +340,14 @@ def _profiles(
                 findings.append(error(source.path, field_name, f"{path}: was not read"))
                 continue
             if secret.data is None:
-                continue  # the snapshot said why (missing, unreadable, outside key_dirs)
+                # The snapshot said why (missing, unreadable, outside key_dirs); never drop
+                # the profile silently if it did not.
+                if not any(
+                    f.severity == "error" and (f.file, f.field) == (source.path, field_name)
+                    for f in findings
+                ):
+                    findings.append(error(source.path, field_name, f"{path}: could not be read"))
+                continue
             credential, found = check_credential(field_name, path, secret.data, file=source.path)
             findings += found
             if credential is not None:
