@@ -159,6 +159,9 @@ def read_credentials(
                 continue
             before = len(reader.findings)
             data = reader._load(real, path, field)
+            if data is None and os.path.realpath(path) != real:
+                # A Secret volume's `..data` swapped mid-read (the old directory goes at once).
+                raise SnapshotMovedError(f"{path} moved while being read")
             reader.findings[before:] = [
                 Finding(f.severity, source.path, field, f"{path}: {f.reason}")
                 for f in reader.findings[before:]
