@@ -487,3 +487,33 @@ def test_probe_checks_every_server_and_a_failing_preferred_one_is_degraded(
     none = probe_profiles([_two_servers(down, closed_port(), "round-robin")], b"", timeout_s=3)
     assert profile_verdicts(none) == {"core": "failed"}
     assert exit_code(none) == 1
+
+
+def test_a_secret_volume_swapped_while_its_credential_is_read_is_read_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from reconciler import snapshot
+    from tests.gitops import ConfigMapVolume
+
+    volume = ConfigMapVolume(tmp_path)
+    volume.push({"password": b"first"})
+    state = _state_with(
+        tmp_path, RELAY.replace("/run/secrets/relay/password", f"{volume.state_dir}/password")
+    )
+    real_load = snapshot._Reader._load
+    swapped: list[bool] = []
+
+    def load_during_a_swap(
+        self: object, real: str, shown: str, field: str | None, **options: bool
+    ) -> object:
+        if field == "password_file" and not swapped:
+            swapped.append(True)
+            volume.push({"password": b"second"})  # the old ..TIMESTAMP directory is gone now
+        return real_load(self, real, shown, field, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(snapshot._Reader, "_load", load_during_a_swap)
+    inp = read_snapshot(state, [volume.state_dir])
+    assert swapped
+    assert inp.findings == ()
+    [(_, source)] = inp.credentials
+    assert source.data == SecretBytes(b"second")
