@@ -21,6 +21,12 @@ from reconciler.core.desired import CertInfo, Finding, Kind
 from reconciler.core.load import Evaluation, evaluate
 from reconciler.core.plan import Change, Observed, Plan, digest, plan
 from reconciler.core.render import Layout, Target, render
+from reconciler.credentials import (
+    credentials_dir,
+    ensure_credentials_dir,
+    leftover_kind,
+    managed_credentials,
+)
 from reconciler.errors import ApplyError, HookFailedError
 from reconciler.hooks import HookResult, hook_environment, hooks_for, run_hook
 from reconciler.settings import Settings
@@ -151,7 +157,13 @@ class Observations:
                 seen = _observe_one(path, "trust")
                 if seen is not None:
                     found[path] = seen
-        return cls(found, frozenset([*(t.path for t in targets), *managed]))
+        credentials = managed_credentials(layout)
+        for path in credentials:
+            if path not in found:
+                seen = _observe_one(path, "profiles")
+                if seen is not None:
+                    found[path] = seen
+        return cls(found, frozenset([*(t.path for t in targets), *managed, *credentials]))
 
     def since(
         self, events: TargetEvents, targets: Sequence[Target], layout: Layout
@@ -188,7 +200,7 @@ class Observations:
                 look[path] = "trust"
         known = wanted.keys() | self.found.keys()
         for path in (known - self.looked_at) | (known & touched):
-            look.setdefault(path, wanted.get(path, "trust"))
+            look.setdefault(path, wanted.get(path) or leftover_kind(path, layout))
         found = {
             path: seen for path in known - look.keys() if (seen := self.found.get(path)) is not None
         }
@@ -333,7 +345,7 @@ class Reconciler:
 
     def _target_dirs(self) -> list[Path]:
         root = self.settings.root
-        return [root / "data", root / "nginx", self.settings.trust_path]
+        return [root / "data", root / "nginx", self.settings.trust_path, credentials_dir(root)]
 
     # -- one pass ------------------------------------------------------------------------------
 
@@ -433,6 +445,12 @@ class Reconciler:
         except ApplyError as exc:
             return self._failed(revision, str(exc), current)
         try:
+            ensure_credentials_dir(
+                current,
+                self.settings.root,
+                self.settings.key_mode_bits,
+                _gid(self.settings.file_group),
+            )
             txn.swap()
         except ApplyError as exc:
             self._roll_back(txn, hooks_ran=False)

@@ -210,7 +210,7 @@ class Metrics:
         self.probe_trusted = Gauge(
             "reconciler_probe_trusted",
             "1 when the profile's server is trusted by the desired store, else 0.",
-            ["profile", "status"],
+            ["profile", "server", "status"],
             registry=r,
         )
         self.probe_time = _Optional(
@@ -310,7 +310,7 @@ class Metrics:
             self.probe_trusted.clear()
             for result in results:
                 trusted = 1 if result.status in ("trusted", "skipped") else 0
-                self.probe_trusted.labels(result.name, result.status).set(trusted)
+                self.probe_trusted.labels(result.name, result.target, result.status).set(trusted)
             self.probe_time.set(now)
 
     def render(self) -> bytes:

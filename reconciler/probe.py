@@ -1,9 +1,11 @@
-"""Outbound proof (`reconciler probe`): is every TLS profile's server trusted by the desired store?
+"""Outbound proof (`reconciler probe`): is every server of every TLS profile trusted by the store?
 
-For each profile the probe connects like the gateway would (TLS at once for https and smtps;
-banner, EHLO and STARTTLS first for smtp) and verifies the chain and the host name against the
-system store plus the desired trust entries, which need not be applied yet: a CI job can prove a
-change before it is merged. Reads the network only; changes nothing.
+For each server of each profile the probe connects like the gateway would (TLS at once for https
+and smtps; banner, EHLO and STARTTLS first for smtp) and verifies the chain and the host name
+against the system store plus the desired trust entries, which need not be applied yet: a CI job
+can prove a change before it is merged. Results are per server; a profile with some servers
+failing and some passing is "degraded" (its preferred server failing is not fine just because a
+fallback answers). Reads the network only; changes nothing.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Literal
 
 from cryptography import x509
 
-from reconciler.core.desired import DesiredState, Profile, ProfileTls
+from reconciler.core.desired import DesiredState, Profile, ProfileTls, Server
 from reconciler.errors import StateRejectedError
 
 __all__ = [
@@ -29,11 +31,13 @@ __all__ = [
     "probe_profiles",
     "probe_desired",
     "exit_code",
+    "profile_verdicts",
     "format_results",
     "results_to_json",
 ]
 
 ProbeStatus = Literal["trusted", "untrusted", "unreachable", "no-starttls", "skipped"]
+ProfileVerdict = Literal["ok", "degraded", "failed", "skipped"]
 
 # SMTP replies are short; a server that sends more is broken or hostile, not worth reading.
 _MAX_REPLY_LINE = 4096
@@ -58,6 +62,11 @@ class ProbeResult:
     duration_ms: int = 0
     downgrade_warning: str | None = None
     """Set when a starttls-optional server offers no STARTTLS: mail would go in clear text."""
+    server: int = 0
+    """The server's position in its profile (0: the preferred one in failover mode)."""
+    servers: int = 1
+    """How many servers the profile has."""
+    mode: str = "failover"
 
     @property
     def failed(self) -> bool:
@@ -92,7 +101,7 @@ def probe_profiles(
     parallel: int = 8,
     system_store: bool = True,
 ) -> list[ProbeResult]:
-    """One result per profile, in profile order; profiles without TLS are "skipped".
+    """One result per server, in profile then server order; servers without TLS are "skipped".
 
     Each connection is bounded by `timeout_s` in total; when the server is not trusted a second,
     unverified handshake (bounded the same way) reports the leaf it presents. At most `parallel`
@@ -104,32 +113,61 @@ def probe_profiles(
         raise ValueError("parallel must be at least 1")
     verifying = _verifying_context(extra_trust_pem, system_store=system_store)
     presenting = _presenting_context()
-    results: list[ProbeResult | None] = [None] * len(profiles)
-    jobs = [(index, p) for index, p in enumerate(profiles) if p.tls != "none"]
-    for index, profile in enumerate(profiles):
-        if profile.tls == "none":
-            results[index] = _result(profile, "skipped", "no TLS: clear text by configuration")
+    each = [(p, number, server) for p in profiles for number, server in enumerate(p.all_servers)]
+    results: list[ProbeResult | None] = [None] * len(each)
+    jobs = [(index, job) for index, job in enumerate(each) if job[2].tls != "none"]
+    for index, (profile, number, server) in enumerate(each):
+        if server.tls == "none":
+            results[index] = _result(
+                profile, number, server, "skipped", "no TLS: clear text by configuration"
+            )
     if jobs:
         with ThreadPoolExecutor(max_workers=min(parallel, len(jobs))) as pool:
             futures = [
-                (index, pool.submit(_probe_one, profile, verifying, presenting, timeout_s))
-                for index, profile in jobs
+                (index, pool.submit(_probe_one, *job, verifying, presenting, timeout_s))
+                for index, job in jobs
             ]
             for index, future in futures:
                 results[index] = future.result()
     return [result for result in results if result is not None]
 
 
+def profile_verdicts(results: Sequence[ProbeResult]) -> dict[str, ProfileVerdict]:
+    """Per profile: "ok" (every TLS server passed), "degraded" (some passed, some failed: in
+    failover mode a failing preferred server is not fine because a later one answers),
+    "failed" (none passed) or "skipped" (no TLS server)."""
+    by_name: dict[str, list[ProbeResult]] = {}
+    for result in results:
+        by_name.setdefault(result.name, []).append(result)
+    verdicts: dict[str, ProfileVerdict] = {}
+    for name, mine in by_name.items():
+        probed = [r for r in mine if r.status != "skipped"]
+        failed = sum(r.failed for r in probed)
+        if not probed:
+            verdicts[name] = "skipped"
+        elif not failed:
+            verdicts[name] = "ok"
+        else:
+            verdicts[name] = "failed" if failed == len(probed) else "degraded"
+    return verdicts
+
+
 def exit_code(results: Sequence[ProbeResult]) -> int:
-    """0 when every TLS profile is trusted (a starttls-optional downgrade only warns), else 1."""
+    """0 when every server of every TLS profile is trusted (a starttls-optional downgrade only
+    warns), else 1: a degraded profile fails the probe too."""
     return 1 if any(result.failed for result in results) else 0
 
 
 def results_to_json(results: Sequence[ProbeResult]) -> list[dict[str, object]]:
-    """Machine output of `reconciler probe --json`."""
+    """Machine output of `reconciler probe --json`: one object per server."""
+    verdicts = profile_verdicts(results)
     return [
         {
             "name": r.name,
+            "server": r.server,
+            "servers": r.servers,
+            "mode": r.mode,
+            "profile_status": verdicts[r.name],
             "target": r.target,
             "scheme": r.scheme,
             "tls": r.tls,
@@ -146,11 +184,13 @@ def results_to_json(results: Sequence[ProbeResult]) -> list[dict[str, object]]:
 
 
 def format_results(results: Sequence[ProbeResult]) -> str:
-    """Human output of `reconciler probe`: one aligned row per profile, then warnings, a summary."""
-    header = ("PROFILE", "TARGET", "TLS", "STATUS", "LEAF", "NOT AFTER", "DETAIL")
+    """Human output of `reconciler probe`: one aligned row per server, then the profiles that are
+    not fine, warnings, a summary."""
+    header = ("PROFILE", "SERVER", "TARGET", "TLS", "STATUS", "LEAF", "NOT AFTER", "DETAIL")
     rows = [header] + [
         (
             r.name,
+            f"{r.server + 1}/{r.servers}",
             r.target,
             r.tls,
             r.status if not r.failed else f"{r.status} !",
@@ -167,17 +207,33 @@ def format_results(results: Sequence[ProbeResult]) -> str:
         + row[-1]
         for row in rows
     ]
+    verdicts = profile_verdicts(results)
+    for name, verdict in verdicts.items():
+        if verdict in ("degraded", "failed"):
+            lines.append(f"{verdict}: {name}: {_verdict_detail(name, results)}")
     lines += [f"warning: {r.name}: {r.downgrade_warning}" for r in results if r.downgrade_warning]
     counts = {
         "trusted": sum(r.status == "trusted" for r in results),
         "failed": sum(r.failed for r in results),
         "skipped (no TLS)": sum(r.status == "skipped" for r in results),
     }
+    degraded = sum(v == "degraded" for v in verdicts.values())
+    if degraded:
+        counts["degraded profile(s)"] = degraded
     lines.append(", ".join(f"{count} {label}" for label, count in counts.items()))
     return "\n".join(line.rstrip() for line in lines) + "\n"
 
 
-# -- one profile --------------------------------------------------------------------------------
+def _verdict_detail(name: str, results: Sequence[ProbeResult]) -> str:
+    mine = [r for r in results if r.name == name and r.status != "skipped"]
+    parts = []
+    for r in mine:
+        role = "preferred server" if r.server == 0 and r.mode == "failover" else "server"
+        parts.append(f"{role} {r.server + 1} ({r.target}) {'failed' if r.failed else 'passed'}")
+    return "; ".join(parts) + f" ({mine[0].mode})" if mine else ""
+
+
+# -- one server ---------------------------------------------------------------------------------
 
 
 class _NoStartTlsError(Exception):
@@ -211,13 +267,20 @@ class _Deadline:
 
 
 def _probe_one(
-    profile: Profile, verifying: ssl.SSLContext, presenting: ssl.SSLContext, timeout_s: float
+    profile: Profile,
+    number: int,
+    server: Server,
+    verifying: ssl.SSLContext,
+    presenting: ssl.SSLContext,
+    timeout_s: float,
 ) -> ProbeResult:
     started = time.monotonic()
 
     def done(status: ProbeStatus, detail: str, leaf: _Leaf | None = None) -> ProbeResult:
         return _result(
             profile,
+            number,
+            server,
             status,
             detail,
             leaf,
@@ -226,17 +289,17 @@ def _probe_one(
 
     phase = ["connect"]  # the step in progress, for the error message
     try:
-        leaf = _connect(profile, verifying, _Deadline(timeout_s), phase)
+        leaf = _connect(server, verifying, _Deadline(timeout_s), phase)
     except _NoStartTlsError as exc:
         result = done("no-starttls", str(exc))
-        if profile.tls == "starttls-optional":
+        if server.tls == "starttls-optional":
             warning = f"{exc}: mail to {result.target} would be sent in clear text"
             return replace(result, downgrade_warning=warning)
         return result
     except ssl.SSLCertVerificationError as exc:
         detail = f"certificate verify failed: {exc.verify_message or exc.reason or exc}"
         try:
-            presented = _connect(profile, presenting, _Deadline(timeout_s), ["connect"])
+            presented = _connect(server, presenting, _Deadline(timeout_s), ["connect"])
         except (OSError, _ProtocolError, _NoStartTlsError):
             presented = None  # the verification error is the news; the leaf is a bonus
         return done("untrusted", detail, presented)
@@ -245,7 +308,7 @@ def _probe_one(
     except ssl.SSLError as exc:
         return done("unreachable", f"TLS handshake failed: {exc.reason or exc}")
     except socket.gaierror as exc:
-        return done("unreachable", f"connect: cannot resolve {profile.host}: {exc.strerror}")
+        return done("unreachable", f"connect: cannot resolve {server.host}: {exc.strerror}")
     except OSError as exc:
         return done("unreachable", f"{phase[0]}: {exc.strerror or exc}")
     except _ProtocolError as exc:
@@ -254,12 +317,12 @@ def _probe_one(
 
 
 def _connect(
-    profile: Profile, context: ssl.SSLContext, deadline: _Deadline, phase: list[str]
+    server: Server, context: ssl.SSLContext, deadline: _Deadline, phase: list[str]
 ) -> _Leaf:
-    host = _bare_host(profile.host)
+    host = _bare_host(server.host)
     phase[0] = "connect"
-    with socket.create_connection((host, profile.port), timeout=deadline.remaining()) as sock:
-        smtp = profile.scheme == "smtp"
+    with socket.create_connection((host, server.port), timeout=deadline.remaining()) as sock:
+        smtp = server.scheme == "smtp"
         if smtp:
             _starttls_dialog(sock, deadline, phase)
         phase[0] = "TLS handshake"
@@ -356,9 +419,9 @@ def _bare_host(host: str) -> str:
     return host[1:-1] if host.startswith("[") and host.endswith("]") else host
 
 
-def _target(profile: Profile) -> str:
-    host = _bare_host(profile.host)
-    return f"[{host}]:{profile.port}" if ":" in host else f"{host}:{profile.port}"
+def _target(server: Server) -> str:
+    host = _bare_host(server.host)
+    return f"[{host}]:{server.port}" if ":" in host else f"{host}:{server.port}"
 
 
 def _describe(der: bytes | None) -> _Leaf:
@@ -373,6 +436,8 @@ def _describe(der: bytes | None) -> _Leaf:
 
 def _result(
     profile: Profile,
+    number: int,
+    server: Server,
     status: ProbeStatus,
     detail: str,
     leaf: _Leaf | None = None,
@@ -381,9 +446,12 @@ def _result(
 ) -> ProbeResult:
     return ProbeResult(
         name=profile.name,
-        target=_target(profile),
-        scheme=profile.scheme,
-        tls=profile.tls,
+        target=_target(server),
+        scheme=server.scheme,
+        tls=server.tls,
+        server=number,
+        servers=len(profile.all_servers),
+        mode=profile.mode,
         status=status,
         detail=detail,
         leaf_subject=leaf.subject if leaf else None,

@@ -103,6 +103,7 @@ def _read(state_dir: Path, key_dirs: Sequence[Path], no_secrets: bool = False) -
         key = reader.read_key(paths[1])
     trust = reader.listing("trust", TRUST_SUFFIXES)
     profiles = reader.listing("profiles", (".toml",))
+    credentials = read_credentials(reader, profiles)
     _check_unchanged(base)
     nothing_read = gateway is None and not trust and not profiles and not reader.findings
     if nothing_read and not os.listdir(real):
@@ -117,6 +118,7 @@ def _read(state_dir: Path, key_dirs: Sequence[Path], no_secrets: bool = False) -
         key=key,
         trust=trust,
         profiles=profiles,
+        credentials=credentials,
         findings=tuple(reader.findings),
         skipped=tuple(reader.skipped),
     )
@@ -143,6 +145,59 @@ def _identity_paths(gateway: SourceFile | None) -> tuple[str, str] | None:
     if isinstance(cert, str) and isinstance(key, str) and cert and key:
         return cert, key
     return None
+
+
+_CREDENTIAL_KEYS = ("password_file", "api_key_file")
+
+
+def read_credentials(
+    reader: _Reader, profiles: Sequence[tuple[str, SourceFile]]
+) -> tuple[tuple[str, KeySource], ...]:
+    """The credential files the profiles name, read from key_dirs with the reader's own rules.
+
+    Findings name the profile file and the field (and the path), never the value; each value
+    read is handed to the redaction, so no output can show it.
+    """
+    from reconciler.redact import remember_secret
+
+    read: dict[str, KeySource] = {}
+    for _, source in profiles:
+        for field, path in _credential_paths(source):
+            if path in read or not os.path.isabs(path) or not path.isprintable():
+                continue  # read once; a relative path or control character is the core's error
+            real = os.path.realpath(path)
+            if not any(_inside(real, d) for d in reader.key_dirs):
+                reason = f"{path}: a credential file must be inside one of key_dirs"
+                if not reader.key_dirs:
+                    reason += " (none are set)"
+                reader.findings.append(error(source.path, field, reason))
+                read[path] = KeySource(path, None)
+                continue
+            before = len(reader.findings)
+            data = reader._load(real, path, field)
+            if data is None and os.path.realpath(path) != real:
+                # A Secret volume's `..data` swapped mid-read (the old directory goes at once).
+                raise SnapshotMovedError(f"{path} moved while being read")
+            reader.findings[before:] = [
+                Finding(f.severity, source.path, field, f"{path}: {f.reason}")
+                for f in reader.findings[before:]
+            ]
+            if data is not None:
+                remember_secret(data)
+            read[path] = KeySource(path, SecretBytes(data) if data is not None else None)
+    return tuple(sorted(read.items()))
+
+
+def _credential_paths(source: SourceFile) -> list[tuple[str, str]]:
+    """(field, path) of the credential files a profile names, if they are strings."""
+    data = source.data
+    if data is None or (b"password_file" not in data and b"api_key_file" not in data):
+        return []
+    try:
+        raw = tomllib.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return []
+    return [(k, v) for k in _CREDENTIAL_KEYS if isinstance(v := raw.get(k), str) and v]
 
 
 def _check_unchanged(base: _Base) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from reconciler.core.backoff import Debounce
+from reconciler.credentials import credentials_dir
 from reconciler.fleet import fleet_root, shared_layers
 from reconciler.logging import get_logger
 from reconciler.records import SUSPENDED
@@ -77,7 +78,8 @@ def watch_specs(settings: Settings) -> tuple[WatchSpec, ...]:
             anchored(layer, "state")
     for key_dir in settings.key_dirs:
         anchored(key_dir, "keys")
-    for target_dir in (settings.root / "data", settings.root / "nginx", settings.trust_path):
+    targets = (settings.root / "data", settings.root / "nginx", settings.trust_path)
+    for target_dir in (*targets, credentials_dir(settings.root)):
         if target_dir.is_dir():
             specs.append(WatchSpec(os.path.realpath(target_dir), False, "target"))
     # `reconciler suspend` / `resume` write var_dir/suspended.json: a resume applies at once.

@@ -44,7 +44,7 @@ def test_demo_script_applies_the_example_state_then_exits_0_on_sigterm(tmp_path:
         assert (root / "data" / "cert.pem").exists()
         assert (root / "nginx" / "ssl.conf").exists()
         profiles = json.loads((root / "data" / "server-profiles.json").read_text())
-        assert [p["name"] for p in profiles["profiles"]] == ["core", "partner-mx", "relay"]
+        assert [p["name"] for p in profiles["profiles"]] == ["core", "partner-mx", "relay", "vault"]
     finally:
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=30)

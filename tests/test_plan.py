@@ -535,7 +535,7 @@ def test_irrelevant_commit_renders_identical_targets(layout: Layout) -> None:
             ),
             (
                 "core",
-                SourceFile("profiles/core.toml", b'url = "https://core.example.com:443/api"  \n'),
+                SourceFile("profiles/core.toml", b'url = "https://core.example.com:8008/api"  \n'),
             ),
         ),
     )

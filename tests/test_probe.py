@@ -253,6 +253,7 @@ def test_output_formats(tls_server: TlsServer, pki: Pki) -> None:
     lines = text.splitlines()
     assert lines[0].split() == [
         "PROFILE",
+        "SERVER",
         "TARGET",
         "TLS",
         "STATUS",

@@ -213,7 +213,7 @@ def test_server_profiles_json_matches_golden(identity: Identity) -> None:
     assert target.content is not None
     entries = json.loads(target.content)["profiles"]
     assert [e["name"] for e in entries] == sorted(p.name for p in PROFILES)
-    assert entries[0] == {
+    one_server = {
         "name": "archive",
         "kind": "smtp",
         "scheme": "smtps",
@@ -222,6 +222,13 @@ def test_server_profiles_json_matches_golden(identity: Identity) -> None:
         "path": "",
         "tls": "implicit",
     }
+    # The one-server form's fields stay at the top level; the full form's are added.
+    assert {k: entries[0][k] for k in one_server} == one_server
+    assert entries[0]["type"] == "smtp"
+    assert entries[0]["mode"] == "failover"
+    assert entries[0]["servers"] == [
+        {k: one_server[k] for k in ("scheme", "host", "port", "path", "tls")}
+    ]
 
 
 def test_server_profiles_json_is_present_and_empty_without_profiles() -> None:

@@ -666,7 +666,7 @@ def test_cert_info_rejects_junk_with_value_error() -> None:
         pytest.param(
             "https://core.example.com",
             None,
-            ("core", "https", "core.example.com", 443, "", "implicit"),
+            ("core", "https", "core.example.com", 8008, "", "implicit"),
             id="https-default-port",
         ),
         pytest.param(
@@ -678,7 +678,7 @@ def test_cert_info_rejects_junk_with_value_error() -> None:
         pytest.param(
             "http://[2001:DB8::1]/",
             None,
-            ("core", "http", "2001:db8::1", 80, "/", "none"),
+            ("core", "http", "2001:db8::1", 8008, "/", "none"),
             id="http-ipv6",
         ),
         pytest.param(
@@ -784,7 +784,7 @@ def test_bad_profile_is_an_error(url: str, te: str | None, field: str, reason: s
 @pytest.mark.parametrize(
     ("url", "te", "expected"),
     [
-        pytest.param("http://core.example.com", None, [("url", "clear text")], id="http"),
+        pytest.param("http://core.example.com:8008", None, [("url", "clear text")], id="http"),
         pytest.param(
             "smtp://relay.example.com",
             "none",
@@ -806,7 +806,7 @@ def test_bad_profile_is_an_error(url: str, te: str | None, field: str, reason: s
             [("url", "smtps (implicit TLS) is preferred over STARTTLS")],
             id="starttls-required",
         ),
-        pytest.param("https://core.example.com", None, [], id="https"),
+        pytest.param("https://core.example.com:443", None, [], id="https"),
         pytest.param("smtps://relay.example.com", None, [], id="smtps"),
     ],
 )

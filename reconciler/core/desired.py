@@ -20,6 +20,10 @@ TlsPolicy = Literal["modern", "intermediate", "old"]
 InboundTls = Literal["off", "optional", "required"]
 TransportEncryption = Literal["none", "starttls-optional", "starttls-required"]
 ProfileTls = Literal["none", "implicit", "starttls-optional", "starttls-required"]
+ProfileType = Literal["smtp", "core", "vault"]
+ProfileMode = Literal["failover", "round-robin"]
+CREDENTIAL_FIELDS: dict[str, ProfileType] = {"password_file": "smtp", "api_key_file": "vault"}
+"""The credential keys of a profile file, and the one type each belongs to."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,13 +32,15 @@ class Rule:
     an error even where it could be converted ("true" for a boolean, 1 for true, 7.0 for 7)."""
 
     type: type
-    """bool, int, str, or a section class (a nested table)."""
+    """bool, int, str, list (of strings), or a section class (a nested table)."""
     required: bool = False
     choices: tuple[str, ...] = ()
     min_length: int | None = None
     max_length: int | None = None
     ge: int | None = None
     le: int | None = None
+    max_items: int | None = None
+    """For a list: at most this many items (each a str, checked against the string rules)."""
 
 
 class Section:
@@ -43,9 +49,11 @@ class Section:
 
     __slots__ = ()
     RULES: ClassVar[dict[str, Rule]] = {}
+    SCHEMA_EXTRA: ClassVar[dict[str, object]] = {}
+    """Keywords added to the JSON Schema (rules over several keys)."""
 
 
-_JSON_TYPES = {bool: "boolean", int: "integer", str: "string"}
+_JSON_TYPES = {bool: "boolean", int: "integer", str: "string", list: "array"}
 
 
 def json_schema(model: type[Section]) -> dict[str, object]:
@@ -56,6 +64,15 @@ def json_schema(model: type[Section]) -> dict[str, object]:
         prop: dict[str, object]
         if issubclass(rule.type, Section):
             prop = json_schema(rule.type)
+        elif rule.type is list:
+            item: dict[str, object] = {"type": "string"}
+            if rule.min_length is not None:
+                item["minLength"] = rule.min_length
+            if rule.max_length is not None:
+                item["maxLength"] = rule.max_length
+            prop = {"type": "array", "items": item, "minItems": 1}
+            if rule.max_items is not None:
+                prop["maxItems"] = rule.max_items
         else:
             prop = {"type": _JSON_TYPES[rule.type]}
             if defaults.get(name, dataclasses.MISSING) not in (dataclasses.MISSING, None):
@@ -63,8 +80,8 @@ def json_schema(model: type[Section]) -> dict[str, object]:
         if rule.choices:
             prop["enum"] = list(rule.choices)
         for keyword, value in (
-            ("minLength", rule.min_length),
-            ("maxLength", rule.max_length),
+            ("minLength", rule.min_length if rule.type is not list else None),
+            ("maxLength", rule.max_length if rule.type is not list else None),
             ("minimum", rule.ge),
             ("maximum", rule.le),
         ):
@@ -81,6 +98,7 @@ def json_schema(model: type[Section]) -> dict[str, object]:
     required = [name for name, rule in model.RULES.items() if rule.required]
     if required:
         schema["required"] = required
+    schema.update(model.SCHEMA_EXTRA)
     return schema
 
 
@@ -155,19 +173,42 @@ class GatewayFile(Section):
     }
 
 
+MAX_SERVERS = 32
+
+
 @dataclass(frozen=True, slots=True)
 class ProfileFile(Section):
-    """`profiles/NAME.toml`: one outbound server."""
+    """`profiles/NAME.toml`: a server profile, one or more servers of one service type."""
 
-    url: str
+    url: str | None = None
+    """The one-server shorthand; exactly one of `url` and `servers` is given."""
+    type: ProfileType | None = None
+    servers: tuple[str, ...] | None = None
+    mode: ProfileMode | None = None
     transport_encryption: TransportEncryption | None = None
+    password_file: str | None = None
+    api_key_file: str | None = None
 
     RULES: ClassVar[dict[str, Rule]] = {
-        "url": Rule(str, required=True, min_length=1, max_length=2048),
+        "url": Rule(str, min_length=1, max_length=2048),
+        "type": Rule(str, choices=("smtp", "core", "vault")),
+        "servers": Rule(list, min_length=1, max_length=2048, max_items=MAX_SERVERS),
+        "mode": Rule(str, choices=("failover", "round-robin")),
         "transport_encryption": Rule(
             str, choices=("none", "starttls-optional", "starttls-required")
         ),
+        "password_file": Rule(str, min_length=1, max_length=4096),
+        "api_key_file": Rule(str, min_length=1, max_length=4096),
     }
+    SCHEMA_EXTRA: ClassVar[dict[str, object]] = {
+        "oneOf": [{"required": ["url"]}, {"required": ["servers"]}]
+    }
+
+    @property
+    def secret_files(self) -> tuple[tuple[str, str], ...]:
+        """(field, path) of each credential file named: secrets, read from key_dirs only."""
+        named = (("password_file", self.password_file), ("api_key_file", self.api_key_file))
+        return tuple((name, path) for name, path in named if path is not None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,16 +268,66 @@ class TrustEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class Server:
+    """One server of a profile, normalised: explicit port (the type's default when absent)."""
+
+    scheme: Literal["http", "https", "smtp", "smtps"]
+    host: str
+    """Lowercased; an IPv6 literal without its brackets."""
+    port: int
+    path: str
+    tls: ProfileTls
+
+    @property
+    def address(self) -> str:
+        """scheme://host:port[path] as messages name the server (never anything secret)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}{self.path}"
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """A profile's sensitive value, read from a file inside key_dirs; its bytes stay opaque."""
+
+    field: Literal["password_file", "api_key_file"]
+    source: str
+    """The absolute path the profile names (inside key_dirs): a reference, not a secret."""
+    value: SecretBytes = dataclasses.field(repr=False)
+
+    @property
+    def suffix(self) -> str:
+        """The managed copy's file name suffix: NAME.password or NAME.api_key."""
+        return "password" if self.field == "password_file" else "api_key"
+
+
+@dataclass(frozen=True, slots=True)
 class Profile:
-    """One outbound server profile, normalised."""
+    """One outbound server profile, normalised. The first server's fields are repeated at the
+    top level (`scheme`, `host`, ...): readers of the one-server form keep working."""
 
     name: str
-    kind: Literal["core", "smtp"]
+    kind: ProfileType
     scheme: Literal["http", "https", "smtp", "smtps"]
     host: str
     port: int
     path: str
     tls: ProfileTls
+    servers: tuple[Server, ...] = ()
+    mode: ProfileMode = "failover"
+    credentials: tuple[Credential, ...] = ()
+
+    @property
+    def all_servers(self) -> tuple[Server, ...]:
+        """The servers in order (a Profile built with the top-level fields only has one)."""
+        if self.servers:
+            return self.servers
+        return (Server(self.scheme, self.host, self.port, self.path, self.tls),)
+
+    @property
+    def secret_files(self) -> tuple[tuple[str, str], ...]:
+        """(field, absolute path) of every credential file the profile refers to: what a
+        check without secrets (`validate --no-secrets`) must treat like the private key."""
+        return tuple((c.field, c.source) for c in self.credentials)
 
 
 @dataclass(frozen=True, slots=True)

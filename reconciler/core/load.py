@@ -5,11 +5,12 @@ from __future__ import annotations
 import functools
 import tomllib
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, TypeVar, cast
 
 from reconciler.core.desired import (
+    Credential,
     DesiredState,
     Finding,
     GatewayFile,
@@ -22,7 +23,12 @@ from reconciler.core.desired import (
     TrustEntry,
 )
 from reconciler.core.secret import SecretBytes
-from reconciler.core.validate import check_identity, check_profile, check_trust
+from reconciler.core.validate import (
+    check_credential,
+    check_identity,
+    check_profile,
+    check_trust,
+)
 
 GATEWAY_FILE = "gateway.toml"
 
@@ -72,6 +78,9 @@ class StateInput:
     key: KeySource | None = None
     trust: tuple[tuple[str, SourceFile], ...] = ()
     profiles: tuple[tuple[str, SourceFile], ...] = ()
+    credentials: tuple[tuple[str, KeySource], ...] = ()
+    """Credential files the profiles name (password_file, api_key_file), by the path named;
+    data None when reading failed (the finding says why)."""
     findings: tuple[Finding, ...] = ()
     """What reading found: missing or oversized files, path escapes, unexpected names."""
     in_transit: bool = False
@@ -185,7 +194,12 @@ def check_table(
     return model(**values), []
 
 
-_TYPE_NAMES = {bool: "a boolean (true or false)", int: "an integer", str: "a string"}
+_TYPE_NAMES = {
+    bool: "a boolean (true or false)",
+    int: "an integer",
+    str: "a string",
+    list: "an array of strings",
+}
 
 
 def _check_value(
@@ -193,6 +207,8 @@ def _check_value(
 ) -> tuple[object, list[tuple[str | None, str]]]:
     if issubclass(rule.type, Section):
         return check_table(value, rule.type, key)
+    if rule.type is list:
+        return _check_list(value, rule, key)
     # type(), not isinstance(): a TOML boolean is no integer here
     if type(value) is not rule.type:
         return None, [(key, f"must be {_TYPE_NAMES[rule.type]}, got {_shown(value)}")]
@@ -210,6 +226,21 @@ def _check_value(
     ):
         return None, [(key, f"must be from {rule.ge} to {rule.le}, got {value!r}")]
     return value, []
+
+
+def _check_list(value: object, rule: Rule, key: str) -> tuple[object, list[tuple[str | None, str]]]:
+    """An array of strings (a profile's `servers`), as a tuple; each item by the string rules."""
+    if type(value) is not list:
+        return None, [(key, f"must be {_TYPE_NAMES[list]}, got {_shown(value)}")]
+    if not value:
+        return None, [(key, "must hold at least one item")]
+    if rule.max_items is not None and len(value) > rule.max_items:
+        return None, [(key, f"{len(value)} items: at most {rule.max_items}")]
+    item_rule = Rule(str, min_length=rule.min_length, max_length=rule.max_length)
+    problems: list[tuple[str | None, str]] = []
+    for index, item in enumerate(value):
+        problems += _check_value(item, item_rule, f"{key}[{index}]")[1]
+    return (None, problems) if problems else (tuple(value), [])
 
 
 def _shown(value: object, limit: int = 60) -> str:
@@ -269,7 +300,7 @@ def evaluate(inp: StateInput, now: datetime) -> Evaluation:
             )
 
     trust = list(_trust(inp.trust, now, findings))
-    profiles = list(_profiles(inp.profiles, policy, findings))
+    profiles = list(_profiles(inp.profiles, policy, findings, dict(inp.credentials)))
     ordered = tuple(sorted(findings, key=lambda f: (f.severity != "error", f.file, f.field or "")))
     if gateway is None or any(f.severity == "error" for f in ordered):
         return Evaluation(None, ordered, inp.skipped)
@@ -333,7 +364,10 @@ def _trust(
 
 
 def _profiles(
-    sources: Iterable[tuple[str, SourceFile]], policy: PolicySection, findings: list[Finding]
+    sources: Iterable[tuple[str, SourceFile]],
+    policy: PolicySection,
+    findings: list[Finding],
+    credentials: dict[str, KeySource],
 ) -> Iterable[Profile]:
     for name, source in sources:
         if source.data is None:
@@ -344,5 +378,26 @@ def _profiles(
             continue
         profile, found = check_profile(name, model, file=source.path, policy=policy)
         findings += found
-        if profile is not None:
-            yield profile
+        if profile is None:
+            continue
+        read: list[Credential] = []
+        for field_name, path in model.secret_files:
+            secret = credentials.get(path)
+            if secret is None:
+                findings.append(error(source.path, field_name, f"{path}: was not read"))
+                continue
+            if secret.data is None:
+                # The snapshot said why (missing, unreadable, outside key_dirs); never drop
+                # the profile silently if it did not.
+                if not any(
+                    f.severity == "error" and (f.file, f.field) == (source.path, field_name)
+                    for f in findings
+                ):
+                    findings.append(error(source.path, field_name, f"{path}: could not be read"))
+                continue
+            credential, found = check_credential(field_name, path, secret.data, file=source.path)
+            findings += found
+            if credential is not None:
+                read.append(credential)
+        if len(read) == len(model.secret_files):
+            yield replace(profile, credentials=tuple(read)) if read else profile

@@ -78,22 +78,52 @@ _NGINX_UNSAFE = re.compile(r'[$"\\\x00-\x1f\x7f]')
 
 
 @functools.lru_cache(maxsize=4)
-def _profiles_json(profiles: tuple[Profile, ...]) -> bytes:
-    return _json(
-        {
-            "profiles": [
-                {
-                    "name": p.name,
-                    "kind": p.kind,
-                    "scheme": p.scheme,
-                    "host": p.host,
-                    "port": p.port,
-                    "path": p.path,
-                    "tls": p.tls,
-                }
-                for p in profiles
-            ]
-        }
+def _profiles_json(profiles: tuple[Profile, ...], secrets_dir: str) -> bytes:
+    return _json({"profiles": [_profile_entry(p, secrets_dir) for p in profiles]})
+
+
+def _profile_entry(p: Profile, secrets_dir: str) -> dict[str, object]:
+    """The full form (type, mode, servers, credential files) with the first server's fields at
+    the top level too, so readers of the one-server form keep working."""
+    entry: dict[str, object] = {
+        "name": p.name,
+        "kind": p.kind,
+        "type": p.kind,
+        "mode": p.mode,
+        "scheme": p.scheme,
+        "host": p.host,
+        "port": p.port,
+        "path": p.path,
+        "tls": p.tls,
+        "servers": [
+            {"scheme": s.scheme, "host": s.host, "port": s.port, "path": s.path, "tls": s.tls}
+            for s in p.all_servers
+        ],
+    }
+    for credential in p.credentials:
+        # The entry names the managed copy, never the value nor where it was read from.
+        entry[credential.field] = posixpath.join(secrets_dir, f"{p.name}.{credential.suffix}")
+    return entry
+
+
+SECRETS_DIR = "secrets"
+"""ROOT/data/secrets: the managed copies of the profiles' credentials (NAME.password, ...)."""
+
+
+def credential_targets(profiles: tuple[Profile, ...], layout: Layout) -> tuple[Target, ...]:
+    """ROOT/data/secrets/NAME.password and NAME.api_key: secret, mode like key.pem. Files there
+    that no profile renders any more are deleted by plan (the observer lists the directory)."""
+    directory = str(layout.root / "data" / SECRETS_DIR)
+    return tuple(
+        Target(
+            posixpath.join(directory, f"{p.name}.{c.suffix}"),
+            "profiles",
+            layout.key_mode,
+            c.value.reveal(),
+            secret=True,
+        )
+        for p in profiles
+        for c in p.credentials
     )
 
 
@@ -168,8 +198,11 @@ def render(desired: DesiredState, layout: Layout) -> tuple[Target, ...]:
             path=str(data / "server-profiles.json"),
             kind="profiles",
             mode=PUBLIC_MODE,
-            content=_profiles_json(tuple(sorted(desired.profiles, key=lambda p: p.name))),
+            content=_profiles_json(
+                tuple(sorted(desired.profiles, key=lambda p: p.name)), str(data / SECRETS_DIR)
+            ),
         ),
+        *credential_targets(desired.profiles, layout),
         *(
             _trust_target(entry, trust_dir, layout.trust_prefix, layout.gid)
             for entry in desired.trust

@@ -27,13 +27,17 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from reconciler.core.desired import (
+    CREDENTIAL_FIELDS,
     CertInfo,
+    Credential,
     Finding,
     Identity,
     PolicySection,
     Profile,
     ProfileFile,
     ProfileTls,
+    ProfileType,
+    Server,
     TransportEncryption,
     TrustEntry,
 )
@@ -49,13 +53,21 @@ __all__ = [
     "MIN_RSA_BITS",
     "ALLOWED_CURVES",
     "DEFAULT_PORTS",
+    "check_credential",
+    "MAX_CREDENTIAL_BYTES",
 ]
 
 WARN_DAYS = 30
 """A leaf with fewer days left than this gets a warning."""
 MIN_RSA_BITS = 2048
 ALLOWED_CURVES = frozenset({"secp256r1", "secp384r1", "secp521r1"})
-DEFAULT_PORTS: dict[str, int] = {"http": 80, "https": 443, "smtp": 25, "smtps": 465}
+DEFAULT_PORTS: dict[str, int] = {"http": 8008, "https": 8008, "smtp": 25, "smtps": 465}
+"""Default port by scheme, as the gateway defines them: Core listens on 8008 (http or https)."""
+CORE_DEFAULT_PORT = 8008
+CORE_OLD_DEFAULT_PORT = 443
+"""What an https:// Core profile without a port meant before the gateway's defaults applied."""
+VAULT_DEFAULT_PORT = 8010
+VAULT_DEFAULT_PATH = "/vault_rest"
 
 # RFC 7468 names CERTIFICATE; the two legacy spellings are accepted and re-emitted canonically.
 _CERT_LABELS = frozenset({"CERTIFICATE", "X509 CERTIFICATE", "X.509 CERTIFICATE"})
@@ -79,6 +91,12 @@ _SCHEMES: dict[str, _Scheme] = {"http": "http", "https": "https", "smtp": "smtp"
 _HOST_LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
 _HOSTNAME = re.compile(rf"(?=.{{1,253}}$){_HOST_LABEL}(?:\.{_HOST_LABEL})*\.?")
 _FORBIDDEN_URL_CHARS = re.compile(r"[\x00-\x20\x7f\\]")
+_FORBIDDEN_PATH_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+_TYPE_SCHEMES: dict[str, tuple[_Scheme, ...]] = {
+    "smtp": ("smtp", "smtps"),
+    "core": ("http", "https"),
+    "vault": ("http", "https"),
+}
 
 
 # --------------------------------------------------------------------------- certificates
@@ -643,10 +661,12 @@ def _parse_trust(name: str, data: bytes, file: str) -> _ParsedTrust:
 def check_profile(
     name: str, model: ProfileFile, *, file: str, policy: PolicySection
 ) -> tuple[Profile | None, list[Finding]]:
-    """Validate and normalise one server profile.
+    """Validate and normalise one server profile (the one-server `url` or the full form).
 
-    The host is lowercased and kept without IPv6 brackets; the port is explicit (scheme default
-    when absent); the path is "" when the URL has none, else as given (http/https only).
+    Every server's host is lowercased and kept without IPv6 brackets; its port is explicit (the
+    type's default when absent: smtp 25, smtps 465, core 8008, vault 8010); its path is "" when
+    the URL has none (vault: `/vault_rest`), else as given (core and vault only). Credentials
+    are not read here: see `check_credential`.
     """
     profile, findings = _check_profile(name, model, file, policy)
     return profile, list(findings)
@@ -659,50 +679,45 @@ def _check_profile(
     # Cached on its (frozen, hashable) inputs: URL checks are not free, and a daemon
     # pass over thousands of profiles would otherwise redo them all for one changed file.
     out = _Findings()
-    scheme, location = _parse_url(model.url, file, out)
-    if scheme is None:
+    if model.url is not None and model.servers is not None:
+        out.error(
+            file, "servers", "give either url (one server) or servers (one or more), not both"
+        )
         return None, tuple(out.items)
-    # Checked even when the rest of the URL is wrong, so one run shows every mistake.
-    tls = _check_encryption(scheme, model.transport_encryption, file, policy, out)
-    if location is None or tls is None or out.has_error:
+    if model.url is None and model.servers is None:
+        out.error(
+            file,
+            "url",
+            'required key is missing: url = "SCHEME://HOST[:PORT]" or servers = [...] '
+            "(one or more, in order of preference)",
+        )
         return None, tuple(out.items)
-    host, port, path = location
-    kind: Literal["core", "smtp"] = "smtp" if scheme in ("smtp", "smtps") else "core"
-    profile = Profile(name=name, kind=kind, scheme=scheme, host=host, port=port, path=path, tls=tls)
-    return profile, tuple(out.items)
-
-
-def _check_encryption(
-    scheme: _Scheme,
-    te: TransportEncryption | None,
-    file: str,
-    policy: PolicySection,
-    out: _Findings,
-) -> ProfileTls | None:
-    """The profile's `tls`, recording the transport_encryption rules and clear-text findings."""
-    clear: Literal["error", "warning"] = "error" if policy.require_tls_outbound else "warning"
-    why_error = " (policy.require_tls_outbound is true)" if policy.require_tls_outbound else ""
-    if scheme != "smtp":
-        if te is not None:
-            out.error(
-                file,
-                "transport_encryption",
-                f"only allowed with smtp:// URLs, not {scheme}://; remove it "
-                "(https and smtps use TLS from the first byte, http never does)",
-                rule="profile-te-not-allowed",
-            )
-            return None
-        if scheme == "http":
-            out.add(
-                clear,
-                file,
-                "url",
-                f"http:// is clear text{why_error}; use https://",
-                rule="profile-cleartext",
-            )
-            return "none"
-        return "implicit"
-    if te is None:
+    listed = (
+        [("url", model.url)]
+        if model.url is not None
+        else [(f"servers[{i}]", url) for i, url in enumerate(model.servers or ())]
+    )
+    parsed = [(field, *_parse_url(url, file, out, field)) for field, url in listed]
+    kind = _profile_type(model, parsed, file, out)
+    if model.mode is not None and len(listed) < 2:
+        out.error(
+            file,
+            "mode",
+            f"{model.mode} only means something with two or more servers; remove it or list "
+            "more servers",
+        )
+    _check_credential_refs(model, kind, file, out)
+    smtp_fields = [field for field, scheme, _ in parsed if scheme == "smtp"]
+    te = model.transport_encryption
+    if te is not None and not smtp_fields and all(s is not None for _, s, _ in parsed):
+        scheme = next((s for _, s, _ in parsed if s is not None), None)
+        out.error(
+            file,
+            "transport_encryption",
+            f"only allowed with smtp:// URLs, not {scheme}://; remove it "
+            "(https and smtps use TLS from the first byte, http never does)",
+        )
+    elif te is None and smtp_fields:
         out.error(
             file,
             "transport_encryption",
@@ -710,14 +725,169 @@ def _check_encryption(
             "(or use smtps:// for TLS from the first byte)",
             rule="profile-te-missing",
         )
+    servers: list[Server] = []
+    seen: dict[tuple[str, int], str] = {}
+    one = model.url is not None
+    for field, scheme, location in parsed:
+        if scheme is None or location is None or kind is None:
+            continue
+        host, port, path = location
+        if port is None:
+            port = _default_port(kind, scheme)
+            if kind == "core":
+                shown = _address(scheme, host, port, path)
+                out.warning(
+                    file,
+                    field,
+                    f"no port given: {shown} now uses the gateway's Core default port "
+                    f"{CORE_DEFAULT_PORT} (it was {CORE_OLD_DEFAULT_PORT}); write "
+                    f":{CORE_OLD_DEFAULT_PORT} if the server listens there",
+                )
+        if kind == "vault" and not path:
+            path = VAULT_DEFAULT_PATH
+        address = _address(scheme, host, port, path)
+        if (host, port) in seen:
+            out.error(file, field, f"{address}: the same server as {seen[host, port]}")
+            continue
+        seen[host, port] = field
+        tls = _server_tls(scheme, te, file, field, "" if one else f" ({address})", policy, out)
+        if tls is not None:
+            servers.append(Server(scheme, host, port, path, tls))
+    if kind is None or out.has_error or not servers:
+        return None, tuple(out.items)
+    first = servers[0]
+    profile = Profile(
+        name=name,
+        kind=kind,
+        scheme=first.scheme,
+        host=first.host,
+        port=first.port,
+        path=first.path,
+        tls=first.tls,
+        servers=tuple(servers),
+        mode=model.mode or "failover",
+    )
+    return profile, tuple(out.items)
+
+
+def _profile_type(
+    model: ProfileFile,
+    parsed: list[tuple[str, _Scheme | None, tuple[str, int | None, str] | None]],
+    file: str,
+    out: _Findings,
+) -> ProfileType | None:
+    """The profile's service type: as given, checked against every server's scheme, or implied."""
+    schemes = [(field, scheme) for field, scheme, _ in parsed if scheme is not None]
+    if model.type is not None:
+        wanted = _TYPE_SCHEMES[model.type]
+        for field, scheme in schemes:
+            if scheme not in wanted:
+                out.error(
+                    file,
+                    field,
+                    f"{scheme}:// is not a {model.type} server: {model.type} profiles use "
+                    + " or ".join(f"{w}://" for w in wanted),
+                )
+        return model.type
+    implied = {"smtp" if scheme in ("smtp", "smtps") else "core" for _, scheme in schemes}
+    if len(implied) > 1:
+        out.error(
+            file,
+            "servers",
+            "mixes SMTP (smtp://, smtps://) and HTTP (http://, https://) servers: a profile "
+            "holds servers of one type",
+        )
         return None
+    if not implied:
+        return None
+    return "smtp" if implied == {"smtp"} else "core"
+
+
+def _check_credential_refs(
+    model: ProfileFile, kind: ProfileType | None, file: str, out: _Findings
+) -> None:
+    """Where a credential file may be named; its content is judged by `check_credential`."""
+    for field, owner in CREDENTIAL_FIELDS.items():
+        path = getattr(model, field)
+        if path is None:
+            continue
+        if kind is not None and owner != kind:
+            out.error(file, field, f"only allowed on {owner} profiles, not on a {kind} profile")
+        elif _FORBIDDEN_PATH_CHARS.search(path):
+            out.error(file, field, "contains a control character")
+        elif not path.startswith("/"):
+            out.error(
+                file,
+                field,
+                "must be an absolute path inside one of key_dirs (a mounted secret); a "
+                "credential never lives in the desired state",
+            )
+
+
+MAX_CREDENTIAL_BYTES = 4096
+"""A password or API key file larger than this is an error (a mistake, not a credential)."""
+
+
+def check_credential(
+    field: str, source: str, data: SecretBytes, *, file: str
+) -> tuple[Credential | None, list[Finding]]:
+    """A credential file's content (already read from key_dirs): not empty, not over the limit.
+
+    Findings name the profile file and the field, never the value.
+    """
+    out = _Findings()
+    value = data.reveal()
+    if not value.strip():
+        out.error(file, field, f"{source}: the credential file is empty")
+    elif len(value) > MAX_CREDENTIAL_BYTES:
+        out.error(
+            file,
+            field,
+            f"{source}: {len(value)} bytes: over the {MAX_CREDENTIAL_BYTES}-byte limit for a "
+            "credential",
+        )
+    if out.has_error:
+        return None, out.items
+    assert field in ("password_file", "api_key_file")
+    return Credential(field, source, data), out.items  # type: ignore[arg-type]
+
+
+def _default_port(kind: ProfileType, scheme: _Scheme) -> int:
+    if kind == "vault":
+        return VAULT_DEFAULT_PORT
+    return DEFAULT_PORTS[scheme]
+
+
+def _address(scheme: str, host: str, port: int, path: str) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{shown}:{port}{path}"
+
+
+def _server_tls(
+    scheme: _Scheme,
+    te: TransportEncryption | None,
+    file: str,
+    field: str,
+    server: str,
+    policy: PolicySection,
+    out: _Findings,
+) -> ProfileTls | None:
+    """One server's `tls`, recording its clear-text findings; `server` names it in the full form."""
+    clear: Literal["error", "warning"] = "error" if policy.require_tls_outbound else "warning"
+    why_error = " (policy.require_tls_outbound is true)" if policy.require_tls_outbound else ""
+    if scheme != "smtp":
+        if scheme == "http":
+            out.add(clear, file, field, f"http:// is clear text{why_error}; use https://{server}")
+            return "none"
+        return "implicit"
+    if te is None:
+        return None  # reported once for the profile
     if te == "none":
         out.add(
             clear,
             file,
             "transport_encryption",
-            f"none sends mail in clear text{why_error}; use smtps:// or starttls-required",
-            rule="profile-cleartext",
+            f"none sends mail in clear text{why_error}; use smtps:// or starttls-required{server}",
         )
         return te
     if te == "starttls-optional":
@@ -726,33 +896,30 @@ def _check_encryption(
             file,
             "transport_encryption",
             "starttls-optional falls back to clear text when the server does not offer "
-            f"STARTTLS (or an attacker strips it){why_error}; use starttls-required",
-            rule="profile-cleartext",
+            f"STARTTLS (or an attacker strips it){why_error}; use starttls-required{server}",
         )
     out.warning(
         file,
-        "url",
+        field,
         "smtps (implicit TLS) is preferred over STARTTLS; "
-        "use smtps://HOST:465 if the server supports it",
-        rule="profile-starttls",
+        f"use smtps://HOST:465 if the server supports it{server}",
     )
     return te
 
 
 def _parse_url(
-    url: str, file: str, out: _Findings
-) -> tuple[_Scheme | None, tuple[str, int, str] | None]:
-    """(scheme, (host, port, path)); None for a part that is wrong, with the reasons recorded."""
+    url: str, file: str, out: _Findings, field: str = "url"
+) -> tuple[_Scheme | None, tuple[str, int | None, str] | None]:
+    """(scheme, (host, port or None when absent, path)); None for a part that is wrong, with the
+    reasons recorded under `field`."""
     # urlsplit silently drops tabs/newlines and strips blanks; an operator's typo must not pass.
     if _FORBIDDEN_URL_CHARS.search(url):
-        out.error(
-            file, "url", "contains a blank, control character or backslash", rule="profile-url"
-        )
+        out.error(file, field, "contains a blank, control character or backslash")
         return None, None
     try:
         parts = urlsplit(url)
     except ValueError as exc:
-        out.error(file, "url", f"not a valid URL: {exc}", rule="profile-url")
+        out.error(file, field, f"not a valid URL: {exc}")
         return None, None
     scheme = parts.scheme.lower()
     typed = _SCHEMES.get(scheme)
@@ -760,7 +927,7 @@ def _parse_url(
         shown = f"scheme {scheme!r}" if scheme else "no scheme"
         out.error(
             file,
-            "url",
+            field,
             f"{shown} is not supported; write http://, https://, smtp:// or smtps:// "
             "followed by the host",
             rule="profile-url",
@@ -768,103 +935,106 @@ def _parse_url(
         return None, None
     ok = True
     if "?" in url:
-        out.error(file, "url", "a query (?...) is not allowed", rule="profile-url")
+        out.error(file, field, "a query (?...) is not allowed")
         ok = False
     if "#" in url:
-        out.error(file, "url", "a fragment (#...) is not allowed", rule="profile-url")
+        out.error(file, field, "a fragment (#...) is not allowed")
         ok = False
     netloc = parts.netloc
     if "@" in netloc:
         # The user info may hold a password: say it is there, never what it is.
         out.error(
-            file,
-            "url",
-            "user info (user@ or user:password@) is not allowed; put no credentials",
-            rule="profile-url",
+            file, field, "user info (user@ or user:password@) is not allowed; put no credentials"
         )
         return typed, None
     if not url[len(parts.scheme) + 1 :].startswith("//") or not netloc:
-        out.error(file, "url", f"no host: write {scheme}://HOST[:PORT]", rule="profile-url")
+        out.error(file, field, f"no host: write {scheme}://HOST[:PORT]")
         return typed, None
     path = parts.path
     if path and scheme in ("smtp", "smtps"):
-        out.error(
-            file, "url", f"a path ({path!r}) is not allowed on {scheme}:// URLs", rule="profile-url"
-        )
+        out.error(file, field, f"a path ({path!r}) is not allowed on {scheme}:// URLs")
         ok = False
-    hostport = _split_host_port(netloc, scheme, file, out)
+    hostport = _split_host_port(netloc, scheme, file, out, field)
     if hostport is None or not ok:
         return typed, None
     host, port = hostport
     return typed, (host, port, path)
 
 
-def _split_host_port(netloc: str, scheme: str, file: str, out: _Findings) -> tuple[str, int] | None:
+def _split_host_port(
+    netloc: str, scheme: str, file: str, out: _Findings, field: str
+) -> tuple[str, int | None] | None:
     if netloc.startswith("["):
         close = netloc.find("]")
         if close < 0:
-            out.error(
-                file,
-                "url",
-                "an IPv6 address opened with [ is not closed with ]",
-                rule="profile-url",
-            )
+            out.error(file, field, "an IPv6 address opened with [ is not closed with ]")
             return None
         host, rest = netloc[1:close].lower(), netloc[close + 1 :]
+        if "%" in host:
+            out.error(
+                file,
+                field,
+                f"[{host}] has a zone (%...): write the IPv6 address without it (a zone is "
+                "local to one host's interfaces)",
+            )
+            return None
         try:
             ipaddress.IPv6Address(host)
         except ValueError:
-            out.error(file, "url", f"[{host}] is not an IPv6 address", rule="profile-url")
+            out.error(file, field, f"[{host}] is not an IPv6 address")
             return None
         if rest and not rest.startswith(":"):
-            out.error(
-                file,
-                "url",
-                "unexpected text after the IPv6 address; write [ADDRESS]:PORT",
-                rule="profile-url",
-            )
+            out.error(file, field, "unexpected text after the IPv6 address; write [ADDRESS]:PORT")
             return None
         port_text = rest[1:] if rest else None
     else:
         host, sep, port_text_raw = netloc.partition(":")
         port_text = port_text_raw if sep else None
         if ":" in port_text_raw:
-            out.error(
-                file,
-                "url",
-                "an IPv6 address must be in brackets: [ADDRESS]:PORT",
-                rule="profile-url",
-            )
+            out.error(file, field, "an IPv6 address must be in brackets: [ADDRESS]:PORT")
             return None
         host = host.lower()
         if not host:
-            out.error(file, "url", f"no host: write {scheme}://HOST[:PORT]", rule="profile-url")
+            out.error(file, field, f"no host: write {scheme}://HOST[:PORT]")
             return None
         if not _HOSTNAME.fullmatch(host):
             out.error(
                 file,
-                "url",
+                field,
                 f"host {host!r} is not a valid host name or IPv4 address "
                 "(international names in their xn-- form)",
                 rule="profile-url",
             )
             return None
+        # A name whose last label is a number is meant as an IPv4 literal (no top-level domain
+        # is numeric): it must then be one, four numbers 0-255 (999.999.999.999 is neither).
+        if host.rstrip(".").rpartition(".")[2].isdigit() and not _is_ipv4(host):
+            out.error(
+                file,
+                field,
+                f"host {host!r} is not a valid IPv4 address: four numbers from 0 to 255, "
+                "separated by dots",
+            )
+            return None
     if port_text is None:
-        return host.lower(), DEFAULT_PORTS[scheme]
+        return host.lower(), None
     if not port_text:
-        out.error(
-            file,
-            "url",
-            "empty port after ':'; write HOST:PORT or leave the port out",
-            rule="profile-url",
-        )
+        out.error(file, field, "empty port after ':'; write HOST:PORT or leave the port out")
         return None
     if not port_text.isascii() or not port_text.isdigit():
-        out.error(file, "url", f"port {port_text!r} is not a number", rule="profile-url")
+        out.error(file, field, f"port {port_text!r} is not a number")
         return None
     # Length first: int() of a huge digit string is slow and may raise.
     port = int(port_text) if len(port_text) <= 5 else 0
     if not 1 <= port <= 65535:
-        out.error(file, "url", f"port {port_text} is out of range 1-65535", rule="profile-url")
+        out.error(file, field, f"port {port_text} is out of range 1-65535")
         return None
     return host.lower(), port
+
+
+def _is_ipv4(host: str) -> bool:
+    try:
+        ipaddress.IPv4Address(host)
+    except ValueError:
+        return False
+    return True
