@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests import test_example_hooks
@@ -90,6 +91,74 @@ def test_a_process_that_does_not_come_back_fails_in_time(service_script: Path) -
         kill_tree(proc)
     assert result.returncode == 1
     assert f"named '{name}' not back within 1 s (new): no new process" in result.stdout
+
+
+# A master that forks a worker under its own name, and on SIGHUP forks a new one and ends the old
+# (nginx's reload, in small); with "refuse" in its argv it ignores SIGHUP, like a refused reload.
+MASTER = """\
+import os, signal, sys, time
+def work():
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    while True:
+        time.sleep(60)
+def spawn():
+    pid = os.fork()
+    if pid == 0:
+        work()
+    return pid
+worker = [spawn()]
+def reload(*_):
+    old, worker[0] = worker[0], spawn()
+    os.kill(old, signal.SIGTERM)
+    os.waitpid(old, 0)
+if "refuse" not in sys.argv:
+    signal.signal(signal.SIGHUP, reload)
+else:
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+signal.signal(signal.SIGTERM, lambda *_: (os.kill(worker[0], signal.SIGKILL), sys.exit(0)))
+while True:
+    time.sleep(60)
+"""
+
+
+@pytest.fixture
+def master(tmp_path: Path) -> Iterator[tuple[Path, list[subprocess.Popen[bytes]]]]:
+    script = tmp_path / f"gateway-master-{os.getpid()}-{free_port()}"
+    script.write_text(MASTER)
+    started: list[subprocess.Popen[bytes]] = []
+    yield script, started
+    for proc in started:
+        kill_tree(proc)
+
+
+def _start_master(master: tuple[Path, list[subprocess.Popen[bytes]]], *args: str) -> psutil.Process:
+    script, started = master
+    proc = subprocess.Popen([sys.executable, str(script), *args])
+    started.append(proc)
+    process = psutil.Process(proc.pid)
+    wait_for(process.children, "the master's first worker")
+    return process
+
+
+def test_by_name_only_the_topmost_process_is_signalled(
+    master: tuple[Path, list[subprocess.Popen[bytes]]],
+) -> None:
+    process = _start_master(master)
+    old_worker = process.children()[0]
+    result = signal_process("--name", master[0].name, "--expect", "new-children")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"sent SIGHUP to process named '{master[0].name}' (pid {process.pid})" in result.stdout
+    assert [c.pid for c in process.children()] != [old_worker.pid]
+
+
+def test_a_master_that_ignores_the_reload_is_reported(
+    master: tuple[Path, list[subprocess.Popen[bytes]]],
+) -> None:
+    process = _start_master(master, "refuse")
+    result = signal_process("--name", master[0].name, "--expect", "new-children", "--wait-s", "1")
+    assert result.returncode == 1
+    assert f"no new child process of pid {process.pid}" in result.stdout
+    assert process.is_running()
 
 
 def test_missing_targets_fail_with_a_reason(tmp_path: Path) -> None:
