@@ -204,8 +204,17 @@ def test_settings_name_mounted_paths_and_shipped_hooks(overlay: str, tmp_path: P
     settings = _settings(resources, reconciler, tmp_path)
     mounts = [Path(m["mountPath"]) for m in reconciler["volumeMounts"]]
     written = [m for m in reconciler["volumeMounts"] if not m.get("readOnly")]
-    for path in (settings.root, settings.var_dir, settings.trust_path):
+    targets = (settings.root / "data", settings.root / "nginx", settings.trust_path)
+    for path in (*targets, settings.var_dir):
         assert any(path.is_relative_to(m["mountPath"]) for m in written), path
+    gateway = container(resources, "gateway")["volumeMounts"]
+    for path in targets:  # the gateway sees what the reconciler writes, at the same paths
+        shared = next(m for m in written if path.is_relative_to(m["mountPath"]))
+        assert any(
+            (m["name"], m["mountPath"], m.get("subPath"))
+            == (shared["name"], shared["mountPath"], shared.get("subPath"))
+            for m in gateway
+        ), path
     assert any(settings.state_dir.is_relative_to(m) for m in mounts)
     for key_dir in settings.key_dirs:
         assert key_dir in mounts
