@@ -42,7 +42,8 @@ ROOT_DIRS = ("data", "nginx", "trust")
 #: The image's size target on the Debian base (docs/kubernetes.md).
 MAX_IMAGE_MB = 150
 
-pytestmark = [pytest.mark.xdist_group("container"), pytest.mark.slow]
+# The first test builds the image when no cached one is current (minutes on a cold machine).
+pytestmark = [pytest.mark.xdist_group("container"), pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
 def _missing() -> str | None:
@@ -342,7 +343,6 @@ def _memory_request_mib() -> float:
     return float(request[:-2])
 
 
-@pytest.mark.timeout(1800)
 def test_sidecar_follows_configmap_and_secret_and_keeps_serving_a_bad_push(
     sidecar: Sidecar, pki: Pki
 ) -> None:
