@@ -5,12 +5,23 @@
 # glibc's iconv modules (Python brings its own codecs).
 #
 # The rootfs tar is cached in RECONCILER_CI_CACHE (default /var/cache/reconciler-ci) and the image
-# in buildah's storage, both keyed by this script's digest: each is rebuilt only when missing or
-# when this recipe changed.
+# in buildah's storage, both keyed by the recipe below: each is rebuilt only when missing or when
+# the recipe changed (an older tar of this script is then removed).
 set -euo pipefail
 tag="${1:-localhost/debian-base:12}"
 cache="${RECONCILER_CI_CACHE:-/var/cache/reconciler-ci}"
-key="$(sha256sum "$0" | cut -c1-12)"
+
+recipe=(
+  --variant=apt --include=python3,python3-venv,ca-certificates,openssl
+  # merged-usr: usr-is-merged instead of usrmerge, which would pull in perl (50 MB).
+  --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr
+  --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright'
+  --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*'
+  --dpkgopt='path-exclude=/usr/share/info/*'
+  --dpkgopt='path-exclude=/usr/lib/x86_64-linux-gnu/gconv/*'
+  --format=tar bookworm
+)
+key="$(printf '%s\n' "${recipe[@]}" | sha256sum | cut -c1-12)"
 tar="$cache/debian-base-12-$key.tar"
 
 labels="$(buildah inspect --type image --format '{{.OCIv1.Config.Labels}}' "$tag" 2>/dev/null || true)"
@@ -19,14 +30,8 @@ if [[ "$labels" == *"reconciler.base-recipe:$key"* ]]; then
 fi
 if [ ! -s "$tar" ]; then
   mkdir -p "$cache"
-  # merged-usr: usr-is-merged instead of usrmerge, which would pull in perl (50 MB).
-  mmdebstrap --variant=apt --include=python3,python3-venv,ca-certificates,openssl \
-    --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
-    --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
-    --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
-    --dpkgopt='path-exclude=/usr/share/info/*' \
-    --dpkgopt='path-exclude=/usr/lib/x86_64-linux-gnu/gconv/*' \
-    --format=tar bookworm "$tar.partial"
+  find "$cache" -maxdepth 1 -name 'debian-base-12-*.tar*' -delete
+  mmdebstrap "${recipe[@]}" "$tar.partial"
   mv "$tar.partial" "$tar"
 fi
 ctr="$(buildah from scratch)"
