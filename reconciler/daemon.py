@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Literal
 from reconciler.core.backoff import Backoff, next_deadline
 from reconciler.errors import LockHeldError, ReconcilerError, SettingsError
 from reconciler.logging import Recorder, configure_logging, get_logger
+from reconciler.readiness import NOT_YET, Readiness, applied_revision, decide
 from reconciler.watch import PendingEvents, Wakeup, WatchdogLogHandler, Watcher, watch_specs
 
 if TYPE_CHECKING:
@@ -97,6 +98,7 @@ class Daemon:
         self._watched_at_last_pass: frozenset[str] = frozenset()
         self._alive = True
         self._last: PassResult | None = None
+        self._readiness = NOT_YET
         self._suspended_seen: set[tuple[str, tuple[tuple[str, str, str], ...]]] = set()
         self.metrics: Metrics | None = None
         self._server: HealthServer | None = None
@@ -160,12 +162,8 @@ class Daemon:
         return started is None or time.monotonic() - started < self._stall_limit_s()
 
     def readiness(self) -> tuple[bool, str]:
-        last = self._last
-        if last is None:
-            return False, "no pass has finished yet"
-        if last.ok:
-            return True, f"{last.outcome} at revision {last.revision}"
-        return False, f"{last.outcome} at revision {last.revision}: {last.reason or ''}".rstrip()
+        """/readyz: a verified configuration is in place (decided once per pass, in _report)."""
+        return self._readiness.ready, self._readiness.reason
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -334,6 +332,7 @@ class Daemon:
         from reconciler import records
 
         self._last = result
+        self._readiness = _readiness_after(result, self.settings)
         suspended = records.load_suspension(self.settings.var_dir) is not None
         changes = result.plan.changes if result.plan is not None else ()
         fields: dict[str, object] = {
@@ -351,7 +350,9 @@ class Daemon:
             self._report_suspended(result)
         self.notifier.notify(self._status_line(suspended))
         if self.metrics is not None:
-            self.metrics.observe_pass(result, duration_s, time.time(), suspended=suspended)
+            self.metrics.observe_pass(
+                result, duration_s, time.time(), suspended=suspended, ready=self._readiness.ready
+            )
             if result.ok:
                 from reconciler.service import applied_expiry
 
@@ -537,6 +538,15 @@ def _state_key(revision: str, content_digest: str) -> str:
     """What backoff compares: the revision, and what was read (a git commit does not change
     when a key in key_dirs does, yet that is a new desired state, tried at once)."""
     return f"{revision}+{content_digest}" if content_digest else revision
+
+
+def _readiness_after(result: PassResult, settings: Settings) -> Readiness:
+    from reconciler import records
+
+    last_applied = None
+    if not result.ok:  # only then does it matter whether an earlier pass left a verified state
+        last_applied = applied_revision(records.load_status(settings.var_dir))
+    return decide(result.outcome, result.revision, result.reason, last_applied)
 
 
 def _close_audit(reconciler: Reconciler) -> None:

@@ -148,7 +148,15 @@ class Metrics:
             registry=r,
         )
         self.ready = Gauge(
-            "reconciler_ready", "1 when the last pass converged or found nothing to do.", registry=r
+            "reconciler_ready",
+            "1 while a verified configuration is in place (what /readyz answers).",
+            registry=r,
+        )
+        self.last_pass_ok = Gauge(
+            "reconciler_last_pass_ok",
+            "1 when the last pass converged or found nothing to do; 0 after a rejected, failed "
+            "(rolled back), suspended or deferred one.",
+            registry=r,
         )
         self.suspended = Gauge("reconciler_suspended", "1 while applying is suspended.", registry=r)
         self.consecutive_failures = Gauge(
@@ -237,14 +245,22 @@ class Metrics:
         )
 
     def observe_pass(
-        self, result: PassResult, duration_s: float, now: float, *, suspended: bool
+        self,
+        result: PassResult,
+        duration_s: float,
+        now: float,
+        *,
+        suspended: bool,
+        ready: bool | None = None,
     ) -> None:
+        """Count one pass; `ready` is the daemon's readiness after it (default: the pass's ok)."""
         with self._lock:
             self.passes.labels(result.outcome).inc()
             self.pass_duration.observe(duration_s)
             self.last_pass.set(now)
             self.suspended.set(1 if suspended else 0)
-            self.ready.set(1 if result.ok else 0)
+            self.last_pass_ok.set(1 if result.ok else 0)
+            self.ready.set(1 if (result.ok if ready is None else ready) else 0)
             if result.revision != "unknown":
                 _only(self.desired_revision, result.revision)
             if result.ok:

@@ -29,6 +29,13 @@ from reconciler.core.load import GATEWAY_FILE, KeySource, Skipped, SourceFile, S
 from reconciler.core.rules import secret_rules
 from reconciler.core.secret import SecretBytes
 
+_CERT_RULES = (
+    "pem-invalid", "pem-no-certificate", "cert-invalid", "chain-order", "chain-cert-validity",
+    "leaf-validity", "leaf-min-days", "leaf-expiring", "leaf-self-signed", "leaf-eku",
+    "leaf-public-key",
+)  # fmt: skip
+"""What `validate --no-secrets` cannot check when the identity's cert lives in a key_dir."""
+
 K8S_DATA = "..data"
 TRUST_SUFFIXES = (".pem", ".crt")
 RETRIES = 8
@@ -99,12 +106,13 @@ def _read(state_dir: Path, key_dirs: Sequence[Path], no_secrets: bool = False) -
     key: KeySource | None = None
     paths = _identity_paths(gateway)
     if paths is not None:
-        cert = reader.read(paths[0], "identity.cert")
+        cert = reader.read_cert(paths[0])
         key = reader.read_key(paths[1])
     trust = reader.listing("trust", TRUST_SUFFIXES)
     profiles = reader.listing("profiles", (".toml",))
     credentials = read_credentials(reader, profiles)
     _check_unchanged(base)
+    reader.check_key_dirs_unchanged()
     nothing_read = gateway is None and not trust and not profiles and not reader.findings
     if nothing_read and not os.listdir(real):
         return _unusable(state_dir, "desired-state directory is empty")
@@ -218,6 +226,8 @@ class _Reader:
         self.key_dirs = [os.path.realpath(d) for d in key_dirs]
         self.findings: list[Finding] = []
         self.digest = hashlib.sha256()
+        self.key_data: dict[str, str] = {}
+        """Each key dir read from that is a Kubernetes volume: its `..data` as first resolved."""
 
     def _resolve(self, rel: str) -> str:
         """The real path of STATE/rel, with `..data` taken as resolved at the start."""
@@ -265,24 +275,56 @@ class _Reader:
         self.skipped.append(Skipped(field, path, rules))
         return True
 
+    def read_cert(self, path: str) -> SourceFile:
+        if os.path.isabs(path):
+            if self.skip_secret(path, "identity.cert", _CERT_RULES):
+                return SourceFile(path, None)
+            return SourceFile(path, self._read_in_key_dir(path, "identity.cert", "cert"))
+        source = self.read(path, "identity.cert")
+        assert source is not None
+        return source
+
     def read_key(self, path: str) -> KeySource:
         if self.skip_secret(path, "identity.key", secret_rules()):
             return KeySource(path, None)
         if os.path.isabs(path):
-            real = os.path.realpath(path)
-            if not any(_inside(real, d) for d in self.key_dirs):
-                reason = f"{path}: an absolute key path must be inside one of key_dirs"
-                if not self.key_dirs:
-                    reason += " (none are set)"
-                self.findings.append(
-                    error(GATEWAY_FILE, "identity.key", reason, rule="key-outside-key-dirs")
-                )
-                return KeySource(path, None)
-            data = self._load(real, path, "identity.key")
+            data = self._read_in_key_dir(path, "identity.key", "key")
             return KeySource(path, SecretBytes(data) if data is not None else None)
         source = self.read(path, "identity.key")
         assert source is not None
         return KeySource(path, SecretBytes(source.data) if source.data is not None else None)
+
+    def _read_in_key_dir(self, path: str, field: str, what: str) -> bytes | None:
+        """An absolute identity path: inside one of key_dirs (a mounted Secret), whose `..data`
+        is resolved once per snapshot like STATE's, so cert and key come from one version."""
+        key_dir = next((d for d in self.key_dirs if _inside(os.path.abspath(path), d)), None)
+        if key_dir is None:  # the path as written may name a link into a key dir
+            key_dir = next((d for d in self.key_dirs if _inside(os.path.realpath(path), d)), None)
+        if key_dir is None:
+            reason = f"{path}: an absolute {what} path must be inside one of key_dirs"
+            if not self.key_dirs:
+                reason += " (none are set)"
+            self.findings.append(error(GATEWAY_FILE, field, reason, rule="key-outside-key-dirs"))
+            return None
+        data_link = os.path.join(key_dir, K8S_DATA)
+        top = os.path.relpath(os.path.abspath(path), key_dir).split(os.sep)[0]
+        if top.startswith("..") and top != K8S_DATA and os.path.islink(data_link):
+            reason = f"{path}: points into {top}, which the kubelet replaces; name the file itself"
+            self.findings.append(error(GATEWAY_FILE, field, reason, rule="path-escape"))
+            return None
+        if key_dir not in self.key_data and os.path.islink(data_link):
+            self.key_data[key_dir] = os.path.realpath(data_link)
+        real = os.path.realpath(path)
+        if not _inside(real, key_dir):
+            reason = f"{path}: leads outside key_dirs"
+            self.findings.append(error(GATEWAY_FILE, field, reason, rule="key-outside-key-dirs"))
+            return None
+        return self._load(real, path, field)
+
+    def check_key_dirs_unchanged(self) -> None:
+        for key_dir, data_real in self.key_data.items():
+            if os.path.realpath(os.path.join(key_dir, K8S_DATA)) != data_real:
+                raise SnapshotMovedError(f"the ..data link of {key_dir} was swapped")
 
     def _load(
         self, real: str, shown: str, field: str | None, *, missing_ok: bool = False
@@ -372,6 +414,7 @@ class _Reader:
         """A file that disappears while its snapshot moved is in transit, not missing."""
         try:
             _check_unchanged(self.base)
+            self.check_key_dirs_unchanged()
         except SnapshotMovedError:
             return True
         return not os.path.isdir(self.base.real)

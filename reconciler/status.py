@@ -27,6 +27,14 @@ def _expiry(path: Path, now: datetime) -> dict[str, Any] | None:
     }
 
 
+def _ready(saved: dict[str, Any]) -> dict[str, Any]:
+    """What /readyz answers, decided from the same record (a daemon's view, without asking it)."""
+    from reconciler.readiness import from_status
+
+    decided = from_status(saved)
+    return {"ready": decided.ready, "reason": decided.reason}
+
+
 def collect_status(settings: Settings) -> dict[str, Any]:
     """Everything `status --json` prints. Reads, never writes."""
     from reconciler.app import make_plan
@@ -40,6 +48,7 @@ def collect_status(settings: Settings) -> dict[str, Any]:
         "last_attempt": saved.get("last_attempt"),
         "recent": saved.get("recent", [])[:10],
         "suspended": records.load_suspension(settings.var_dir),
+        "ready": _ready(saved),
     }
     try:
         interrupted = Transaction.load(settings.var_dir)
@@ -102,6 +111,8 @@ def format_status(status: dict[str, Any]) -> str:
         f"last applied    {when(status['last_applied'])}",
         f"last attempt    {when(status['last_attempt'])}",
     ]
+    ready = status["ready"]
+    lines.append(f"ready           {'yes' if ready['ready'] else 'NO'}: {ready['reason']}")
     if status["suspended"]:
         reason = status["suspended"].get("reason") or "no reason given"
         lines.append(f"SUSPENDED       since {status['suspended']['since']}: {reason}")

@@ -412,7 +412,8 @@ def test_metrics_healthz_readyz(sandbox: Sandbox, start_daemon: Callable[..., Da
     assert "reconciler_pass_duration_seconds_count" in text
 
     sandbox.state.write("gateway.toml", "[nonsense]\n")
-    wait_for(lambda: http_get(f"{base}/readyz")[0] == 503, "/readyz to turn 503", daemon)
+    wait_for(lambda: daemon.passes(outcome="rejected"), "the rejection", daemon)
+    assert http_get(f"{base}/readyz")[0] == 200, "the last good configuration still serves"
     assert "reconciler_rejected_states_total 1.0" in http_get(f"{base}/metrics")[1]
     assert http_get(f"{base}/healthz")[0] == 200
     assert daemon.stop() == 0

@@ -208,15 +208,17 @@ def test_absolute_cert_path_is_an_error(tmp_path: Path, pki: Pki) -> None:
     assert inp.cert.data is None
 
 
-def test_absolute_cert_path_even_inside_key_dirs_is_an_error(tmp_path: Path, pki: Pki) -> None:
-    """Only the key may come from key_dirs (a mounted secret); the certificate lives in STATE."""
+def test_absolute_cert_path_inside_key_dirs_is_read(tmp_path: Path, pki: Pki) -> None:
+    """The certificate too may come from key_dirs (a TLS Secret that cert-manager renews)."""
     state = standard_state(tmp_path / "state", pki)
     secrets = tmp_path / "secrets"
     secrets.mkdir()
     (secrets / "cert.pem").write_bytes(pki.chain())
     _point_cert_to(state, str(secrets / "cert.pem"))
     inp = read_snapshot(state.path, [secrets])
-    assert any(f.field == "identity.cert" for f in _errors(inp))
+    assert _errors(inp) == []
+    assert inp.cert is not None
+    assert inp.cert.data == pki.chain()
 
 
 def test_symlink_pointing_outside_is_an_escape(tmp_path: Path, pki: Pki) -> None:

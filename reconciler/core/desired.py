@@ -107,7 +107,8 @@ class IdentitySection(Section):
     """`[identity]`: where the digital ID's certificate chain and private key are."""
 
     cert: str
-    """Relative path in STATE: leaf first, then intermediates in issuing order."""
+    """Relative path in STATE, or an absolute path inside a `key_dirs` entry (a TLS Secret):
+    leaf first, then intermediates in issuing order."""
     key: str
     """Relative path in STATE, or an absolute path inside a `key_dirs` entry."""
 
