@@ -15,7 +15,7 @@ demo: $(BIN)/.installed
 	bash demo.sh
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check reconciler tests bench hooks
+	$(BIN)/ruff check reconciler tests tests_host bench hooks
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
