@@ -72,6 +72,7 @@ def test_wheel_ships_every_hook_the_unit_examples_and_license(built: Path) -> No
         assert f"{data}/hooks/{hook}" in names, hook
     for name in (p.name for p in (REPO / "systemd").iterdir() if p.is_file()):
         assert f"{data}/systemd/{name}" in names, name
+    assert f"{data}/docs/install-host.md" in names
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     assert "reconciler = reconciler.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

@@ -11,6 +11,7 @@ import json
 import re
 import socket
 import ssl
+from pathlib import Path
 
 import pytest
 
@@ -35,6 +36,7 @@ on = ["identity"]
 run = ["/bin/sh", "-c", "while [ -e {HOLD} ]; do sleep 0.1; done"]
 timeout_s = 300
 """
+HOLD_ARGV = f"/bin/sh\0-c\0while [ -e {HOLD} ]".encode()
 
 
 def served_fingerprint(port: int) -> str | None:
@@ -95,6 +97,12 @@ def test_install_sh_installs_venv_hooks_unit_and_settings(host: Host) -> None:
         "inactive",
         "unknown",
     )
+    # The unit's Documentation= names a file the installation put there.
+    documentation = machine.show("reconciler", "Documentation")["Documentation"].split()
+    guides = [url.removeprefix("file://") for url in documentation if url.startswith("file://")]
+    assert guides
+    for guide in guides:
+        assert machine.path(guide).is_file(), guide
     example = machine.path(f"{share}/systemd/reconciler.toml.example").read_text()
     assert machine.path(SETTINGS).read_text() == example
 
@@ -195,19 +203,32 @@ def test_sighup_reloads_the_settings(host: Host) -> None:
 def test_kill_9_mid_pass_is_restarted_and_the_pass_recovered(host: Host) -> None:
     machine = host.machine
     hold = machine.path(HOLD)
-    hold.touch()
     third = host.pki.leaves[2]
     old_pid = unit_state(host)["MainPID"]
-    commit = host.push(third)
+    hold.touch()
+    try:
+        commit = host.push(third)
 
-    def hook_running() -> bool:
-        listing = machine.sh("grep -l 'etc/reconciler/hold' /proc/[0-9]*/cmdline", check=False)
-        return bool(listing.stdout.strip())
+        def hook_running() -> bool:
+            # From the host, which sees the container's processes too.
+            for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+                try:
+                    if cmdline.read_bytes().startswith(HOLD_ARGV):
+                        return True
+                except OSError:
+                    continue
+            return False
 
-    wait_for(hook_running, "the hold hook of the third identity's pass", timeout=90)
-    assert served_fingerprint(host.console_port) != third.fingerprint
-    machine.run("/bin/sh", "-c", f"kill -9 {old_pid}")
-    hold.unlink()
+        wait_for(hook_running, "the hold hook of the third identity's pass", timeout=90)
+        # Files swapped, hooks under way: the pass has not finished (it is pending in the journal).
+        assert not [
+            r
+            for r in audit_records(host)
+            if r["event"] in ("pass.succeeded", "pass.failed") and r["revision"] == commit
+        ]
+        machine.run("/bin/sh", "-c", f"kill -9 {old_pid}")
+    finally:
+        hold.unlink(missing_ok=True)
     state = wait_for(
         lambda: running_with(host, commit),
         "the restarted daemon applying the third identity",
@@ -216,11 +237,13 @@ def test_kill_9_mid_pass_is_restarted_and_the_pass_recovered(host: Host) -> None
     )
     assert state["MainPID"] != old_pid
     recoveries = [
-        r for r in audit_records(host)
+        r
+        for r in audit_records(host)
         if r["event"] == "recovery.completed" and r["revision"] == commit
-    ]  # fmt: skip
+    ]
     assert recoveries, "no recovery.completed record for the interrupted pass"
     assert recoveries[-1]["action"] == "completed"
+    assert recoveries[-1]["phase"] == "swapped"
     assert served_fingerprint(host.console_port) == third.fingerprint
 
 
