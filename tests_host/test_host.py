@@ -7,6 +7,7 @@ left the host (installed, running, serving), as an operator's session would.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import re
 import socket
@@ -128,6 +129,22 @@ def test_unit_is_ready_after_the_first_pass_and_names_the_revision(host: Host) -
     state = unit_state(host)
     assert (state["ActiveState"], state["SubState"]) == ("active", "running"), journal_tail(host)
     assert running_with(host, commit), (state, journal_tail(host))
+
+
+def test_metrics_and_readiness_answer_on_loopback(host: Host) -> None:
+    def get(path: str) -> tuple[int, str]:
+        connection = http.client.HTTPConnection("127.0.0.1", host.metrics_port, timeout=10)
+        try:
+            connection.request("GET", path)
+            response = connection.getresponse()
+            return response.status, response.read().decode()
+        finally:
+            connection.close()
+
+    assert get("/readyz")[0] == 200
+    status, text = get("/metrics")
+    assert status == 200
+    assert "reconciler_" in text
 
 
 def test_system_nginx_serves_the_pushed_identities(host: Host) -> None:
