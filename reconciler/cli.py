@@ -64,6 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
         "atomic, verified, audited.",
     )
     _global_flags(parser, suppress=False)
+    from reconciler.distribution import ShareDirAction, VersionAction
+
+    parser.add_argument("--version", action=VersionAction, help="print the version and exit")
+    parser.add_argument(
+        "--print-share-dir",
+        action=ShareDirAction,
+        help="print where the shipped hooks/ and systemd/ (unit, examples) are, and exit",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
 

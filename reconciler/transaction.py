@@ -228,6 +228,7 @@ class Transaction:
                     assert entry.mode is not None
                     target = Path(entry.path)
                     data = self._content(entry)
+                    _ensure_target_dir(target.parent)
                     temps[entry.path] = fsio.write_temp(
                         target.parent, target.name, data, entry.mode, entry.gid, sync=False
                     )
@@ -511,3 +512,11 @@ def _read_pid(fd: int) -> int | None:
         return int(text) if text else None
     except (OSError, ValueError):
         return None
+
+
+def _ensure_target_dir(directory: Path) -> None:
+    """ROOT/data and ROOT/nginx are created 0755 on a fresh ROOT (ROOT itself must exist)."""
+    if not directory.is_dir():
+        directory.mkdir(mode=0o755)
+        # Whatever the umask (the systemd unit's is 0077): nginx and the SMTP server read here.
+        os.chmod(directory, 0o755)  # noqa: S103
