@@ -173,12 +173,15 @@ def read_credentials(
         for field, path in _credential_paths(source):
             if path in read or not os.path.isabs(path) or not path.isprintable():
                 continue  # read once; a relative path or control character is the core's error
+            if reader.skip_secret(path, f"{source.path}: {field}", ("credential-file",)):
+                read[path] = KeySource(path, None)
+                continue
             real = os.path.realpath(path)
             if not any(_inside(real, d) for d in reader.key_dirs):
                 reason = f"{path}: a credential file must be inside one of key_dirs"
                 if not reader.key_dirs:
                     reason += " (none are set)"
-                reader.findings.append(error(source.path, field, reason))
+                reader.findings.append(error(source.path, field, reason, rule="credential-file"))
                 read[path] = KeySource(path, None)
                 continue
             before = len(reader.findings)
@@ -187,7 +190,7 @@ def read_credentials(
                 # A Secret volume's `..data` swapped mid-read (the old directory goes at once).
                 raise SnapshotMovedError(f"{path} moved while being read")
             reader.findings[before:] = [
-                Finding(f.severity, source.path, field, f"{path}: {f.reason}")
+                Finding(f.severity, source.path, field, f"{path}: {f.reason}", "credential-file")
                 for f in reader.findings[before:]
             ]
             if data is not None:

@@ -329,3 +329,34 @@ def test_every_finding_of_a_bad_state_has_a_registered_rule(
     assert findings
     for finding in findings:
         assert finding.rule in RULES, finding
+
+
+def test_profile_credential_files_are_secrets_for_no_secrets(tmp_path: Path, pki: Pki) -> None:
+    """A relay password and a Vault API key live in mounted secrets CI does not have."""
+    repo = gitops_repo(tmp_path / "repo", pki)
+    repo.profile(
+        "relay",
+        'servers = ["smtps://relay1.example.com", "smtps://relay2.example.com"]\n'
+        'password_file = "/run/secrets/relay/password"\n',
+    )
+    repo.profile(
+        "vault", 'type = "vault"\nurl = "https://vault.example.com"\n'
+        'api_key_file = "/run/secrets/vault/apikey"\n',
+    )  # fmt: skip
+
+    result = validate(repo.path, "--no-secrets", ".")
+
+    assert result.returncode == 0, result.stderr
+    skipped = "\n".join(line for line in result.stdout.splitlines() if line.startswith("skipped"))
+    assert "/run/secrets/relay/password" in skipped
+    assert "/run/secrets/vault/apikey" in skipped
+    assert "credential-file" in skipped
+    plain = validate(repo.path, "--state", ".")
+    assert plain.returncode == 1
+    assert "[credential-file]" in plain.stderr
+    # The reference itself is still checked: an SMTP password on a Vault profile is an error.
+    repo.profile("vault", 'type = "vault"\nurl = "https://vault.example.com"\n'
+                 'password_file = "/run/secrets/vault/apikey"\n')  # fmt: skip
+    wrong = validate(repo.path, "--no-secrets", ".")
+    assert wrong.returncode == 1
+    assert "[credential-ref]" in wrong.stderr

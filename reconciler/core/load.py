@@ -300,7 +300,8 @@ def evaluate(inp: StateInput, now: datetime) -> Evaluation:
             )
 
     trust = list(_trust(inp.trust, now, findings))
-    profiles = list(_profiles(inp.profiles, policy, findings, dict(inp.credentials)))
+    skipped_paths = frozenset(s.path for s in inp.skipped)
+    profiles = list(_profiles(inp.profiles, policy, findings, dict(inp.credentials), skipped_paths))
     ordered = tuple(sorted(findings, key=lambda f: (f.severity != "error", f.file, f.field or "")))
     if gateway is None or any(f.severity == "error" for f in ordered):
         return Evaluation(None, ordered, inp.skipped)
@@ -368,6 +369,7 @@ def _profiles(
     policy: PolicySection,
     findings: list[Finding],
     credentials: dict[str, KeySource],
+    skipped: frozenset[str] = frozenset(),
 ) -> Iterable[Profile]:
     for name, source in sources:
         if source.data is None:
@@ -381,10 +383,15 @@ def _profiles(
         if profile is None:
             continue
         read: list[Credential] = []
+        unread = 0  # under validate --no-secrets: checked where it is, not read
         for field_name, path in model.secret_files:
             secret = credentials.get(path)
+            if path in skipped:
+                unread += 1
+                continue
             if secret is None:
-                findings.append(error(source.path, field_name, f"{path}: was not read"))
+                reason = f"{path}: was not read"
+                findings.append(error(source.path, field_name, reason, rule="credential-file"))
                 continue
             if secret.data is None:
                 # The snapshot said why (missing, unreadable, outside key_dirs); never drop
@@ -393,11 +400,12 @@ def _profiles(
                     f.severity == "error" and (f.file, f.field) == (source.path, field_name)
                     for f in findings
                 ):
-                    findings.append(error(source.path, field_name, f"{path}: could not be read"))
+                    reason = f"{path}: could not be read"
+                    findings.append(error(source.path, field_name, reason, rule="credential-file"))
                 continue
             credential, found = check_credential(field_name, path, secret.data, file=source.path)
             findings += found
             if credential is not None:
                 read.append(credential)
-        if len(read) == len(model.secret_files):
+        if len(read) + unread == len(model.secret_files):
             yield replace(profile, credentials=tuple(read)) if read else profile

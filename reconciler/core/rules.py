@@ -357,6 +357,47 @@ RULES: dict[str, RuleDoc] = {
         "Implicit TLS cannot be downgraded by stripping the STARTTLS offer.",
         "Use `smtps://HOST:465` if the server supports it.",
     ),
+    "profile-servers": _rule(
+        "error",
+        "A profile gives both `url` and `servers`, neither, the same server twice, or a `mode` "
+        "with only one server.",
+        "A profile is one or more distinct servers in order of preference; a failover or "
+        "round-robin mode over one server means nothing and usually hides a missing entry.",
+        "Write `url` for one server or `servers = [...]` for several, each once; set `mode` only "
+        "with two or more servers.",
+    ),
+    "profile-type": _rule(
+        "error",
+        "A profile's `type` does not match its servers' schemes, or its servers mix types.",
+        "SMTP, Core and Vault servers are used differently; one profile holds one service type.",
+        "Use smtp/smtps URLs for `smtp`, http/https for `core` and `vault`, and split mixed "
+        "servers into one profile per type.",
+    ),
+    "profile-core-port": _rule(
+        "warning",
+        "A Core profile's server gives no port, so the gateway's Core default 8008 is used (it "
+        "was 443 before).",
+        "The default changed; a server listening on 443 would no longer be reached.",
+        "Write the port explicitly, e.g. `https://core.example.com:443` or `:8008`.",
+    ),
+    "credential-ref": _rule(
+        "error",
+        "A `password_file` or `api_key_file` is on the wrong profile type, is not an absolute "
+        "path, or holds a control character.",
+        "Credentials are read from mounted secrets (key_dirs), never from the desired state; "
+        "an SMTP password means nothing on a Vault profile.",
+        "Use `password_file` on smtp profiles and `api_key_file` on vault profiles, as absolute "
+        "paths inside one of the settings' key_dirs.",
+    ),
+    "credential-file": _rule(
+        "error",
+        "A credential file is missing, unreadable, empty, over the size limit, or outside "
+        "key_dirs.",
+        "The gateway could not authenticate to the server with it.",
+        "Mount the secret so the file exists inside one of key_dirs, non-empty and small; "
+        "`validate --no-secrets` skips this check in CI.",
+        secret=True,
+    ),
 }
 
 

@@ -681,7 +681,10 @@ def _check_profile(
     out = _Findings()
     if model.url is not None and model.servers is not None:
         out.error(
-            file, "servers", "give either url (one server) or servers (one or more), not both"
+            file,
+            "servers",
+            "give either url (one server) or servers (one or more), not both",
+            rule="profile-servers",
         )
         return None, tuple(out.items)
     if model.url is None and model.servers is None:
@@ -690,6 +693,7 @@ def _check_profile(
             "url",
             'required key is missing: url = "SCHEME://HOST[:PORT]" or servers = [...] '
             "(one or more, in order of preference)",
+            rule="profile-servers",
         )
         return None, tuple(out.items)
     listed = (
@@ -705,6 +709,7 @@ def _check_profile(
             "mode",
             f"{model.mode} only means something with two or more servers; remove it or list "
             "more servers",
+            rule="profile-servers",
         )
     _check_credential_refs(model, kind, file, out)
     smtp_fields = [field for field, scheme, _ in parsed if scheme == "smtp"]
@@ -716,6 +721,7 @@ def _check_profile(
             "transport_encryption",
             f"only allowed with smtp:// URLs, not {scheme}://; remove it "
             "(https and smtps use TLS from the first byte, http never does)",
+            rule="profile-te-not-allowed",
         )
     elif te is None and smtp_fields:
         out.error(
@@ -742,12 +748,18 @@ def _check_profile(
                     f"no port given: {shown} now uses the gateway's Core default port "
                     f"{CORE_DEFAULT_PORT} (it was {CORE_OLD_DEFAULT_PORT}); write "
                     f":{CORE_OLD_DEFAULT_PORT} if the server listens there",
+                    rule="profile-core-port",
                 )
         if kind == "vault" and not path:
             path = VAULT_DEFAULT_PATH
         address = _address(scheme, host, port, path)
         if (host, port) in seen:
-            out.error(file, field, f"{address}: the same server as {seen[host, port]}")
+            out.error(
+                file,
+                field,
+                f"{address}: the same server as {seen[host, port]}",
+                rule="profile-servers",
+            )
             continue
         seen[host, port] = field
         tls = _server_tls(scheme, te, file, field, "" if one else f" ({address})", policy, out)
@@ -787,6 +799,7 @@ def _profile_type(
                     field,
                     f"{scheme}:// is not a {model.type} server: {model.type} profiles use "
                     + " or ".join(f"{w}://" for w in wanted),
+                    rule="profile-type",
                 )
         return model.type
     implied = {"smtp" if scheme in ("smtp", "smtps") else "core" for _, scheme in schemes}
@@ -796,6 +809,7 @@ def _profile_type(
             "servers",
             "mixes SMTP (smtp://, smtps://) and HTTP (http://, https://) servers: a profile "
             "holds servers of one type",
+            rule="profile-type",
         )
         return None
     if not implied:
@@ -812,15 +826,21 @@ def _check_credential_refs(
         if path is None:
             continue
         if kind is not None and owner != kind:
-            out.error(file, field, f"only allowed on {owner} profiles, not on a {kind} profile")
+            out.error(
+                file,
+                field,
+                f"only allowed on {owner} profiles, not on a {kind} profile",
+                rule="credential-ref",
+            )
         elif _FORBIDDEN_PATH_CHARS.search(path):
-            out.error(file, field, "contains a control character")
+            out.error(file, field, "contains a control character", rule="credential-ref")
         elif not path.startswith("/"):
             out.error(
                 file,
                 field,
                 "must be an absolute path inside one of key_dirs (a mounted secret); a "
                 "credential never lives in the desired state",
+                rule="credential-ref",
             )
 
 
@@ -838,13 +858,14 @@ def check_credential(
     out = _Findings()
     value = data.reveal()
     if not value.strip():
-        out.error(file, field, f"{source}: the credential file is empty")
+        out.error(file, field, f"{source}: the credential file is empty", rule="credential-file")
     elif len(value) > MAX_CREDENTIAL_BYTES:
         out.error(
             file,
             field,
             f"{source}: {len(value)} bytes: over the {MAX_CREDENTIAL_BYTES}-byte limit for a "
             "credential",
+            rule="credential-file",
         )
     if out.has_error:
         return None, out.items
@@ -877,7 +898,13 @@ def _server_tls(
     why_error = " (policy.require_tls_outbound is true)" if policy.require_tls_outbound else ""
     if scheme != "smtp":
         if scheme == "http":
-            out.add(clear, file, field, f"http:// is clear text{why_error}; use https://{server}")
+            out.add(
+                clear,
+                file,
+                field,
+                f"http:// is clear text{why_error}; use https://{server}",
+                rule="profile-cleartext",
+            )
             return "none"
         return "implicit"
     if te is None:
@@ -888,6 +915,7 @@ def _server_tls(
             file,
             "transport_encryption",
             f"none sends mail in clear text{why_error}; use smtps:// or starttls-required{server}",
+            rule="profile-cleartext",
         )
         return te
     if te == "starttls-optional":
@@ -897,12 +925,14 @@ def _server_tls(
             "transport_encryption",
             "starttls-optional falls back to clear text when the server does not offer "
             f"STARTTLS (or an attacker strips it){why_error}; use starttls-required{server}",
+            rule="profile-cleartext",
         )
     out.warning(
         file,
         field,
         "smtps (implicit TLS) is preferred over STARTTLS; "
         f"use smtps://HOST:465 if the server supports it{server}",
+        rule="profile-starttls",
     )
     return te
 
@@ -914,12 +944,14 @@ def _parse_url(
     reasons recorded under `field`."""
     # urlsplit silently drops tabs/newlines and strips blanks; an operator's typo must not pass.
     if _FORBIDDEN_URL_CHARS.search(url):
-        out.error(file, field, "contains a blank, control character or backslash")
+        out.error(
+            file, field, "contains a blank, control character or backslash", rule="profile-url"
+        )
         return None, None
     try:
         parts = urlsplit(url)
     except ValueError as exc:
-        out.error(file, field, f"not a valid URL: {exc}")
+        out.error(file, field, f"not a valid URL: {exc}", rule="profile-url")
         return None, None
     scheme = parts.scheme.lower()
     typed = _SCHEMES.get(scheme)
@@ -935,24 +967,29 @@ def _parse_url(
         return None, None
     ok = True
     if "?" in url:
-        out.error(file, field, "a query (?...) is not allowed")
+        out.error(file, field, "a query (?...) is not allowed", rule="profile-url")
         ok = False
     if "#" in url:
-        out.error(file, field, "a fragment (#...) is not allowed")
+        out.error(file, field, "a fragment (#...) is not allowed", rule="profile-url")
         ok = False
     netloc = parts.netloc
     if "@" in netloc:
         # The user info may hold a password: say it is there, never what it is.
         out.error(
-            file, field, "user info (user@ or user:password@) is not allowed; put no credentials"
+            file,
+            field,
+            "user info (user@ or user:password@) is not allowed; put no credentials",
+            rule="profile-url",
         )
         return typed, None
     if not url[len(parts.scheme) + 1 :].startswith("//") or not netloc:
-        out.error(file, field, f"no host: write {scheme}://HOST[:PORT]")
+        out.error(file, field, f"no host: write {scheme}://HOST[:PORT]", rule="profile-url")
         return typed, None
     path = parts.path
     if path and scheme in ("smtp", "smtps"):
-        out.error(file, field, f"a path ({path!r}) is not allowed on {scheme}:// URLs")
+        out.error(
+            file, field, f"a path ({path!r}) is not allowed on {scheme}:// URLs", rule="profile-url"
+        )
         ok = False
     hostport = _split_host_port(netloc, scheme, file, out, field)
     if hostport is None or not ok:
@@ -967,7 +1004,12 @@ def _split_host_port(
     if netloc.startswith("["):
         close = netloc.find("]")
         if close < 0:
-            out.error(file, field, "an IPv6 address opened with [ is not closed with ]")
+            out.error(
+                file,
+                field,
+                "an IPv6 address opened with [ is not closed with ]",
+                rule="profile-url",
+            )
             return None
         host, rest = netloc[1:close].lower(), netloc[close + 1 :]
         if "%" in host:
@@ -976,26 +1018,37 @@ def _split_host_port(
                 field,
                 f"[{host}] has a zone (%...): write the IPv6 address without it (a zone is "
                 "local to one host's interfaces)",
+                rule="profile-url",
             )
             return None
         try:
             ipaddress.IPv6Address(host)
         except ValueError:
-            out.error(file, field, f"[{host}] is not an IPv6 address")
+            out.error(file, field, f"[{host}] is not an IPv6 address", rule="profile-url")
             return None
         if rest and not rest.startswith(":"):
-            out.error(file, field, "unexpected text after the IPv6 address; write [ADDRESS]:PORT")
+            out.error(
+                file,
+                field,
+                "unexpected text after the IPv6 address; write [ADDRESS]:PORT",
+                rule="profile-url",
+            )
             return None
         port_text = rest[1:] if rest else None
     else:
         host, sep, port_text_raw = netloc.partition(":")
         port_text = port_text_raw if sep else None
         if ":" in port_text_raw:
-            out.error(file, field, "an IPv6 address must be in brackets: [ADDRESS]:PORT")
+            out.error(
+                file,
+                field,
+                "an IPv6 address must be in brackets: [ADDRESS]:PORT",
+                rule="profile-url",
+            )
             return None
         host = host.lower()
         if not host:
-            out.error(file, field, f"no host: write {scheme}://HOST[:PORT]")
+            out.error(file, field, f"no host: write {scheme}://HOST[:PORT]", rule="profile-url")
             return None
         if not _HOSTNAME.fullmatch(host):
             out.error(
@@ -1014,20 +1067,26 @@ def _split_host_port(
                 field,
                 f"host {host!r} is not a valid IPv4 address: four numbers from 0 to 255, "
                 "separated by dots",
+                rule="profile-url",
             )
             return None
     if port_text is None:
         return host.lower(), None
     if not port_text:
-        out.error(file, field, "empty port after ':'; write HOST:PORT or leave the port out")
+        out.error(
+            file,
+            field,
+            "empty port after ':'; write HOST:PORT or leave the port out",
+            rule="profile-url",
+        )
         return None
     if not port_text.isascii() or not port_text.isdigit():
-        out.error(file, field, f"port {port_text!r} is not a number")
+        out.error(file, field, f"port {port_text!r} is not a number", rule="profile-url")
         return None
     # Length first: int() of a huge digit string is slow and may raise.
     port = int(port_text) if len(port_text) <= 5 else 0
     if not 1 <= port <= 65535:
-        out.error(file, field, f"port {port_text} is out of range 1-65535")
+        out.error(file, field, f"port {port_text} is out of range 1-65535", rule="profile-url")
         return None
     return host.lower(), port
 
