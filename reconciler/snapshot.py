@@ -19,16 +19,25 @@ import hashlib
 import os
 import stat
 import time
-import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler.core.desired import MAX_FILE_BYTES, NAME_RE, Finding
-from reconciler.core.load import GATEWAY_FILE, KeySource, SourceFile, StateInput, error
+from reconciler.core.load import (
+    GATEWAY_FILE,
+    KeySource,
+    SourceFile,
+    StateInput,
+    error,
+    load_toml,
+    path_problem,
+)
 from reconciler.core.secret import SecretBytes
+from reconciler.redact import remember_key
 
 K8S_DATA = "..data"
+_KEY_MARK = b"PRIVATE KEY-----"
 TRUST_SUFFIXES = (".pem", ".crt")
 RETRIES = 8
 #: First pause between reads of a snapshot in transit; doubles each time (about 2.5 s in all).
@@ -117,8 +126,8 @@ def _identity_paths(gateway: SourceFile | None) -> tuple[str, str] | None:
     if gateway is None or gateway.data is None:
         return None
     try:
-        raw = tomllib.loads(gateway.data.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError):
+        raw, _problem = load_toml(gateway.data.decode("utf-8"))
+    except UnicodeDecodeError:
         return None
     identity = raw.get("identity")
     if not isinstance(identity, dict):
@@ -157,6 +166,9 @@ class _Reader:
         return real
 
     def read(self, rel: str, field: str | None, *, missing_ok: bool = False) -> SourceFile | None:
+        if field is not None and (problem := path_problem(rel)) is not None:
+            self.findings.append(error(GATEWAY_FILE, field, problem))
+            return SourceFile(field, None)  # the value itself is never shown
         if os.path.isabs(rel) or rel.startswith("~"):
             self.findings.append(error(GATEWAY_FILE, field, f"{rel}: must be relative to STATE"))
             return SourceFile(rel, None)
@@ -174,6 +186,9 @@ class _Reader:
         return SourceFile(rel, data)
 
     def read_key(self, path: str) -> KeySource:
+        if (problem := path_problem(path)) is not None:
+            self.findings.append(error(GATEWAY_FILE, "identity.key", problem))
+            return KeySource("identity.key", None)  # the value itself is never shown
         if os.path.isabs(path):
             real = os.path.realpath(path)
             if not any(_inside(real, d) for d in self.key_dirs):
@@ -254,7 +269,9 @@ class _Reader:
     def _kept(self, shown: str, data: bytes) -> bytes:
         """`data` read for `shown`, counted into the content digest (the revision without git):
         the path shown, the length and the bytes, so no two states hash alike by moving bytes."""
-        self.digest.update(b"%s\0%d\0%s" % (shown.encode(), len(data), data))
+        self.digest.update(b"%s\0%d\0%s" % (os.fsencode(shown), len(data), data))
+        if _KEY_MARK in data:
+            remember_key(data)  # a key file, or a manifest with one inline: never echoed
         return data
 
     def _vanished(self, shown: str) -> bool:
@@ -334,7 +351,7 @@ def _entry_name(
     if suffix not in suffixes:
         wanted = " or ".join(f"NAME{s}" for s in suffixes)
         return stem, rel, Finding("warning", rel, None, f"ignored: not {wanted}")
-    if not NAME_RE.match(stem):
+    if not NAME_RE.fullmatch(stem):
         return stem, rel, error(rel, None, f"name {stem!r} must match {NAME_RE.pattern}")
     return stem, rel, None
 
