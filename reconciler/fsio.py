@@ -254,6 +254,64 @@ def read_bytes(path: Path) -> bytes | None:
         return handle.read()
 
 
+class RefusedFileError(OSError):
+    """A file others control that is not read: a link, not a regular file, or too large."""
+
+    def __init__(self, path: Path | str, reason: str) -> None:
+        super().__init__(errno.EINVAL, reason, str(path))
+        self.path, self.reason = str(path), reason
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+def read_safe(path: Path | str, limit: int, *, follow: bool = False) -> bytes | None:
+    """The one reader for files others control (git metadata, var files, targets, STATE).
+
+    None when the file is absent. RefusedFileError when it is a link (unless `follow`), not a
+    regular file (opened non-blocking, so a FIFO never hangs the reader; checked with fstat, so a
+    device is never read), or over `limit` bytes; other OSErrors as they come.
+    """
+    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise RefusedFileError(path, "is a symbolic link: not followed") from exc
+        raise
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise RefusedFileError(path, f"is not a regular file (it is {_kind(info.st_mode)})")
+        if info.st_size > limit:
+            raise RefusedFileError(path, f"{info.st_size} bytes: over the limit of {limit}")
+        chunks, total = [], 0
+        while total <= limit:
+            chunk = os.read(fd, min(limit + 1 - total, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+        if total > limit:
+            raise RefusedFileError(path, f"grew over the limit of {limit} bytes while read")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _kind(mode: int) -> str:
+    kinds = [
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ]
+    return next((name for test, name in kinds if test(mode)), "not a plain file")
+
+
 def _unlink_quietly(path: Path) -> None:
     try:
         path.unlink()

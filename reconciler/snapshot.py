@@ -34,6 +34,7 @@ from reconciler.core.load import (
     path_problem,
 )
 from reconciler.core.secret import SecretBytes
+from reconciler.fsio import read_safe
 from reconciler.redact import remember_key
 
 K8S_DATA = "..data"
@@ -377,39 +378,47 @@ def _strerror(exc: OSError) -> str:
     return exc.strerror or type(exc).__name__
 
 
+_GIT_FILE_LIMIT = 1 << 16
+_PACKED_REFS_LIMIT = 64 << 20
+
+
+def _git_text(path: Path, limit: int = _GIT_FILE_LIMIT) -> str | None:
+    """A git metadata file's text through the safe reader: a FIFO, device or link there (a
+    hostile push) is no revision, never a hang or a 10 GB read."""
+    data = read_safe(path, limit)
+    return None if data is None else data.decode("utf-8", "replace")
+
+
 def _git_revision(worktree: Path) -> str | None:
     """The commit checked out at `worktree`, read from .git without running git, or None."""
     dot_git = worktree / ".git"
     try:
-        if dot_git.is_file():
-            text = dot_git.read_text("utf-8").strip()
+        if dot_git.is_dir():
+            git_dir = dot_git
+        else:
+            text = (_git_text(dot_git) or "").strip()
             if not text.startswith("gitdir:"):
                 return None
             git_dir = (worktree / text.removeprefix("gitdir:").strip()).resolve()
-        elif dot_git.is_dir():
-            git_dir = dot_git
-        else:
-            return None
-        head = (git_dir / "HEAD").read_text("utf-8").strip()
+        head = (_git_text(git_dir / "HEAD") or "").strip()
         if not head.startswith("ref:"):
             return head if _is_sha(head) else None
         ref = head.removeprefix("ref:").strip()
         common = git_dir
-        commondir = git_dir / "commondir"
-        if commondir.is_file():
-            common = (git_dir / commondir.read_text("utf-8").strip()).resolve()
+        commondir = _git_text(git_dir / "commondir")
+        if commondir is not None:
+            common = (git_dir / commondir.strip()).resolve()
         for base in (git_dir, common):
-            ref_file = base / ref
-            if ref_file.is_file():
-                sha = ref_file.read_text("utf-8").strip()
+            sha_text = _git_text(base / ref)
+            if sha_text is not None:
+                sha = sha_text.strip()
                 return sha if _is_sha(sha) else None
-        packed = common / "packed-refs"
-        if packed.is_file():
-            for line in packed.read_text("utf-8").splitlines():
-                sha, _, name = line.partition(" ")
-                if name == ref and _is_sha(sha):
-                    return sha
-    except OSError:
+        packed = _git_text(common / "packed-refs", _PACKED_REFS_LIMIT)
+        for line in (packed or "").splitlines():
+            sha, _, name = line.partition(" ")
+            if name == ref and _is_sha(sha):
+                return sha
+    except (OSError, ValueError):
         return None
     return None
 

@@ -128,6 +128,10 @@ _ENTRY_FIELDS = tuple(f.name for f in fields(Entry))
 _JOURNAL_FIELDS = tuple(f.name for f in fields(Journal) if f.name != "entries")
 
 
+JOURNAL_LIMIT = 256 << 20
+"""A journal names every target of a pass (thousands of trust entries): far under this."""
+
+
 class Transaction:
     """One pass's change set on disk. Create with `prepare`, or `load` after a crash."""
 
@@ -323,10 +327,25 @@ class Transaction:
     @classmethod
     def load(cls, var_dir: Path) -> Transaction | None:
         """The interrupted pass, if the journal says there is one."""
-        data = fsio.read_bytes(var_dir / JOURNAL)
-        if data is None:
-            return None
-        return cls(var_dir, Journal.from_json(data))
+        path = var_dir / JOURNAL
+        try:
+            data = fsio.read_safe(path, JOURNAL_LIMIT)
+            if data is None:
+                return None
+            return cls(var_dir, Journal.from_json(data))
+        except fsio.RefusedFileError as exc:
+            why = exc.reason
+        except OSError as exc:
+            why = fsio.describe(exc, path).removeprefix(f"{path}: ")
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            why = "empty" if not data else f"not a journal ({type(exc).__name__})"
+        # Not ours to guess: a pass may have stopped half-swapped. Nothing is applied until the
+        # operator has looked; the daemon reports this at every pass and goes on running.
+        raise ApplyError(
+            f"{path}: {why}; a pass may have stopped half-way: check the targets "
+            f"(`reconciler plan` lists what differs), then move the file aside "
+            f"(mv {path} {path}.bad) and run `reconciler apply`"
+        )
 
 
 def _stage(directory: Path, changes: Sequence[Change]) -> list[Entry]:

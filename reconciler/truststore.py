@@ -336,10 +336,16 @@ def managed_paths(trust_dir: Path | str, prefix: str) -> dict[str, str]:
     return found
 
 
+CERT_FILE_LIMIT = 64 << 20
+"""Certificate files read back (targets, trust entries): a bundle of every CA is far under."""
+
+
 def certificates_in(path: Path) -> list[x509.Certificate]:
     """Every certificate in a PEM file; none when it cannot be read or parsed."""
     try:
-        return list(x509.load_pem_x509_certificates(path.read_bytes()))
+        # Through the safe reader: a FIFO or device someone put at a target never hangs status.
+        data = fsio.read_safe(path, CERT_FILE_LIMIT, follow=True)
+        return list(x509.load_pem_x509_certificates(data)) if data else []
     except (OSError, ValueError):
         return []
 
