@@ -238,20 +238,27 @@ def remove_stale_temps(directories: Iterable[Path]) -> list[Path]:
     return removed
 
 
+TARGET_LIMIT = 1 << 30
+
+
 def read_bytes(path: Path) -> bytes | None:
-    """A regular file's content; None when absent (a link or special file counts as absent)."""
+    """A regular file's content; None when absent (a link or special file counts as absent, and
+    is never opened for reading beyond its fstat: a FIFO never blocks)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except FileNotFoundError:
+        return read_safe(path, TARGET_LIMIT)
+    except RefusedFileError:
         return None
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            return None
-        raise
-    with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        return handle.read()
+
+
+def special_file(path: Path) -> str | None:
+    """What is at `path` when it is there but neither a regular file nor a link ("a FIFO"...)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISLNK(mode):
+        return None
+    return _kind(mode)
 
 
 class RefusedFileError(OSError):

@@ -368,6 +368,14 @@ def _stage(directory: Path, changes: Sequence[Change]) -> list[Entry]:
         before_mode = before_gid = None
         before_sha = None
         current = fsio.read_bytes(target)
+        special = fsio.special_file(target) if current is None else None
+        if special is not None:
+            # Not ours to read or delete (a FIFO would block a reader; a directory may hold
+            # someone's files): the pass fails before anything is swapped, naming the path.
+            raise ApplyError(
+                f"{target}: is {special} where a {change.kind} target file belongs; "
+                "nothing was changed: move it away and the next pass writes the file"
+            )
         if current is None and os.path.islink(target):
             # Someone put a link where a target belongs (drift): a rollback puts the link back.
             backup = LINK + os.readlink(target)
