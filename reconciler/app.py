@@ -30,6 +30,7 @@ from reconciler.transaction import (
     RootLock,
     Transaction,
     crashpoint,
+    ensure_target_dirs,
     remove_orphan_staging,
 )
 
@@ -429,6 +430,7 @@ class Reconciler:
             "pass.started", revision, kinds=list(current.kinds), changes=len(current.changes)
         )
         try:
+            ensure_target_dirs(self.settings.root)
             txn = Transaction.prepare(self.settings.var_dir, current)
         except ApplyError as exc:
             return self._failed(revision, str(exc), current)

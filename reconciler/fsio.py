@@ -63,11 +63,17 @@ def fsync_dir(directory: Path | str) -> None:
 
 
 def ensure_private_dir(directory: Path) -> None:
-    """Create `directory` (and parents) 0700, and tighten it if it exists more open."""
-    _fault("mkdir", str(directory))
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if directory.stat().st_mode & 0o077:
-        directory.chmod(0o700)
+    """Create `directory` (and parents) 0700, and tighten it if it exists more open; ApplyError
+    naming it when that fails (a file where the var dir belongs, say)."""
+    try:
+        _fault("mkdir", str(directory))
+        if os.path.lexists(directory) and not directory.is_dir():
+            raise ApplyError(f"{directory}: is not a directory (setting `var_dir`?)")
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if directory.stat().st_mode & 0o077:
+            directory.chmod(0o700)
+    except OSError as exc:
+        raise ApplyError(f"cannot create {describe(exc, directory)}") from exc
 
 
 def write_temp(

@@ -128,6 +128,33 @@ _ENTRY_FIELDS = tuple(f.name for f in fields(Entry))
 _JOURNAL_FIELDS = tuple(f.name for f in fields(Journal) if f.name != "entries")
 
 
+TARGET_DIRS = ("data", "nginx")
+
+
+def ensure_target_dirs(root: Path) -> None:
+    """ROOT/data and ROOT/nginx, created 0755 when missing (a fresh volume); ApplyError naming
+    ROOT when ROOT itself is missing (a wrong `root` setting is not ours to create)."""
+    if not root.is_dir():
+        what = "is not a directory" if os.path.lexists(root) else "does not exist"
+        raise ApplyError(f"ROOT {root}: {what} (setting `root`); nothing was changed")
+    created = False
+    for name in TARGET_DIRS:
+        directory = root / name
+        if os.path.lexists(directory):
+            continue
+        try:
+            directory.mkdir(mode=0o755)
+            directory.chmod(0o755)  # whatever the umask: nginx and the services read it
+        except OSError as exc:
+            raise ApplyError(f"cannot create {fsio.describe(exc, directory)}") from exc
+        created = True
+    if created:
+        try:
+            fsio.fsync_dir(root)
+        except OSError as exc:
+            raise ApplyError(fsio.describe(exc, root)) from exc
+
+
 JOURNAL_LIMIT = 256 << 20
 """A journal names every target of a pass (thousands of trust entries): far under this."""
 
