@@ -307,11 +307,15 @@ class _Reader:
                 self.findings.append(error(folder, None, f"cannot be listed: {_strerror(exc)}"))
             return ()
         found: dict[str, tuple[str, SourceFile]] = {}
+        stray: list[str] = []
         for entry in sorted(entries):
             named = _entry_name(folder, entry, suffixes)
             if named is None:
                 continue  # hidden files, ConfigMap `..data` plumbing, editor swap files
             stem, rel, problem = named
+            if problem is not None and problem.severity == "warning":
+                stray.append(entry)
+                continue
             if problem is not None:
                 self.findings.append(problem)
                 continue
@@ -335,6 +339,8 @@ class _Reader:
                     self.findings.append(error(rel, None, "not a regular file"))
                 source = SourceFile(rel, data)
             found[stem] = (stem, source)
+        if stray:
+            self.findings.append(_stray_warning(folder, stray, suffixes))
         return tuple(found[name] for name in sorted(found))
 
 
@@ -355,6 +361,19 @@ def _entry_name(
     if not NAME_RE.fullmatch(stem):
         return stem, rel, error(rel, None, f"name {stem!r} must match {NAME_RE.pattern}")
     return stem, rel, None
+
+
+STRAY_NAMES_SHOWN = 3
+
+
+def _stray_warning(folder: str, names: list[str], suffixes: tuple[str, ...]) -> Finding:
+    """One warning for every file a folder holds that is not NAME.SUFFIX: its count and the
+    first few names (20,000 of them are one line, not 20,000)."""
+    wanted = " or ".join(f"NAME{s}" for s in suffixes)
+    shown = ", ".join(repr(name) for name in names[:STRAY_NAMES_SHOWN])
+    more = f" and {len(names) - STRAY_NAMES_SHOWN} more" if len(names) > STRAY_NAMES_SHOWN else ""
+    count = "1 file" if len(names) == 1 else f"{len(names)} files"
+    return Finding("warning", f"{folder}/", None, f"{count} ignored, not {wanted}: {shown}{more}")
 
 
 def _read_rest(fd: int, start: bytes) -> bytes:
