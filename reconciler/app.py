@@ -402,7 +402,9 @@ class Reconciler:
             return PassResult(
                 "suspended", revision, current, evaluation.findings, reason="suspended"
             )
-        return self._apply(current, planned.targets, evaluation.findings)
+        result = self._apply(current, planned.targets, evaluation.findings)
+        # The pass's warnings go with its result, whatever it did: `apply` prints them.
+        return replace(result, findings=result.findings or evaluation.findings)
 
     def _record_warnings(self, revision: str, warnings: Sequence[Finding]) -> None:
         for warning in warnings:

@@ -27,7 +27,7 @@ import hashlib
 import re
 import threading
 from collections import OrderedDict
-from typing import Final
+from typing import Any, Final, TextIO
 
 __all__ = ["REDACTED", "forget_all", "remember_key", "remember_secret", "scrub", "scrub_secrets"]
 
@@ -57,6 +57,7 @@ _HEX_RUN: Final = re.compile(
     rf"[0-9A-Fa-f]{{2}}|[0-9A-Fa-f]{{{2 * _MIN_HEX_BYTES},}}"
 )
 _ODD: Final = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+_SURROGATE: Final = re.compile(r"[\ud800-\udfff]")
 
 _lock = threading.Lock()
 _b64: OrderedDict[str, None] = OrderedDict()
@@ -201,7 +202,8 @@ def scrub(text: str) -> str:
 
 
 def scrub_secrets(text: str) -> str:
-    """`scrub` without the escaping: for text already rendered for a terminal (colours kept)."""
+    """`scrub` escaping only what cannot be encoded: for text already rendered for a terminal
+    (colours kept), whose values went through `scrub` before."""
     try:
         return _scrub(text, escape=False)
     except Exception:  # the boundary itself must never fail
@@ -211,8 +213,7 @@ def scrub_secrets(text: str) -> str:
 def _scrub(text: str, *, escape: bool = True) -> str:
     if not isinstance(text, str):
         text = str(text)
-    if escape:
-        text = _escape(text)
+    text = _escape(text) if escape else _SURROGATE.sub(_escape_char, text)
     if "PRIVATE KEY" in text.upper():
         text = _PEM_BLOCK.sub(REDACTED, text)
     with _lock:
@@ -241,3 +242,18 @@ def _hex_sub(match: re.Match[str], known: list[str]) -> str:
     if len(run) < 2 * _MIN_HEX_BYTES:
         return match.group()
     return REDACTED if any(run in item for item in known) else match.group()
+
+
+class ScrubbedStream:
+    """A text stream (stdout, stderr) whose every write goes through `scrub_secrets`: what a
+    command prints can never carry a remembered key or secret, nor fail to encode."""
+
+    def __init__(self, inner: TextIO) -> None:
+        self.inner = inner
+
+    def write(self, text: str) -> int:
+        self.inner.write(scrub_secrets(text))
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
