@@ -350,13 +350,27 @@ def _identity(
 def _trust(
     sources: Iterable[tuple[str, SourceFile]], now: datetime, findings: list[Finding]
 ) -> Iterable[TrustEntry]:
+    first_file: dict[str, str] = {}
     for name, source in sources:
         if source.data is None:
             continue
         entry, found = check_trust(name, source.data, file=source.path, now=now)
         findings += found
-        if entry is not None:
-            yield entry
+        if entry is None:
+            continue
+        for cert in entry.certs:
+            earlier = first_file.setdefault(cert.sha256_fingerprint, source.path)
+            if earlier != source.path:
+                findings.append(
+                    Finding(
+                        "warning",
+                        source.path,
+                        None,
+                        f"certificate {cert.subject} is also in {earlier}: trusted once; "
+                        "keep it in one file",
+                    )
+                )
+        yield entry
 
 
 def _profiles(
