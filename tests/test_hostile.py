@@ -17,7 +17,9 @@ from tests.conftest import REPO, Pki, Sandbox
 TIMEOUT_S = 120  # generous: the machine is shared; a hang still fails
 
 
-def run(box: Sandbox, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    box: Sandbox, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """The real command line in a child; a hang fails the test at TIMEOUT_S."""
     box.write_config()
     environ = {**os.environ, **box.env, **(env or {}), "RECONCILER_CONFIG": str(box.config)}
@@ -68,7 +70,9 @@ def change_profile(box: Sandbox) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", [b"notes-\xff.txt", b"x PRIVATE KEY-----", b"esc-\x1b[2J.txt"], ids=["ff", "marker", "esc"]
+    "name",
+    [b"notes-\xff.txt", b"x PRIVATE KEY-----", b"esc-\x1b[2J.txt"],
+    ids=["ff", "marker", "esc"],
 )
 def test_odd_stray_file_name_in_trust_does_not_crash_apply(applied: Sandbox, name: bytes) -> None:
     (applied.state.path / "trust").joinpath(os.fsdecode(name)).write_bytes(b"notes\n")
@@ -188,7 +192,9 @@ def test_root_with_non_ascii_characters_applies(tmp_path: Path, pki: Pki) -> Non
     assert result.returncode == 0, result.stderr
 
 
-@pytest.mark.parametrize("content", [b"", b"{not json", b"[]", b"\xff\xfe"], ids=["empty", "bad", "list", "binary"])
+@pytest.mark.parametrize(
+    "content", [b"", b"{not json", b"[]", b"\xff\xfe"], ids=["empty", "bad", "list", "binary"]
+)
 @pytest.mark.parametrize("name", ["journal.json", "status.json"])
 def test_corrupt_var_file_is_one_clear_line(applied: Sandbox, name: str, content: bytes) -> None:
     (applied.var / name).write_bytes(content)
@@ -235,7 +241,9 @@ def test_path_into_a_kubelet_dotdot_directory_is_rejected(applied: Sandbox, pki:
 # --- E: valid states that fail at apply --------------------------------------------------------
 
 
-def test_trust_file_with_two_cas_applies_with_the_directory_backend(applied: Sandbox, pki: Pki) -> None:
+def test_trust_file_with_two_cas_applies_with_the_directory_backend(
+    applied: Sandbox, pki: Pki
+) -> None:
     applied.state.trust("bundle", pki.root.cert_pem + pki.intermediate.cert_pem)
     result = run(applied, "apply")
     assert result.returncode == 0, result.stderr
@@ -321,7 +329,12 @@ def test_settings_errors_without_a_file_do_not_say_none(tmp_path: Path) -> None:
     env["RECONCILER_METRICS_ADDRESS"] = "nonsense"
     result = subprocess.run(
         [sys.executable, "-m", "reconciler", "--state", str(tmp_path), "status"],
-        capture_output=True, text=True, env=env, timeout=TIMEOUT_S, cwd=REPO, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=TIMEOUT_S,
+        cwd=REPO,
+        check=False,
     )
     no_traceback(result)
     assert "None" not in result.stderr
