@@ -253,7 +253,8 @@ def test_same_ca_under_two_names_applies_and_warns_naming_both(applied: Sandbox,
     applied.state.trust("partner-copy", pki.other_ca.cert_pem)
     result = run(applied, "validate")
     assert result.returncode == 0
-    assert "trust/partner-ca.pem" in result.stderr and "trust/partner-copy.pem" in result.stderr
+    assert "trust/partner-ca.pem" in result.stderr
+    assert "trust/partner-copy.pem" in result.stderr
     result = run(applied, "apply")
     assert result.returncode == 0, result.stderr
 
