@@ -103,7 +103,8 @@ def test_other_files_in_trust_are_ignored_with_a_warning(tmp_path: Path, pki: Pk
     # One warning per directory: how many, and the first few names.
     assert set(warned) == {"trust/", "profiles/"}
     assert warned["trust/"].startswith("2 files ignored, not NAME.pem or NAME.crt")
-    assert "'README.md'" in warned["trust/"] and "'partner-ca.der'" in warned["trust/"]
+    assert "'README.md'" in warned["trust/"]
+    assert "'partner-ca.der'" in warned["trust/"]
     assert warned["profiles/"] == "1 file ignored, not NAME.toml: 'notes.txt'"
     assert [name for name, _ in inp.trust] == ["partner-ca"]
 
