@@ -469,12 +469,9 @@ def _audit(settings: Settings, args: argparse.Namespace) -> int:
 
     files = audit.audit_files(settings.audit_path)
     if args.audit_command == "verify":
-        result = audit.verify(files)
-        if result.ok:
-            print(f"audit log intact: {result.records} records in {len(files)} file(s)")
-            return EXIT_OK
-        print(f"audit log broken: {result.first_bad}", file=sys.stderr)
-        return EXIT_FAILED
+        intact, line = auditview.verify_retained(files)
+        print(line, file=sys.stdout if intact else sys.stderr)
+        return EXIT_OK if intact else EXIT_FAILED
     from datetime import UTC, datetime
 
     try:

@@ -341,3 +341,34 @@ def test_settings_errors_without_a_file_do_not_say_none(tmp_path: Path) -> None:
     assert "None" not in result.stderr
     assert "metrics_address.console" not in result.stderr
     assert "metrics_address" in result.stderr
+
+
+def test_audit_verify_after_retention_deleted_the_oldest_file(
+    sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from reconciler.audit import AuditLog, audit_files
+
+    path = sandbox.var / "audit.jsonl"
+    sandbox.var.mkdir(parents=True, exist_ok=True)
+    with AuditLog(path) as log:
+        for step in range(3):
+            for n in range(4):
+                log.append("warning", None, reason=f"step {step} record {n}")
+            if step < 2:
+                assert log.rotate() is not None
+    files = audit_files(path)
+    assert len(files) == 3
+    code, out, err = run_in(sandbox, monkeypatch, capsys, "audit", "verify")
+    assert code == 0, err
+    assert "from seq 1, the log's beginning" in out
+    files[0].unlink()  # logrotate's retention: the oldest rotated file goes first
+    code, out, err = run_in(sandbox, monkeypatch, capsys, "audit", "verify")
+    assert code == 0, err
+    assert "8 records in 2 file(s), from seq 5" in out
+    assert "not the log's beginning" in out
+    lines = files[1].read_text().splitlines()
+    lines[1] = lines[1].replace("record 1", "record X")
+    files[1].write_text("\n".join(lines) + "\n")
+    code, out, err = run_in(sandbox, monkeypatch, capsys, "audit", "verify")
+    assert code == 1
+    assert "hash mismatch" in err
