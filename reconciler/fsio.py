@@ -293,6 +293,12 @@ def read_safe(path: Path | str, limit: int, *, follow: bool = False) -> bytes | 
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise RefusedFileError(path, "is a symbolic link: not followed") from exc
+        if exc.errno in (errno.ENXIO, errno.ENODEV, errno.EOPNOTSUPP):  # a socket, a device
+            try:
+                kind = _kind(os.stat(path).st_mode)
+            except OSError:
+                kind = "not a plain file"
+            raise RefusedFileError(path, f"is not a regular file (it is {kind})") from exc
         raise
     try:
         info = os.fstat(fd)
