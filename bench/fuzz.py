@@ -405,9 +405,11 @@ def _repair(world: World) -> None:
                 path.unlink()
 
 
-def run_fuzz(examples: int) -> tuple[int, list[str]]:
-    """Run `examples` examples; (how many ran, the failures found)."""
+def run_fuzz(examples: int, max_seconds: float | None = None) -> tuple[int, list[str]]:
+    """Run `examples` examples, or as many as fit in `max_seconds`; (how many ran, the failures
+    found)."""
     ran = 0
+    stop_at = time.monotonic() + max_seconds if max_seconds else None
     base = Path(tempfile.mkdtemp(prefix="reconciler-fuzz-"))
     try:
         world = make_world(base)
@@ -426,6 +428,8 @@ def run_fuzz(examples: int) -> tuple[int, list[str]]:
         @given(damages())
         def one(ops: list[Callable[[World], None]]) -> None:
             nonlocal ran
+            if stop_at is not None and time.monotonic() > stop_at:
+                return  # out of time: the rest are skipped, not counted
             ran += 1
             check_example(world, ops)
 
@@ -444,9 +448,10 @@ def run_fuzz(examples: int) -> tuple[int, list[str]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.fuzz", description=__doc__)
     parser.add_argument("--examples", type=int, default=2000)
+    parser.add_argument("--max-seconds", type=float, default=600, help="stop after this long")
     args = parser.parse_args(argv)
     started = time.monotonic()
-    ran, failures = run_fuzz(args.examples)
+    ran, failures = run_fuzz(args.examples, args.max_seconds)
     took = time.monotonic() - started
     print(f"fuzz: {ran} examples in {took:.0f} s; {len(failures)} failure(s)")
     for failure in failures:
