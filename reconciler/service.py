@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from reconciler.logging import get_logger
+from reconciler.redact import scrub
 
 if TYPE_CHECKING:
     from reconciler.app import PassResult
@@ -238,14 +239,16 @@ class Metrics:
         with self._lock:
             self.cert_expiry.clear()
             for entry in entries:
-                self.cert_expiry.labels(entry.kind, entry.name, entry.subject).set(entry.not_after)
+                # Names and subjects come from pushed files: through the output boundary.
+                name, subject = scrub(entry.name), scrub(entry.subject)
+                self.cert_expiry.labels(entry.kind, name, subject).set(entry.not_after)
 
     def set_probe(self, results: Iterable[ProbeResult], now: float) -> None:
         with self._lock:
             self.probe_trusted.clear()
             for result in results:
                 trusted = 1 if result.status in ("trusted", "skipped") else 0
-                self.probe_trusted.labels(result.name, result.status).set(trusted)
+                self.probe_trusted.labels(scrub(result.name), result.status).set(trusted)
             self.probe_time.set(now)
 
     def render(self) -> bytes:
