@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import pytest
+
 from bench.fuzz import run_fuzz
 
 EXAMPLES = 200
+BUDGET_S = 300
+"""A slow, shared machine runs fewer examples rather than hitting the suite's timeout."""
 
 
+@pytest.mark.timeout(BUDGET_S + 120)
 def test_fuzzed_states_settings_var_files_and_targets_break_no_property() -> None:
-    ran, failures = run_fuzz(EXAMPLES)
+    ran, failures = run_fuzz(EXAMPLES, max_seconds=BUDGET_S)
     assert failures == []
-    assert ran >= EXAMPLES // 2  # hypothesis may stop early only when it runs out of new inputs
+    assert ran >= 50  # hypothesis stops early only when out of new inputs or of time
