@@ -27,6 +27,8 @@ import hashlib
 import re
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, Final, TextIO
 
 __all__ = ["REDACTED", "forget_all", "remember_key", "remember_secret", "scrub", "scrub_secrets"]
@@ -34,7 +36,7 @@ __all__ = ["REDACTED", "forget_all", "remember_key", "remember_secret", "scrub",
 REDACTED: Final = "[private key redacted]"
 SECRET_REDACTED: Final = "[secret redacted]"  # noqa: S105 - a placeholder, not a password
 
-_MAX_REMEMBERED: Final = 256
+_MAX_REMEMBERED: Final = 64
 """Values kept (newest win): a daemon re-reads the same key every pass, and a rotated one
 replaces it; a bound keeps a long-lived process from growing."""
 
@@ -50,14 +52,16 @@ _PEM_BLOCK_BYTES: Final = re.compile(
     rb"-----BEGIN ([A-Z0-9 ]*PRIVATE KEY)-----(.*?)-----END [A-Z0-9 ]*PRIVATE KEY-----",
     re.DOTALL | re.IGNORECASE,
 )
-_B64_RUN: Final = re.compile(rf"[A-Za-z0-9+/]{{{_MIN_B64_RUN},}}={{0,2}}")
+# Lookbehinds: a run is tried only where it starts, not at each of its characters.
+_B64_RUN: Final = re.compile(rf"(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{{{_MIN_B64_RUN},}}={{0,2}}")
 # Colon-separated hex may wrap (``openssl pkey -text``: "...:\n    ab:cd"); plain hex may not.
 _HEX_RUN: Final = re.compile(
     rf"(?<![0-9A-Za-z:])(?:[0-9A-Fa-f]{{2}}:(?:[ \t]*\r?\n[ \t]*)?){{{_MIN_HEX_BYTES - 1},}}"
-    rf"[0-9A-Fa-f]{{2}}|[0-9A-Fa-f]{{{2 * _MIN_HEX_BYTES},}}"
+    rf"[0-9A-Fa-f]{{2}}|(?<![0-9A-Fa-f])[0-9A-Fa-f]{{{2 * _MIN_HEX_BYTES},}}"
 )
 _ODD: Final = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 _SURROGATE: Final = re.compile(r"[\ud800-\udfff]")
+_HEX_SEPARATORS: Final = re.compile(r"[:\s]")
 
 _lock = threading.Lock()
 _b64: OrderedDict[str, None] = OrderedDict()
@@ -66,6 +70,35 @@ _hex: OrderedDict[str, None] = OrderedDict()
 """Lower-case hex of remembered private numbers (with and without a leading 00)."""
 _secrets: OrderedDict[str, None] = OrderedDict()
 _seen: OrderedDict[bytes, None] = OrderedDict()
+
+
+@dataclass(frozen=True, slots=True)
+class _View:
+    """What `scrub` looks for, rebuilt whenever a value is remembered (rarely) so that each
+    call (often) reads one reference, takes no lock and looks runs up in sets."""
+
+    b64_grams: frozenset[str] = frozenset()
+    hex_grams: frozenset[str] = frozenset()
+    secrets: tuple[str, ...] = ()
+
+
+_view = _View()
+
+
+def _grams(items: Iterable[str], size: int) -> frozenset[str]:
+    return frozenset(item[i : i + size] for item in items for i in range(len(item) - size + 1))
+
+
+def _rebuild() -> None:
+    """Call with _lock held."""
+    global _view  # noqa: PLW0603 - one immutable view, swapped whole
+    _view = _View(
+        _grams(_b64, _MIN_B64_RUN),
+        _grams(_hex, 2 * _MIN_HEX_BYTES),
+        tuple(sorted(_secrets, key=len, reverse=True)),
+    )
+
+
 """sha256 of key files already remembered: a daemon re-reads the same key every pass."""
 
 
@@ -116,6 +149,7 @@ def _remember_key(pem: bytes) -> None:
         _seen[digest] = None
         while len(_seen) > _MAX_REMEMBERED:
             _seen.popitem(last=False)
+        _rebuild()
 
 
 def _private_numbers(der: bytes) -> list[str]:
@@ -167,6 +201,7 @@ def remember_secret(value: bytes) -> None:
             _add(_secrets, _escape(text))
             if _escape(text) != text:
                 _add(_secrets, text)
+            _rebuild()
 
 
 def forget_all() -> None:
@@ -176,6 +211,7 @@ def forget_all() -> None:
         _hex.clear()
         _secrets.clear()
         _seen.clear()
+        _rebuild()
 
 
 def _escape_char(match: re.Match[str]) -> str:
@@ -216,32 +252,30 @@ def _scrub(text: str, *, escape: bool = True) -> str:
     text = _escape(text) if escape else _SURROGATE.sub(_escape_char, text)
     if "PRIVATE KEY" in text.upper():
         text = _PEM_BLOCK.sub(REDACTED, text)
-    with _lock:
-        b64 = list(_b64)
-        hexes = list(_hex)
-        secrets = sorted(_secrets, key=len, reverse=True)
-    for secret in secrets:
+    view = _view
+    for secret in view.secrets:
         if secret in text:
             text = text.replace(secret, SECRET_REDACTED)
-    if b64:
-        text = _B64_RUN.sub(lambda m: _b64_sub(m, b64), text)
-    if hexes:
-        text = _HEX_RUN.sub(lambda m: _hex_sub(m, hexes), text)
+    if view.b64_grams:
+        text = _B64_RUN.sub(lambda m: _b64_sub(m, view.b64_grams), text)
+    if view.hex_grams:
+        text = _HEX_RUN.sub(lambda m: _hex_sub(m, view.hex_grams), text)
     return text
 
 
-def _b64_sub(match: re.Match[str], known: list[str]) -> str:
+def _known(run: str, grams: frozenset[str], size: int) -> bool:
+    """Whether any `size`-character piece of `run` is a piece of a remembered value."""
+    return any(run[i : i + size] in grams for i in range(len(run) - size + 1))
+
+
+def _b64_sub(match: re.Match[str], grams: frozenset[str]) -> str:
     run = match.group().rstrip("=")
-    if len(run) < _MIN_B64_RUN:
-        return match.group()
-    return REDACTED if any(run in item for item in known) else match.group()
+    return REDACTED if _known(run, grams, _MIN_B64_RUN) else match.group()
 
 
-def _hex_sub(match: re.Match[str], known: list[str]) -> str:
-    run = re.sub(r"[:\s]", "", match.group()).lower()
-    if len(run) < 2 * _MIN_HEX_BYTES:
-        return match.group()
-    return REDACTED if any(run in item for item in known) else match.group()
+def _hex_sub(match: re.Match[str], grams: frozenset[str]) -> str:
+    run = _HEX_SEPARATORS.sub("", match.group()).lower()
+    return REDACTED if _known(run, grams, 2 * _MIN_HEX_BYTES) else match.group()
 
 
 class ScrubbedStream:
