@@ -36,6 +36,7 @@ from reconciler.transaction import (
     RootLock,
     Transaction,
     crashpoint,
+    ensure_target_dirs,
     remove_orphan_staging,
 )
 
@@ -413,7 +414,9 @@ class Reconciler:
             return PassResult(
                 "suspended", revision, current, evaluation.findings, reason="suspended"
             )
-        return self._apply(current, planned.targets, evaluation.findings)
+        result = self._apply(current, planned.targets, evaluation.findings)
+        # The pass's warnings go with its result, whatever it did: `apply` prints them.
+        return replace(result, findings=result.findings or evaluation.findings)
 
     def _record_warnings(self, revision: str, warnings: Sequence[Finding]) -> None:
         for warning in warnings:
@@ -441,6 +444,7 @@ class Reconciler:
             "pass.started", revision, kinds=list(current.kinds), changes=len(current.changes)
         )
         try:
+            ensure_target_dirs(self.settings.root)
             txn = Transaction.prepare(self.settings.var_dir, current)
         except ApplyError as exc:
             return self._failed(revision, str(exc), current)

@@ -16,8 +16,10 @@ Records
 Values
     Fields are converted to JSON: datetimes to RFC 3339 UTC (naive ones are refused: their zone is
     unknown), paths to text, tuples and sets to lists, dataclasses field by field, pydantic models
-    through ``model_dump``. `SecretBytes`, any bytes and any text holding ``PRIVATE KEY-----`` raise
-    TypeError, so key material cannot reach the log by construction.
+    through ``model_dump``. Every text (values and keys) goes through `reconciler.redact.scrub`:
+    undecodable and control characters are escaped and key material is redacted, so any text can
+    be recorded and nothing here raises for it. `SecretBytes` becomes a placeholder and raw bytes
+    only their size.
 
 Continuity
     ``seq`` and the chain continue across restarts: on open the tail of the file is read from its
@@ -81,6 +83,7 @@ from typing import Final, Literal, TypeAlias, TypeGuard, get_args
 
 from reconciler.core.secret import SecretBytes
 from reconciler.errors import AuditError
+from reconciler.redact import REDACTED, scrub
 
 __all__ = [
     "EVENTS",
@@ -119,7 +122,6 @@ REQUIRED_FIELDS: Final = ("ts", "seq", "event", "revision", "prev_hash", "hash")
 
 _CHUNK: Final = 64 * 1024
 _HEX64: Final = re.compile(r"[0-9a-f]{64}")
-_KEY_MARK: Final = "PRIVATE KEY-----"
 _STAMP: Final = "%Y%m%dT%H%M%SZ"
 
 
@@ -143,28 +145,14 @@ def _rfc3339(moment: datetime, *, micro: bool) -> str:
 
 
 def _to_json(value: object, where: str) -> JsonValue:
-    """`value` as JSON, or TypeError naming the field when it is key material or not JSON."""
+    """`value` as JSON (text scrubbed), or TypeError naming the field when it is not JSON."""
     if isinstance(value, SecretBytes):
-        raise TypeError(
-            f"audit field {where!r} holds key material (SecretBytes): "
-            "key material must never reach the audit log"
-        )
+        return REDACTED
     if isinstance(value, bytes | bytearray | memoryview):
-        raise TypeError(
-            f"audit field {where!r} holds raw bytes: record a sha256 digest or text instead "
-            "(bytes could be key material, which must never reach the audit log)"
-        )
+        # Bytes could be key material: only their size is kept (record a digest instead).
+        return f"<{len(value)} bytes withheld>"
     if isinstance(value, str):
-        if _KEY_MARK in value:
-            raise TypeError(
-                f"audit field {where!r} holds a PEM private key: "
-                "key material must never reach the audit log"
-            )
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise TypeError(f"audit field {where!r} is not valid Unicode text: {exc}") from exc
-        return str(value)
+        return scrub(value)
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, enum.Enum):
@@ -193,9 +181,8 @@ def _to_json(value: object, where: str) -> JsonValue:
     if isinstance(value, Mapping):
         out: dict[str, JsonValue] = {}
         for key, item in value.items():
-            if not isinstance(key, str):
-                raise TypeError(f"audit field {where!r} has a non-text key {key!r}")
-            out[key] = _to_json(item, f"{where}.{key}")
+            name = scrub(key if isinstance(key, str) else str(key))
+            out[name] = _to_json(item, f"{where}.{name}")
         return out
     if isinstance(value, list | tuple):
         return [_to_json(item, f"{where}[{i}]") for i, item in enumerate(value)]
@@ -630,7 +617,7 @@ def _body(event: Event, revision: str | None, fields: Mapping[str, object]) -> R
     reserved = sorted(set(fields) & set(REQUIRED_FIELDS))
     if reserved:
         raise ValueError(f"audit fields {', '.join(reserved)} are set by the audit log itself")
-    return {key: _to_json(value, key) for key, value in fields.items()}
+    return {scrub(key): _to_json(value, key) for key, value in fields.items()}
 
 
 # --- verification ----------------------------------------------------------------------------

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from reconciler.audit import REQUIRED_FIELDS, JsonValue, Record, parse_ts
+from reconciler.audit import REQUIRED_FIELDS, ZERO_HASH, JsonValue, Record, parse_ts, verify
 
 _DURATION = re.compile(r"(?:\d+[smhdw])+")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -200,3 +200,40 @@ def format_records(records: Iterable[Record]) -> str:
             f"  {_clean(revision):<{widths[3]}}  {_clean(details)}".rstrip()
         )
     return "\n".join(lines) + "\n"
+
+
+def verify_retained(files: Sequence[Path]) -> tuple[bool, str]:
+    """`audit verify` with retention: (intact, the one line to print).
+
+    logrotate deletes rotated files oldest first, so the chain is checked from the oldest file
+    present: the line says from which seq, and whether that is the log's beginning (seq 1, a
+    prev_hash of 64 zeros). Any break inside what remains is a broken log.
+    """
+    result = verify(files, allow_partial=True)
+    if not result.ok:
+        return False, f"audit log broken: {result.first_bad}"
+    if not files or result.records == 0:
+        return True, "audit log intact: no records yet"
+    first = _first_record(files)
+    start = first.get("seq") if first else None
+    beginning = first is not None and start == 1 and first.get("prev_hash") == ZERO_HASH
+    where = (
+        "from seq 1, the log's beginning"
+        if beginning
+        else f"from seq {start}: older records are gone (rotated files deleted by retention), "
+        "so this is not the log's beginning"
+    )
+    return True, f"audit log intact: {result.records} records in {len(files)} file(s), {where}"
+
+
+def _first_record(files: Sequence[Path]) -> Record | None:
+    for path in files:
+        try:
+            with path.open("rb") as stream:
+                line = stream.readline()
+        except OSError:
+            return None
+        if line.strip():
+            value = json.loads(line)
+            return value if isinstance(value, dict) else None
+    return None

@@ -171,6 +171,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Commands that go on to real work turn collection back on once settings are loaded.
     collecting = gc.isenabled()
     gc.disable()
+    from reconciler.redact import ScrubbedStream
+
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = ScrubbedStream(sys.stdout), ScrubbedStream(sys.stderr)
     try:
         # Inside the try: a usage error or --help leaves by SystemExit, and the finally below
         # must still turn collection back on (main() is also called in-process, by tests).
@@ -188,6 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_FAILED
     finally:
+        sys.stdout, sys.stderr = streams
         if collecting:
             gc.enable()
 
@@ -268,8 +273,10 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _print_findings(findings: Sequence[Finding]) -> None:
+    from reconciler.redact import scrub
+
     for finding in findings:
-        print(str(finding), file=sys.stderr)
+        print(scrub(str(finding)), file=sys.stderr)
 
 
 def _validate(state_dir: Path, key_dirs: tuple[Path, ...], args: argparse.Namespace) -> int:
@@ -487,12 +494,9 @@ def _audit(settings: Settings, args: argparse.Namespace) -> int:
 
     files = audit.audit_files(settings.audit_path)
     if args.audit_command == "verify":
-        result = audit.verify(files)
-        if result.ok:
-            print(f"audit log intact: {result.records} records in {len(files)} file(s)")
-            return EXIT_OK
-        print(f"audit log broken: {result.first_bad}", file=sys.stderr)
-        return EXIT_FAILED
+        intact, line = auditview.verify_retained(files)
+        print(line, file=sys.stdout if intact else sys.stderr)
+        return EXIT_OK if intact else EXIT_FAILED
     from datetime import UTC, datetime
 
     try:

@@ -63,11 +63,17 @@ def fsync_dir(directory: Path | str) -> None:
 
 
 def ensure_private_dir(directory: Path) -> None:
-    """Create `directory` (and parents) 0700, and tighten it if it exists more open."""
-    _fault("mkdir", str(directory))
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if directory.stat().st_mode & 0o077:
-        directory.chmod(0o700)
+    """Create `directory` (and parents) 0700, and tighten it if it exists more open; ApplyError
+    naming it when that fails (a file where the var dir belongs, say)."""
+    try:
+        _fault("mkdir", str(directory))
+        if os.path.lexists(directory) and not directory.is_dir():
+            raise ApplyError(f"{directory}: is not a directory (setting `var_dir`?)")
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if directory.stat().st_mode & 0o077:
+            directory.chmod(0o700)
+    except OSError as exc:
+        raise ApplyError(f"cannot create {describe(exc, directory)}") from exc
 
 
 def write_temp(
@@ -238,20 +244,91 @@ def remove_stale_temps(directories: Iterable[Path]) -> list[Path]:
     return removed
 
 
+TARGET_LIMIT = 1 << 30
+
+
 def read_bytes(path: Path) -> bytes | None:
-    """A regular file's content; None when absent (a link or special file counts as absent)."""
+    """A regular file's content; None when absent (a link or special file counts as absent, and
+    is never opened for reading beyond its fstat: a FIFO never blocks)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+        return read_safe(path, TARGET_LIMIT)
+    except RefusedFileError:
+        return None
+
+
+def special_file(path: Path) -> str | None:
+    """What is at `path` when it is there but neither a regular file nor a link ("a FIFO"...)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISLNK(mode):
+        return None
+    return _kind(mode)
+
+
+class RefusedFileError(OSError):
+    """A file others control that is not read: a link, not a regular file, or too large."""
+
+    def __init__(self, path: Path | str, reason: str) -> None:
+        super().__init__(errno.EINVAL, reason, str(path))
+        self.path, self.reason = str(path), reason
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+def read_safe(path: Path | str, limit: int, *, follow: bool = False) -> bytes | None:
+    """The one reader for files others control (git metadata, var files, targets, STATE).
+
+    None when the file is absent. RefusedFileError when it is a link (unless `follow`), not a
+    regular file (opened non-blocking, so a FIFO never hangs the reader; checked with fstat, so a
+    device is never read), or over `limit` bytes; other OSErrors as they come.
+    """
+    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW)
+    try:
+        fd = os.open(path, flags)
     except FileNotFoundError:
         return None
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            return None
+            raise RefusedFileError(path, "is a symbolic link: not followed") from exc
+        if exc.errno in (errno.ENXIO, errno.ENODEV, errno.EOPNOTSUPP):  # a socket, a device
+            try:
+                kind = _kind(os.stat(path).st_mode)
+            except OSError:
+                kind = "not a plain file"
+            raise RefusedFileError(path, f"is not a regular file (it is {kind})") from exc
         raise
-    with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        return handle.read()
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise RefusedFileError(path, f"is not a regular file (it is {_kind(info.st_mode)})")
+        if info.st_size > limit:
+            raise RefusedFileError(path, f"{info.st_size} bytes: over the limit of {limit}")
+        chunks, total = [], 0
+        while total <= limit:
+            chunk = os.read(fd, min(limit + 1 - total, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+        if total > limit:
+            raise RefusedFileError(path, f"grew over the limit of {limit} bytes while read")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _kind(mode: int) -> str:
+    kinds = [
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ]
+    return next((name for test, name in kinds if test(mode)), "not a plain file")
 
 
 def _unlink_quietly(path: Path) -> None:

@@ -30,7 +30,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Literal
 
-from reconciler.core.secret import REDACTED_KEY, redact_key_blocks
+from reconciler.core.secret import REDACTED_KEY
+from reconciler.redact import scrub
 from reconciler.settings import HookSettings
 
 if TYPE_CHECKING:
@@ -173,11 +174,12 @@ def output_tail(output: IO[bytes], limit: int = OUTPUT_TAIL_BYTES) -> str:
 
 
 def _redact(text: str) -> str:
-    """Whole and cut-off PEM private key blocks replaced (hooks may `cat tls.pem`)."""
-    text = redact_key_blocks(text)
-    # What the block pattern cannot see: a window that starts inside an END line's dashes.
-    while KEY_MARK in text:
-        text = REDACTED_KEY + text.partition(KEY_MARK)[2]
+    """Text through the output boundary (`scrub`: keys in any form, odd characters), and what
+    its block pattern cannot see: a window that starts inside an END line's dashes."""
+    text = scrub(text)
+    while KEY_MARK in text.upper():
+        at = text.upper().index(KEY_MARK)
+        text = REDACTED_KEY + text[at + len(KEY_MARK) :]
     return text
 
 

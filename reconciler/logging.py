@@ -27,7 +27,8 @@ import sys
 from collections.abc import Mapping, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, Literal, TextIO, cast
 
-from reconciler.core.secret import SecretBytes, redact_key_blocks
+from reconciler.core.secret import SecretBytes
+from reconciler.redact import scrub, scrub_secrets
 
 if TYPE_CHECKING:
     from reconciler.audit import AuditLog, Event, Record
@@ -52,9 +53,9 @@ def _redact(value: object) -> object:
     if isinstance(value, bytes | bytearray | memoryview):
         return f"<{len(value)} bytes redacted>"
     if isinstance(value, str):
-        return redact_key_blocks(value)
+        return scrub(value)
     if isinstance(value, Mapping):
-        return {key: _redact(item) for key, item in value.items()}
+        return {scrub(str(key)): _redact(item) for key, item in value.items()}
     if isinstance(value, tuple):
         return tuple(_redact(item) for item in value)
     if isinstance(value, list | set | frozenset):
@@ -75,7 +76,7 @@ def redact_secrets(
 def _redact_rendered(logger: object, method_name: str, rendered: str) -> str:
     """Last processor: a PEM private key block that slipped into the rendered line (say, inside
     an exception's message) is cut out; JSON escapes newlines, so the block is still one match."""
-    return redact_key_blocks(rendered)
+    return scrub_secrets(rendered)
 
 
 def configure_logging(

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, get_args
 
 from reconciler import __version__
+from reconciler.redact import scrub
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry, Gauge
@@ -312,9 +313,9 @@ class Metrics:
                 soonest[entry.kind] = min(soonest.get(entry.kind, entry.not_after), entry.not_after)
                 leaf = entry.kind == "identity" and entry.name == "leaf"
                 if leaf or (entry.kind == "trust" and self._per_trust_entry):
-                    self.cert_expiry.labels(entry.kind, entry.name, entry.subject).set(
-                        entry.not_after
-                    )
+                    # Names and subjects come from pushed files: through the output boundary.
+                    name, subject = scrub(entry.name), scrub(entry.subject)
+                    self.cert_expiry.labels(entry.kind, name, subject).set(entry.not_after)
             for kind, gauge in (("identity", self.identity_expiry), ("trust", self.trust_expiry)):
                 if kind in soonest:
                     gauge.set(soonest[kind])
@@ -326,7 +327,8 @@ class Metrics:
             self.probe_trusted.clear()
             for result in results:
                 trusted = 1 if result.status in ("trusted", "skipped") else 0
-                self.probe_trusted.labels(result.name, result.target, result.status).set(trusted)
+                labels = (scrub(result.name), scrub(result.target), result.status)
+                self.probe_trusted.labels(*labels).set(trusted)
             self.probe_time.set(now)
 
     def render(self) -> bytes:

@@ -132,9 +132,7 @@ class Settings(BaseSettings):
     @field_validator("metrics_address")
     @classmethod
     def _metrics_host_port(cls, value: str | None) -> str | None:
-        if value is not None:
-            VerifySettings(console=value)
-        return value
+        return VerifySettings._host_port(value)
 
     @model_validator(mode="after")
     def _trust_dir_known(self) -> Settings:
@@ -200,6 +198,7 @@ def load_settings(config: Path | None = None, **flags: Any) -> Settings:
     path = config_path(config)
     if path is not None and not path.is_file():
         raise SettingsError(f"settings file {path}: not found or not a regular file")
+    _check_environment()
     overrides = {key: value for key, value in flags.items() if value is not None}
     _CONFIG_FILE["path"] = path
     try:
@@ -207,10 +206,39 @@ def load_settings(config: Path | None = None, **flags: Any) -> Settings:
     except ValidationError as exc:
         raise SettingsError(_one_line(exc, path)) from exc
     except (OSError, ValueError) as exc:  # TOML syntax errors and unreadable files
-        raise SettingsError(f"settings file {path}: {exc}") from exc
+        where = f"settings file {path}" if path is not None else "settings"
+        raise SettingsError(f"{where}: {exc}") from exc
     finally:
         _CONFIG_FILE["path"] = None
     return _absolutise(settings, path)
+
+
+#: RECONCILER_* variables that are not settings: the settings file's name, what a hook is given
+#: (a hook may run `reconciler status`), and test fault injection (RECONCILER_TEST_*).
+NOT_SETTINGS = frozenset(
+    {"RECONCILER_CONFIG", "RECONCILER_REVISION", "RECONCILER_PHASE", "RECONCILER_CHANGED"}
+)
+
+
+def _check_environment() -> None:
+    """An unknown RECONCILER_* variable (a misspelt setting, say one underscore where `__`
+    nests) is an error: ignoring it would run with a default the operator meant to change."""
+    fields = Settings.model_fields
+    unknown = []
+    for name in sorted(os.environ):
+        if not name.startswith("RECONCILER_") or name in NOT_SETTINGS:
+            continue
+        if name.startswith(("RECONCILER_TEST_", "RECONCILER_REQUIRE_")):
+            continue
+        top = name.removeprefix("RECONCILER_").lower().partition("__")[0]
+        if top not in fields:
+            unknown.append(name)
+    if unknown:
+        known = ", ".join(f"RECONCILER_{field.upper()}" for field in fields)
+        raise SettingsError(
+            f"environment: unknown setting variable {', '.join(unknown)} "
+            f"(settings: {known}; nest with __, e.g. RECONCILER_VERIFY__CONSOLE)"
+        )
 
 
 def _one_line(exc: ValidationError, path: Path | None) -> str:

@@ -19,15 +19,25 @@ import hashlib
 import os
 import stat
 import time
-import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler.core.desired import MAX_FILE_BYTES, NAME_RE, Finding
-from reconciler.core.load import GATEWAY_FILE, KeySource, Skipped, SourceFile, StateInput, error
+from reconciler.core.load import (
+    GATEWAY_FILE,
+    KeySource,
+    Skipped,
+    SourceFile,
+    StateInput,
+    error,
+    load_toml,
+    path_problem,
+)
 from reconciler.core.rules import secret_rules
 from reconciler.core.secret import SecretBytes
+from reconciler.fsio import read_safe
+from reconciler.redact import remember_key
 
 _CERT_RULES = (
     "pem-invalid", "pem-no-certificate", "cert-invalid", "chain-order", "chain-cert-validity",
@@ -37,6 +47,7 @@ _CERT_RULES = (
 """What `validate --no-secrets` cannot check when the identity's cert lives in a key_dir."""
 
 K8S_DATA = "..data"
+_KEY_MARK = b"PRIVATE KEY-----"
 TRUST_SUFFIXES = (".pem", ".crt")
 RETRIES = 8
 #: First pause between reads of a snapshot in transit; doubles each time (about 2.5 s in all).
@@ -143,8 +154,8 @@ def _identity_paths(gateway: SourceFile | None) -> tuple[str, str] | None:
     if gateway is None or gateway.data is None:
         return None
     try:
-        raw = tomllib.loads(gateway.data.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError):
+        raw, _problem = load_toml(gateway.data.decode("utf-8"))
+    except UnicodeDecodeError:
         return None
     identity = raw.get("identity")
     if not isinstance(identity, dict):
@@ -205,8 +216,8 @@ def _credential_paths(source: SourceFile) -> list[tuple[str, str]]:
     if data is None or (b"password_file" not in data and b"api_key_file" not in data):
         return []
     try:
-        raw = tomllib.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError):
+        raw, _ = load_toml(data.decode("utf-8"))  # its problems are the profile's own findings
+    except UnicodeDecodeError:
         return []
     return [(k, v) for k in _CREDENTIAL_KEYS if isinstance(v := raw.get(k), str) and v]
 
@@ -243,6 +254,9 @@ class _Reader:
         return real
 
     def read(self, rel: str, field: str | None, *, missing_ok: bool = False) -> SourceFile | None:
+        if field is not None and (problem := path_problem(rel)) is not None:
+            self.findings.append(error(GATEWAY_FILE, field, problem, rule="path-invalid"))
+            return SourceFile(field, None)  # the value itself is never shown
         if os.path.isabs(rel) or rel.startswith("~"):
             self.findings.append(
                 error(
@@ -279,6 +293,9 @@ class _Reader:
         return True
 
     def read_cert(self, path: str) -> SourceFile:
+        if (problem := path_problem(path)) is not None:
+            self.findings.append(error(GATEWAY_FILE, "identity.cert", problem, rule="path-invalid"))
+            return SourceFile("identity.cert", None)  # the value itself is never shown
         if os.path.isabs(path):
             if self.skip_secret(path, "identity.cert", _CERT_RULES):
                 return SourceFile(path, None)
@@ -288,6 +305,9 @@ class _Reader:
         return source
 
     def read_key(self, path: str) -> KeySource:
+        if (problem := path_problem(path)) is not None:
+            self.findings.append(error(GATEWAY_FILE, "identity.key", problem, rule="path-invalid"))
+            return KeySource("identity.key", None)  # the value itself is never shown
         if self.skip_secret(path, "identity.key", secret_rules()):
             return KeySource(path, None)
         if os.path.isabs(path):
@@ -410,7 +430,9 @@ class _Reader:
     def _kept(self, shown: str, data: bytes) -> bytes:
         """`data` read for `shown`, counted into the content digest (the revision without git):
         the path shown, the length and the bytes, so no two states hash alike by moving bytes."""
-        self.digest.update(b"%s\0%d\0%s" % (shown.encode(), len(data), data))
+        self.digest.update(b"%s\0%d\0%s" % (os.fsencode(shown), len(data), data))
+        if _KEY_MARK in data:
+            remember_key(data)  # a key file, or a manifest with one inline: never echoed
         return data
 
     def _vanished(self, shown: str) -> bool:
@@ -456,11 +478,15 @@ class _Reader:
                 )
             return ()
         found: dict[str, tuple[str, SourceFile]] = {}
+        stray: list[str] = []
         for entry in sorted(entries):
             named = _entry_name(folder, entry, suffixes)
             if named is None:
                 continue  # hidden files, ConfigMap `..data` plumbing, editor swap files
             stem, rel, problem = named
+            if problem is not None and problem.severity == "warning":
+                stray.append(entry)
+                continue
             if problem is not None:
                 self.findings.append(problem)
                 continue
@@ -490,6 +516,8 @@ class _Reader:
                     )
                 source = SourceFile(rel, data)
             found[stem] = (stem, source)
+        if stray:
+            self.findings.append(_stray_warning(folder, stray, suffixes))
         return tuple(found[name] for name in sorted(found))
 
 
@@ -511,13 +539,27 @@ def _entry_name(
             rel,
             Finding("warning", rel, None, f"ignored: not {wanted}", rule="name-ignored"),
         )
-    if not NAME_RE.match(stem):
+    if not NAME_RE.fullmatch(stem):
         return (
             stem,
             rel,
             error(rel, None, f"name {stem!r} must match {NAME_RE.pattern}", rule="name-invalid"),
         )
     return stem, rel, None
+
+
+STRAY_NAMES_SHOWN = 3
+
+
+def _stray_warning(folder: str, names: list[str], suffixes: tuple[str, ...]) -> Finding:
+    """One warning for every file a folder holds that is not NAME.SUFFIX: its count and the
+    first few names (20,000 of them are one line, not 20,000)."""
+    wanted = " or ".join(f"NAME{s}" for s in suffixes)
+    shown = ", ".join(repr(name) for name in names[:STRAY_NAMES_SHOWN])
+    more = f" and {len(names) - STRAY_NAMES_SHOWN} more" if len(names) > STRAY_NAMES_SHOWN else ""
+    count = "1 file" if len(names) == 1 else f"{len(names)} files"
+    reason = f"{count} ignored, not {wanted}: {shown}{more}"
+    return Finding("warning", f"{folder}/", None, reason, rule="name-ignored")
 
 
 def _read_rest(fd: int, start: bytes) -> bytes:
@@ -541,39 +583,47 @@ def _strerror(exc: OSError) -> str:
     return exc.strerror or type(exc).__name__
 
 
+_GIT_FILE_LIMIT = 1 << 16
+_PACKED_REFS_LIMIT = 64 << 20
+
+
+def _git_text(path: Path, limit: int = _GIT_FILE_LIMIT) -> str | None:
+    """A git metadata file's text through the safe reader: a FIFO, device or link there (a
+    hostile push) is no revision, never a hang or a 10 GB read."""
+    data = read_safe(path, limit)
+    return None if data is None else data.decode("utf-8", "replace")
+
+
 def _git_revision(worktree: Path) -> str | None:
     """The commit checked out at `worktree`, read from .git without running git, or None."""
     dot_git = worktree / ".git"
     try:
-        if dot_git.is_file():
-            text = dot_git.read_text("utf-8").strip()
+        if dot_git.is_dir():
+            git_dir = dot_git
+        else:
+            text = (_git_text(dot_git) or "").strip()
             if not text.startswith("gitdir:"):
                 return None
             git_dir = (worktree / text.removeprefix("gitdir:").strip()).resolve()
-        elif dot_git.is_dir():
-            git_dir = dot_git
-        else:
-            return None
-        head = (git_dir / "HEAD").read_text("utf-8").strip()
+        head = (_git_text(git_dir / "HEAD") or "").strip()
         if not head.startswith("ref:"):
             return head if _is_sha(head) else None
         ref = head.removeprefix("ref:").strip()
         common = git_dir
-        commondir = git_dir / "commondir"
-        if commondir.is_file():
-            common = (git_dir / commondir.read_text("utf-8").strip()).resolve()
+        commondir = _git_text(git_dir / "commondir")
+        if commondir is not None:
+            common = (git_dir / commondir.strip()).resolve()
         for base in (git_dir, common):
-            ref_file = base / ref
-            if ref_file.is_file():
-                sha = ref_file.read_text("utf-8").strip()
+            sha_text = _git_text(base / ref)
+            if sha_text is not None:
+                sha = sha_text.strip()
                 return sha if _is_sha(sha) else None
-        packed = common / "packed-refs"
-        if packed.is_file():
-            for line in packed.read_text("utf-8").splitlines():
-                sha, _, name = line.partition(" ")
-                if name == ref and _is_sha(sha):
-                    return sha
-    except OSError:
+        packed = _git_text(common / "packed-refs", _PACKED_REFS_LIMIT)
+        for line in (packed or "").splitlines():
+            sha, _, name = line.partition(" ")
+            if name == ref and _is_sha(sha):
+                return sha
+    except (OSError, ValueError):
         return None
     return None
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler import records
+from reconciler.errors import ReconcilerError
 from reconciler.settings import Settings
 from reconciler.transaction import Transaction
 
@@ -52,13 +53,13 @@ def collect_status(settings: Settings) -> dict[str, Any]:
     }
     try:
         interrupted = Transaction.load(settings.var_dir)
-    except (OSError, ValueError):
-        interrupted = None
-    status["interrupted_pass"] = (
-        {"revision": interrupted.journal.revision, "phase": interrupted.journal.phase}
-        if interrupted
-        else None
-    )
+        status["interrupted_pass"] = (
+            {"revision": interrupted.journal.revision, "phase": interrupted.journal.phase}
+            if interrupted
+            else None
+        )
+    except ReconcilerError as exc:
+        status["interrupted_pass"] = {"error": str(exc)}
     planned = make_plan(settings, now)
     if planned.plan is None:
         status["desired"] = {
@@ -116,7 +117,9 @@ def format_status(status: dict[str, Any]) -> str:
     if status["suspended"]:
         reason = status["suspended"].get("reason") or "no reason given"
         lines.append(f"SUSPENDED       since {status['suspended']['since']}: {reason}")
-    if status["interrupted_pass"]:
+    if status["interrupted_pass"] and "error" in status["interrupted_pass"]:
+        lines.append(f"JOURNAL         {status['interrupted_pass']['error']}")
+    elif status["interrupted_pass"]:
         lines.append(
             f"interrupted     {status['interrupted_pass']} (resolved at the next apply/run)"
         )

@@ -128,6 +128,37 @@ _ENTRY_FIELDS = tuple(f.name for f in fields(Entry))
 _JOURNAL_FIELDS = tuple(f.name for f in fields(Journal) if f.name != "entries")
 
 
+TARGET_DIRS = ("data", "nginx")
+
+
+def ensure_target_dirs(root: Path) -> None:
+    """ROOT/data and ROOT/nginx, created 0755 when missing (a fresh volume); ApplyError naming
+    ROOT when ROOT itself is missing (a wrong `root` setting is not ours to create)."""
+    if not root.is_dir():
+        what = "is not a directory" if os.path.lexists(root) else "does not exist"
+        raise ApplyError(f"ROOT {root}: {what} (setting `root`); nothing was changed")
+    created = False
+    for name in TARGET_DIRS:
+        directory = root / name
+        if os.path.lexists(directory):
+            continue
+        try:
+            directory.mkdir(mode=0o755)
+            directory.chmod(0o755)  # whatever the umask: nginx and the services read it
+        except OSError as exc:
+            raise ApplyError(f"cannot create {fsio.describe(exc, directory)}") from exc
+        created = True
+    if created:
+        try:
+            fsio.fsync_dir(root)
+        except OSError as exc:
+            raise ApplyError(fsio.describe(exc, root)) from exc
+
+
+JOURNAL_LIMIT = 256 << 20
+"""A journal names every target of a pass (thousands of trust entries): far under this."""
+
+
 class Transaction:
     """One pass's change set on disk. Create with `prepare`, or `load` after a crash."""
 
@@ -324,10 +355,25 @@ class Transaction:
     @classmethod
     def load(cls, var_dir: Path) -> Transaction | None:
         """The interrupted pass, if the journal says there is one."""
-        data = fsio.read_bytes(var_dir / JOURNAL)
-        if data is None:
-            return None
-        return cls(var_dir, Journal.from_json(data))
+        path = var_dir / JOURNAL
+        try:
+            data = fsio.read_safe(path, JOURNAL_LIMIT)
+            if data is None:
+                return None
+            return cls(var_dir, Journal.from_json(data))
+        except fsio.RefusedFileError as exc:
+            why = exc.reason
+        except OSError as exc:
+            why = fsio.describe(exc, path).removeprefix(f"{path}: ")
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            why = "empty" if not data else f"not a journal ({type(exc).__name__})"
+        # Not ours to guess: a pass may have stopped half-swapped. Nothing is applied until the
+        # operator has looked; the daemon reports this at every pass and goes on running.
+        raise ApplyError(
+            f"{path}: {why}; a pass may have stopped half-way: check the targets "
+            f"(`reconciler plan` lists what differs), then move the file aside "
+            f"(mv {path} {path}.bad) and run `reconciler apply`"
+        )
 
 
 def _stage(directory: Path, changes: Sequence[Change]) -> list[Entry]:
@@ -350,6 +396,14 @@ def _stage(directory: Path, changes: Sequence[Change]) -> list[Entry]:
         before_mode = before_gid = None
         before_sha = None
         current = fsio.read_bytes(target)
+        special = fsio.special_file(target) if current is None else None
+        if special is not None:
+            # Not ours to read or delete (a FIFO would block a reader; a directory may hold
+            # someone's files): the pass fails before anything is swapped, naming the path.
+            raise ApplyError(
+                f"{target}: is {special} where a {change.kind} target file belongs; "
+                "nothing was changed: move it away and the next pass writes the file"
+            )
         if current is None and os.path.islink(target):
             # Someone put a link where a target belongs (drift): a rollback puts the link back.
             backup = LINK + os.readlink(target)

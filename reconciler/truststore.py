@@ -199,6 +199,36 @@ class DirectoryTrustStore(TrustStore):
 
     backend: ClassVar[str] = "directory"
 
+    def refresh(self, removed: bool, timeout_s: float = 120) -> RefreshResult:
+        """The refresh command, then hash links for what it skips by design: every
+        certificate of a managed file that holds several (OpenSSL's CApath lookup loads the
+        whole file a link names, so a link per certificate makes each one found)."""
+        result = TrustStore.refresh(self, removed, timeout_s)
+        self._link_multi_certificate_files()
+        return result
+
+    def _link_multi_certificate_files(self) -> None:
+        links = self._hash_links()
+        linked = {self._link_key(os.readlink(e.path)) for e in links if e.is_symlink()}
+        taken = {entry.name for entry in links}
+        for path in self.managed_files().values():
+            if path.name in linked:
+                continue
+            ders = _file_ders(path)
+            if len(ders) < 2:
+                continue  # one certificate rehash did not link: the check below reports it
+            for der in ders:
+                name_hash = subject_hash(der)
+                counter = 0
+                while f"{name_hash}.{counter}" in taken:
+                    counter += 1
+                link = self.trust_dir / f"{name_hash}.{counter}"
+                try:
+                    os.symlink(path.name, link)
+                except OSError as exc:
+                    raise ApplyError(fsio.describe(exc, link)) from exc
+                taken.add(link.name)
+
     def missing_files_after_refresh(self, files: Sequence[Path]) -> list[str]:
         """Here it is enough that a hash link names each file: rehash links a file only when it
         holds exactly one certificate it could read.
@@ -252,9 +282,20 @@ class DirectoryTrustStore(TrustStore):
                     continue
                 linked.add(self._link_key(target))
         missing: list[str] = []
+        present: set[bytes] | None = None
         for path in files:
             if self._link_key(str(path)) not in linked or not path.exists():
-                missing += [_subject(der) for der in _file_ders(path)] or [str(path)]
+                ders = _file_ders(path)
+                if not ders:
+                    missing.append(str(path))
+                    continue
+                # A certificate another file already holds is linked once (rehash skips the
+                # duplicate): it is installed if some link leads to it.
+                if present is None:
+                    present = self._present_digests()
+                missing += [
+                    _subject(der) for der in ders if hashlib.sha256(der).digest() not in present
+                ]
         return missing
 
     def _link_key(self, target: str) -> str:
@@ -336,10 +377,16 @@ def managed_paths(trust_dir: Path | str, prefix: str) -> dict[str, str]:
     return found
 
 
+CERT_FILE_LIMIT = 64 << 20
+"""Certificate files read back (targets, trust entries): a bundle of every CA is far under."""
+
+
 def certificates_in(path: Path) -> list[x509.Certificate]:
     """Every certificate in a PEM file; none when it cannot be read or parsed."""
     try:
-        return list(x509.load_pem_x509_certificates(path.read_bytes()))
+        # Through the safe reader: a FIFO or device someone put at a target never hangs status.
+        data = fsio.read_safe(path, CERT_FILE_LIMIT, follow=True)
+        return list(x509.load_pem_x509_certificates(data)) if data else []
     except (OSError, ValueError):
         return []
 

@@ -17,7 +17,7 @@ import structlog
 from structlog.testing import capture_logs
 
 from reconciler import devpki
-from reconciler.audit import AuditLog
+from reconciler.audit import AuditLog, verify
 from reconciler.core.secret import SecretBytes
 from reconciler.logging import Recorder, configure_logging, get_logger
 
@@ -220,14 +220,19 @@ def test_recorder_feeds_both_sinks_the_same_values(tmp_path: Path) -> None:
     assert logs[1]["seq"] == 2
 
 
-def test_recorder_refusing_key_material_logs_nothing(tmp_path: Path, key_pem: bytes) -> None:
+def test_recorder_redacts_key_material_in_both_logs(tmp_path: Path, key_pem: bytes) -> None:
     path = tmp_path / "audit.jsonl"
     audit = AuditLog(path)
-    with capture_logs() as logs, pytest.raises(TypeError, match="key material"):
-        Recorder(audit).record("warning", REV, key=SecretBytes(key_pem))
+    with capture_logs() as logs:
+        Recorder(audit).record(
+            "warning", REV, key=SecretBytes(key_pem), text=key_pem.decode().lower()
+        )
     audit.close()
-    assert logs == []
-    assert path.read_bytes() == b""
+    assert logs[0]["key"] == "[private key redacted]"
+    assert logs[0]["text"].strip() == "[private key redacted]"
+    body = key_pem.decode().splitlines()[1]
+    assert body.lower() not in path.read_text()
+    assert verify([path]).ok
 
 
 def test_recorder_without_an_audit_log_only_logs() -> None:

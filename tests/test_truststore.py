@@ -214,13 +214,27 @@ def test_directory_backend_rehash_makes_hash_links(tmp_path: Path) -> None:
     assert foreign.read_bytes() == other.cert_pem
 
 
-def test_directory_backend_reports_a_multi_certificate_entry_missing(tmp_path: Path) -> None:
-    """openssl rehash skips files holding more than one certificate: say so, do not pass."""
+def test_directory_backend_trusts_every_certificate_of_a_multi_certificate_entry(
+    tmp_path: Path,
+) -> None:
+    """openssl rehash skips files holding more than one certificate; the backend links each
+    certificate of such a file itself, and OpenSSL then finds both through CApath."""
     store = DirectoryTrustStore(tmp_path, "reconciler-", ("openssl", "rehash", str(tmp_path)))
     first, second = make_ca("Pair One"), make_ca("Pair Two")
     store.path_for("pair").write_bytes(first.cert_pem + second.cert_pem)
     store.refresh(removed=False, timeout_s=60)
-    assert store.missing_after_refresh([der(first), der(second)]) == ["CN=Pair One", "CN=Pair Two"]
+    assert store.missing_after_refresh([der(first), der(second)]) == []
+    assert store.missing_files_after_refresh([store.path_for("pair")]) == []
+    for ca in (first, second):
+        leaf = tmp_path.parent / f"leaf-{ca.cert.subject.rfc4514_string()}.pem"
+        leaf.write_bytes(issue(ca, "svc.example.com").cert_pem)
+        checked = subprocess.run(
+            ["openssl", "verify", "-CApath", str(tmp_path), str(leaf)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert checked.returncode == 0, checked.stderr
 
 
 def test_refresh_failure_names_command_and_exit_code(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -142,10 +143,10 @@ def _parse_toml(
         return None, (
             error(file, None, f"not UTF-8 text (byte {exc.start})", rule="toml-encoding"),
         )
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        return None, (error(file, None, f"TOML syntax error: {exc}", rule="toml-syntax"),)
+    raw, problem = load_toml(text)
+    if problem is not None:
+        rule = "toml-syntax" if problem.startswith("TOML syntax error") else "toml-limits"
+        return None, (error(file, None, problem, rule=rule),)
     parsed, problems = check_table(raw, model)
     return parsed, tuple(
         error(file, where, reason, schema_rule(reason)) for where, reason in problems
@@ -159,6 +160,75 @@ def schema_rule(reason: str) -> str:
     if reason == "required key is missing":
         return "toml-missing-key"
     return "toml-value"
+
+
+MAX_TOML_DEPTH = 32
+"""Tables and arrays nested deeper than this are refused (a parser recursing 5,000 deep fails)."""
+_INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
+
+
+def load_toml(text: str) -> tuple[dict[str, Any], str | None]:
+    """TOML text as a table, or ({}, the reason) when it is not TOML or breaks a parsing limit:
+    nesting deeper than MAX_TOML_DEPTH, an integer outside 64 bits. Never raises."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        return {}, f"TOML syntax error: {exc}"
+    except RecursionError:
+        return {}, f"nested deeper than {MAX_TOML_DEPTH} levels"
+    except ValueError:  # an integer too long to convert (Python's digit limit)
+        return {}, "an integer outside 64 bits (from -2**63 to 2**63-1)"
+    problem = _limits(raw)
+    return ({}, problem) if problem else (raw, None)
+
+
+def _limits(raw: dict[str, Any]) -> str | None:
+    """The first parsing limit `raw` breaks, walked without recursion."""
+    stack: list[tuple[object, int, str]] = [(raw, 1, "")]
+    while stack:
+        value, depth, where = stack.pop()
+        if depth > MAX_TOML_DEPTH:
+            return f"{where or 'a value'}: nested deeper than {MAX_TOML_DEPTH} levels"
+        if isinstance(value, dict):
+            for key, item in value.items():
+                stack.append((item, depth + 1, f"{where}.{key}" if where else str(key)))
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1, f"{where}[{n}]") for n, item in enumerate(value))
+        elif type(value) is int and not _INT_MIN <= value <= _INT_MAX:
+            return f"{where}: an integer outside 64 bits (from -2**63 to 2**63-1)"
+    return None
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_KUBELET_DIR = re.compile(r"\.\.[^./][^/]*")
+
+
+def looks_like_key(value: str) -> bool:
+    """Text a message must never quote: it may be a pasted private key."""
+    upper = value.upper()
+    return "PRIVATE KEY" in upper or "-----BEGIN" in upper
+
+
+def path_problem(path: str) -> str | None:
+    """Why a path value in the desired state is refused before any file is opened, or None.
+
+    The reason never quotes the value (a pasted key lands here): control characters (a NUL
+    cannot be in a file name), PEM text instead of a path, and a component naming a kubelet
+    `..NAME` directory (those come and go with every update; use the visible name, which links
+    through `..data`)."""
+    if looks_like_key(path):
+        return "holds PEM text, not a path (give the path to the key file); value not shown"
+    if _CONTROL.search(path):
+        return "must not contain control characters (NUL, newline, ...)"
+    if len(path) > 4096:
+        return f"{len(path)} characters: at most 4096"
+    for part in path.split("/"):
+        if part != "..data" and _KUBELET_DIR.fullmatch(part):
+            return (
+                f"points into the kubelet directory {part!r}, which is replaced at every update: "
+                "name the file through the volume's visible links"
+            )
+    return None
 
 
 def check_table(
@@ -244,7 +314,12 @@ def _check_list(value: object, rule: Rule, key: str) -> tuple[object, list[tuple
 
 
 def _shown(value: object, limit: int = 60) -> str:
-    """A value as a message quotes it: repr, cut short (a file may hold a megabyte string)."""
+    """A value as a message quotes it: repr, cut short (a file may hold a megabyte string);
+    never text that may be key material."""
+    if isinstance(value, str) and looks_like_key(value):
+        return "text that looks like key material (not shown)"
+    if type(value) is int and not _INT_MIN <= value <= _INT_MAX:
+        return "an integer outside 64 bits"
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -325,8 +400,8 @@ def _policy_alone(source: SourceFile | None) -> PolicySection:
     if source is None or source.data is None:
         return PolicySection()
     try:
-        raw = tomllib.loads(source.data.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError):
+        raw, _problem = load_toml(source.data.decode("utf-8"))
+    except UnicodeDecodeError:
         return PolicySection()
     policy, _ = check_table(raw.get("policy", {}), PolicySection, "policy")
     return policy or PolicySection()
@@ -355,13 +430,27 @@ def _identity(
 def _trust(
     sources: Iterable[tuple[str, SourceFile]], now: datetime, findings: list[Finding]
 ) -> Iterable[TrustEntry]:
+    first_file: dict[str, str] = {}
     for name, source in sources:
         if source.data is None:
             continue
         entry, found = check_trust(name, source.data, file=source.path, now=now)
         findings += found
-        if entry is not None:
-            yield entry
+        if entry is None:
+            continue
+        for cert in entry.certs:
+            earlier = first_file.setdefault(cert.sha256_fingerprint, source.path)
+            if earlier != source.path:
+                findings.append(
+                    Finding(
+                        "warning",
+                        source.path,
+                        None,
+                        f"certificate {cert.subject} is also in {earlier}: trusted once; "
+                        "keep it in one file",
+                    )
+                )
+        yield entry
 
 
 def _profiles(

@@ -291,7 +291,8 @@ def render_ssl_conf(
         "# nginx before 1.23.2 never rotates ticket keys, which would defeat forward secrecy.",
         "ssl_session_tickets off;",
     ]
-    return ("\n".join(lines) + "\n").encode("ascii")
+    # ROOT's bytes as the file system has them (a non-ASCII ROOT is a valid path for nginx).
+    return ("\n".join(lines) + "\n").encode("utf-8", "surrogateescape")
 
 
 def ssl_on_supported(nginx_version_output: str) -> bool:

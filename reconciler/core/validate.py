@@ -404,6 +404,13 @@ def _check_leaf(
                 f"(fewer than {WARN_DAYS}); renew it soon",
                 rule="leaf-expiring",
             )
+    if info.is_ca:
+        out.error(
+            file,
+            _CERT_FIELD,
+            f"first certificate {leaf.name} is a CA certificate (basicConstraints CA:TRUE), "
+            "not the gateway's own: put the gateway's leaf certificate first, then its issuers",
+        )
     if info.self_signed and not policy.allow_self_signed:
         out.error(
             file,

@@ -1,0 +1,18 @@
+"""The hostile-input fuzz harness (bench/fuzz.py) in the suite: a few hundred examples."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.fuzz import run_fuzz
+
+EXAMPLES = 200
+BUDGET_S = 300
+"""A slow, shared machine runs fewer examples rather than hitting the suite's timeout."""
+
+
+@pytest.mark.timeout(BUDGET_S + 120)
+def test_fuzzed_states_settings_var_files_and_targets_break_no_property() -> None:
+    ran, failures = run_fuzz(EXAMPLES, max_seconds=BUDGET_S)
+    assert failures == []
+    assert ran >= 50  # hypothesis stops early only when out of new inputs or of time
