@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import stat
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -35,6 +34,7 @@ from reconciler.core.compose import (
 )
 from reconciler.core.desired import Finding
 from reconciler.core.load import StateInput, error
+from reconciler.fsio import RefusedFileError, read_safe
 
 __all__ = ["fleet_root", "gateways_of", "read_composed", "shared_layers"]
 
@@ -81,7 +81,7 @@ def read_composed(
             return inp
         time.sleep(RETRY_PAUSE_S * 2**attempt)
     reason = "the fleet repository kept changing while being read; will read it again"
-    finding = error(str(state_dir), None, reason)
+    finding = error(str(state_dir), None, reason, rule="state-in-transit")
     return StateInput("unknown", None, findings=(finding,), in_transit=True)
 
 
@@ -93,12 +93,14 @@ def _read_once(
     name = os.path.basename(os.path.abspath(state_dir))
     if not is_gateway_name(name) or "\n" in name:
         reason = f"gateway directory name {name[:60]!r} must be a NAME ([a-z0-9][a-z0-9._-]*)"
-        return StateInput("unknown", None, findings=(error(str(state_dir), None, reason),))
+        finding = error(str(state_dir), None, reason, rule="name-invalid")
+        return StateInput("unknown", None, findings=(finding,))
     # Every layer is read through REPO resolved once (`real`): one commit for all of them.
     own_dir = Path(real) / GATEWAYS_DIR / name
     if not _inside(os.path.realpath(own_dir), real):
         reason = "the gateway's directory leads outside the fleet repository"
-        return StateInput("unknown", None, findings=(error(str(state_dir), None, reason),))
+        finding = error(str(state_dir), None, reason, rule="path-escape")
+        return StateInput("unknown", None, findings=(finding,))
     own = read_snapshot(own_dir, key_dirs, no_secrets=no_secrets, fleet=False)
     fleet, problems = _fleet_file(Path(real))
     layers: list[Layer] = []
@@ -108,10 +110,12 @@ def _read_once(
         path = Path(real) / layer
         where = os.path.realpath(path)
         if not _inside(where, real) or where == real:
-            problems.append(error(FLEET_FILE, "shared", f"{layer}: leads outside the repository"))
+            reason = f"{layer}: leads outside the repository"
+            problems.append(error(FLEET_FILE, "shared", reason, rule="path-escape"))
             continue
         if not os.path.isdir(where):
-            problems.append(error(FLEET_FILE, "shared", f"{layer}: no such directory"))
+            reason = f"{layer}: no such directory"
+            problems.append(error(FLEET_FILE, "shared", reason, rule="fleet-invalid"))
             continue
         if not os.listdir(where):
             continue  # an empty layer adds nothing
@@ -123,7 +127,7 @@ def _read_once(
     composed = compose(layers, own, revision=revision, content_digest=content)
     if problems:
         # Named relative to STATE, as every other message is.
-        moved = tuple(error(f"../../{FLEET_FILE}", f.field, f.reason) for f in problems)
+        moved = tuple(replace(f, file=f"../../{FLEET_FILE}") for f in problems)
         composed = replace(composed, findings=moved + composed.findings)
     return composed
 
@@ -131,20 +135,15 @@ def _read_once(
 def _fleet_file(real: Path) -> tuple[FleetFile | None, list[Finding]]:
     """fleet.toml read like any input file: a regular file (no link), within its size limit."""
     try:
-        fd = os.open(real / FLEET_FILE, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+        data = read_safe(real / FLEET_FILE, MAX_FLEET_FILE_BYTES)
+    except RefusedFileError as exc:
+        rule = "file-too-large" if "over the limit" in exc.reason else "file-not-regular"
+        return None, [error(FLEET_FILE, None, exc.reason, rule=rule)]
     except OSError as exc:
-        return None, [error(FLEET_FILE, None, f"cannot be read: {exc.strerror or exc}")]
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            return None, [error(FLEET_FILE, None, "not a regular file")]
-        if info.st_size > MAX_FLEET_FILE_BYTES:
-            return None, [error(FLEET_FILE, None, f"{info.st_size} bytes: over the 64 KiB limit")]
-        data = os.read(fd, MAX_FLEET_FILE_BYTES + 1)
-    except OSError as exc:
-        return None, [error(FLEET_FILE, None, f"cannot be read: {exc.strerror or exc}")]
-    finally:
-        os.close(fd)
+        reason = f"cannot be read: {exc.strerror or exc}"
+        return None, [error(FLEET_FILE, None, reason, rule="file-unreadable")]
+    if data is None:
+        return None, [error(FLEET_FILE, None, "file does not exist", rule="file-missing")]
     return parse_fleet(data)
 
 

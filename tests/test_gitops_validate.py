@@ -282,7 +282,8 @@ def test_several_states_one_summary_one_exit_code(tmp_path: Path, pki: Pki) -> N
     other.write("tls/cert.pem", pki.intermediate.cert_pem + pki.leaf.cert_pem)
     result = validate(tmp_path, "--no-secrets", "gw1", "gw2")
     assert result.returncode == 1
-    assert result.stderr.splitlines()[-1] == "2 states: 1 valid, 1 invalid; 1 error, 0 warnings"
+    # Chain order, and the first certificate (the intermediate) being a CA: two errors.
+    assert result.stderr.splitlines()[-1] == "2 states: 1 valid, 1 invalid; 2 errors, 0 warnings"
     assert "error: gw2/tls/cert.pem:1: identity.cert: chain not in issuing order" in result.stderr
     assert good.path.name not in result.stderr.split("chain not")[0].split("error:")[-1]
 

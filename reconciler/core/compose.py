@@ -17,13 +17,20 @@ from __future__ import annotations
 
 import json
 import re
-import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from reconciler.core.desired import NAME_RE, Finding, GatewayFile
-from reconciler.core.load import GATEWAY_FILE, SourceFile, StateInput, check_table, error
+from reconciler.core.load import (
+    GATEWAY_FILE,
+    SourceFile,
+    StateInput,
+    check_table,
+    error,
+    load_toml,
+    schema_rule,
+)
 
 FLEET_FILE = "fleet.toml"
 GATEWAYS_DIR = "gateways"
@@ -41,25 +48,48 @@ class FleetFile:
     shared: tuple[str, ...] = ()
 
 
+def _load(data: bytes) -> tuple[dict[str, Any], str | None]:
+    """TOML bytes within the parsing limits, or ({}, the reason)."""
+    try:
+        return load_toml(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        return {}, f"not UTF-8 text (byte {exc.start})"
+
+
+def problem_finding(file: str, problem: str) -> Finding:
+    """The finding for a file `_load` refused."""
+    if problem.startswith("TOML syntax error"):
+        return error(file, None, problem, rule="toml-syntax")
+    if problem.startswith("not UTF-8"):
+        return error(file, None, problem, rule="toml-encoding")
+    return error(file, None, problem, rule="toml-limits")
+
+
 def parse_fleet(data: bytes) -> tuple[FleetFile | None, list[Finding]]:
     """`fleet.toml` bytes to a FleetFile, or None and every problem (each naming the field)."""
-    try:
-        raw = tomllib.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        return None, [error(FLEET_FILE, None, f"TOML syntax error: {exc}")]
-    findings = [error(FLEET_FILE, key, "unknown key (typo?)") for key in raw if key != "shared"]
+    raw, problem = _load(data)
+    if problem is not None:
+        return None, [problem_finding(FLEET_FILE, problem)]
+    findings = [
+        error(FLEET_FILE, key, "unknown key (typo?)", rule="toml-unknown-key")
+        for key in raw
+        if key != "shared"
+    ]
     shared = raw.get("shared", [])
     if not isinstance(shared, list) or not all(isinstance(s, str) for s in shared):
-        findings.append(error(FLEET_FILE, "shared", "must be a list of directory names"))
+        reason = "must be a list of directory names"
+        findings.append(error(FLEET_FILE, "shared", reason, rule="fleet-invalid"))
         return None, findings
     if len(shared) > MAX_LAYERS:
-        findings.append(error(FLEET_FILE, "shared", f"{len(shared)} layers: at most {MAX_LAYERS}"))
+        reason = f"{len(shared)} layers: at most {MAX_LAYERS}"
+        findings.append(error(FLEET_FILE, "shared", reason, rule="fleet-invalid"))
     for index, layer in enumerate(shared):
         problem = _layer_problem(layer)
         if problem is not None:
-            findings.append(error(FLEET_FILE, f"shared[{index}]", problem))
+            findings.append(error(FLEET_FILE, f"shared[{index}]", problem, rule="fleet-invalid"))
     if len(set(shared)) != len(shared):
-        findings.append(error(FLEET_FILE, "shared", "a layer is listed twice"))
+        reason = "a layer is listed twice"
+        findings.append(error(FLEET_FILE, "shared", reason, rule="fleet-invalid"))
     if findings:
         return None, findings
     return FleetFile(tuple(shared)), []
@@ -146,10 +176,9 @@ def merge_gateway(
             defaults.setdefault(name, {}).update(values)
     if own is None or own.data is None or not defaults:
         return own, findings
-    try:
-        mine = tomllib.loads(own.data.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError):
-        return own, findings
+    mine, problem = _load(own.data)
+    if problem is not None:
+        return own, findings  # the gateway's own file reports it when it is evaluated
     if not _plain_tables(mine):
         return own, findings
     merged: dict[str, dict[str, Any]] = {name: dict(values) for name, values in defaults.items()}
@@ -159,16 +188,15 @@ def merge_gateway(
 
 
 def _shared_tables(data: bytes, shown: str) -> tuple[dict[str, dict[str, Any]], list[Finding]]:
-    try:
-        raw = tomllib.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        return {}, [error(shown, None, f"TOML syntax error: {exc}")]
+    raw, problem = _load(data)
+    if problem is not None:
+        return {}, [problem_finding(shown, problem)]
     findings: list[Finding] = []
     if "identity" in raw:
         reason = "[identity] is one gateway's own: keep it in gateways/NAME/gateway.toml"
-        findings.append(error(shown, "identity", reason))
+        findings.append(error(shown, "identity", reason, rule="fleet-invalid"))
     _, problems = check_table({k: v for k, v in raw.items() if k != "identity"}, GatewayFile)
-    findings += [error(shown, where, reason) for where, reason in problems]
+    findings += [error(shown, where, reason, schema_rule(reason)) for where, reason in problems]
     if findings or not _plain_tables(raw):
         return {}, findings
     return {name: dict(raw[name]) for name in SHARED_TABLES if name in raw}, []

@@ -145,8 +145,9 @@ def _parse_toml(
         )
     raw, problem = load_toml(text)
     if problem is not None:
-        rule = "toml-syntax" if problem.startswith("TOML syntax error") else "toml-limits"
-        return None, (error(file, None, problem, rule=rule),)
+        if problem.startswith("TOML syntax error"):
+            return None, (error(file, None, problem, rule="toml-syntax"),)
+        return None, (error(file, None, problem, rule="toml-limits"),)
     parsed, problems = check_table(raw, model)
     return parsed, tuple(
         error(file, where, reason, schema_rule(reason)) for where, reason in problems
@@ -448,6 +449,7 @@ def _trust(
                         None,
                         f"certificate {cert.subject} is also in {earlier}: trusted once; "
                         "keep it in one file",
+                        rule="trust-duplicate",
                     )
                 )
         yield entry

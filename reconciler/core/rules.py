@@ -89,6 +89,15 @@ RULES: dict[str, RuleDoc] = {
         "Reading files outside the state would let a commit pull in any file of the host.",
         "Keep every file inside the state; links may only point inside it.",
     ),
+    "path-invalid": _rule(
+        "error",
+        "A path value holds a control character or key-like text, is over 4096 characters, or "
+        "points into a kubelet-private `..NAME` directory.",
+        "Such a path is a mistake or an attack; a kubelet `..NAME` directory is replaced at the "
+        "next volume update, so a path into it breaks silently.",
+        "Write a plain relative path inside the state (or an absolute one inside key_dirs); name "
+        "files through `..data` or the volume's top level, never `..2026_...` directories.",
+    ),
     "key-outside-key-dirs": _rule(
         "error",
         "An absolute `identity.key` path is not inside any of the settings' `key_dirs`.",
@@ -128,6 +137,13 @@ RULES: dict[str, RuleDoc] = {
         "A TOML file does not parse.",
         "Nothing in a file that does not parse can be trusted.",
         "Fix the syntax at the line and column given (quotes, brackets, `=`).",
+    ),
+    "toml-limits": _rule(
+        "error",
+        "A TOML file nests tables or arrays deeper than 32 levels, or holds an integer outside "
+        "64 bits.",
+        "No real setting needs either; both are ways to make a parser crash or stall.",
+        "Flatten the file and use integers within -2**63 .. 2**63-1.",
     ),
     "toml-unknown-key": _rule(
         "error",
@@ -231,6 +247,13 @@ RULES: dict[str, RuleDoc] = {
         "Use a certificate issued by a CA, or set `policy.allow_self_signed = true` outside "
         "production.",
     ),
+    "leaf-ca": _rule(
+        "error",
+        "The identity's first certificate is a CA certificate (basicConstraints CA:TRUE).",
+        "The digital ID must be the gateway's own leaf; a CA first usually means the chain file "
+        "lists the issuer before the leaf.",
+        "Put the gateway's leaf certificate first, then its issuers in order.",
+    ),
     "leaf-eku": _rule(
         "warning",
         "The leaf has an Extended Key Usage without both serverAuth and clientAuth.",
@@ -323,6 +346,12 @@ RULES: dict[str, RuleDoc] = {
         "Trusting a server's own certificate works until the server renews it.",
         "Trust the CA that issued the server's certificate instead.",
     ),
+    "trust-duplicate": _rule(
+        "warning",
+        "The same certificate is in two trust files (both are named).",
+        "It is trusted once either way; two copies drift apart when one is renewed.",
+        "Keep the certificate in one trust file.",
+    ),
     # -- profiles
     "profile-url": _rule(
         "error",
@@ -397,6 +426,17 @@ RULES: dict[str, RuleDoc] = {
         "Mount the secret so the file exists inside one of key_dirs, non-empty and small; "
         "`validate --no-secrets` skips this check in CI.",
         secret=True,
+    ),
+    # -- fleet repositories
+    "fleet-invalid": _rule(
+        "error",
+        "`fleet.toml` or a shared layer is wrong: `shared` not a list of directories inside the "
+        "repository, a layer listed twice or missing, too many layers, or `[identity]` in a "
+        "shared `gateway.toml`.",
+        "Every gateway of the fleet is composed from these layers; a wrong layer is every "
+        "gateway's mistake.",
+        "List existing directories relative to the repository root (not `gateways/`, no `..`), "
+        "each once, and keep `[identity]` in `gateways/NAME/gateway.toml`.",
     ),
 }
 

@@ -410,6 +410,7 @@ def _check_leaf(
             _CERT_FIELD,
             f"first certificate {leaf.name} is a CA certificate (basicConstraints CA:TRUE), "
             "not the gateway's own: put the gateway's leaf certificate first, then its issuers",
+            rule="leaf-ca",
         )
     if info.self_signed and not policy.allow_self_signed:
         out.error(
