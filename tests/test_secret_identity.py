@@ -110,7 +110,10 @@ def test_a_path_into_a_kubelet_timestamp_directory_is_an_error(tmp_path: Path, p
     inp = read_snapshot(state.path, [volume.root])
     errors = [f for f in inp.findings if f.severity == "error"]
     assert {f.field for f in errors} == {"identity.cert", "identity.key"}
-    assert all(f"points into {stamp}, which the kubelet replaces" in f.reason for f in errors)
+    assert all(
+        f"points into the kubelet directory {stamp!r}, which is replaced" in f.reason
+        for f in errors
+    )
     assert not any(b"PRIVATE" in str(f).encode() for f in errors)
 
 
