@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,12 +20,11 @@ from typing import TextIO
 from reconciler.core.desired import Finding
 from reconciler.core.load import Evaluation, StateInput, error, evaluate
 from reconciler.core.positions import locate
-from reconciler.core.secret import redact_key_blocks
 from reconciler.fleet import gateways_of
+from reconciler.redact import scrub
 from reconciler.snapshot import read_snapshot
 
 FORMATS = ("text", "json", "github", "gitlab")
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,9 +97,9 @@ def exit_code(reports: Sequence[StateReport]) -> int:
 
 
 def clean(text: str) -> str:
-    """Text as outputs may show it: key blocks redacted, control characters escaped."""
-    text = redact_key_blocks(text)
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    """Text as outputs may show it (the output boundary's rules), on one line: a finding is one
+    annotation or one line of text, so newlines are escaped too."""
+    return scrub(text).replace("\n", "\\x0a")
 
 
 def display_path(report: StateReport, finding: Finding, cwd: Path | None = None) -> str:

@@ -306,18 +306,24 @@ def read_safe(path: Path | str, limit: int, *, follow: bool = False) -> bytes | 
             raise RefusedFileError(path, f"is not a regular file (it is {_kind(info.st_mode)})")
         if info.st_size > limit:
             raise RefusedFileError(path, f"{info.st_size} bytes: over the limit of {limit}")
-        chunks, total = [], 0
-        while total <= limit:
-            chunk = os.read(fd, min(limit + 1 - total, 1 << 20))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            total += len(chunk)
-        if total > limit:
+        data = read_up_to(fd, limit)
+        if len(data) > limit:
             raise RefusedFileError(path, f"grew over the limit of {limit} bytes while read")
-        return b"".join(chunks)
+        return data
     finally:
         os.close(fd)
+
+
+def read_up_to(fd: int, limit: int, start: bytes = b"") -> bytes:
+    """`start` and the rest of an open file, up to one byte over `limit` (which says "too big")."""
+    chunks, total = [start], len(start)
+    while total <= limit:
+        chunk = os.read(fd, min(limit + 1 - total, 1 << 20))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    return b"".join(chunks)
 
 
 def _kind(mode: int) -> str:

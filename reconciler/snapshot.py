@@ -36,7 +36,7 @@ from reconciler.core.load import (
 )
 from reconciler.core.rules import secret_rules
 from reconciler.core.secret import SecretBytes
-from reconciler.fsio import read_safe
+from reconciler.fsio import read_safe, read_up_to
 from reconciler.redact import remember_key
 
 _CERT_RULES = (
@@ -387,7 +387,7 @@ class _Reader:
             # read does (thousands of files a pass); only a file that grew meanwhile loops.
             data = os.read(fd, info.st_size + 1)
             if len(data) > info.st_size:
-                data = _read_rest(fd, data)
+                data = read_up_to(fd, MAX_FILE_BYTES, data)
         except OSError as exc:
             self.findings.append(
                 error(shown, field, f"cannot be read: {_strerror(exc)}", rule="file-unreadable")
@@ -410,7 +410,7 @@ class _Reader:
         try:
             data = os.read(fd, _READ_BYTES)
             if len(data) == _READ_BYTES:
-                data = _read_rest(fd, data)
+                data = read_up_to(fd, MAX_FILE_BYTES, data)
         except OSError as exc:
             self.findings.append(
                 error(shown, None, f"cannot be read: {_strerror(exc)}", rule="file-unreadable")
@@ -555,19 +555,6 @@ def _stray_warning(folder: str, names: list[str], suffixes: tuple[str, ...]) -> 
     count = "1 file" if len(names) == 1 else f"{len(names)} files"
     reason = f"{count} ignored, not {wanted}: {shown}{more}"
     return Finding("warning", f"{folder}/", None, reason, rule="name-ignored")
-
-
-def _read_rest(fd: int, start: bytes) -> bytes:
-    """`start` and the rest of the file up to one byte over the limit (which says "too big")."""
-    chunks = [start]
-    total = len(start)
-    while total <= MAX_FILE_BYTES:
-        chunk = os.read(fd, min(MAX_FILE_BYTES + 1 - total, 1 << 20))
-        if not chunk:
-            break
-        chunks.append(chunk)
-        total += len(chunk)
-    return b"".join(chunks)
 
 
 def _inside(path: str, directory: str) -> bool:

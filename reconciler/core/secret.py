@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import re
 
 
 class SecretBytes:
@@ -40,18 +39,3 @@ class SecretBytes:
 
 
 REDACTED_KEY = "[private key redacted]"
-
-# A whole block, a block cut off at the end of the text, or one cut off at its start (an
-# output tail that begins inside a block).
-_KEY_BLOCK = re.compile(
-    r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)"
-    r"|\A(?:(?!-----BEGIN ).)*?-----END [A-Z0-9 ]*PRIVATE KEY-----",
-    re.DOTALL,
-)
-
-
-def redact_key_blocks(text: str) -> str:
-    """Text (a hook's output, an error message) with PEM private key blocks cut out."""
-    if "PRIVATE KEY-----" not in text:
-        return text
-    return _KEY_BLOCK.sub(REDACTED_KEY, text)
