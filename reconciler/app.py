@@ -461,18 +461,25 @@ class Reconciler:
             return self._failed(revision, str(exc), current)
         # One audit write for all of them: the records are durable before the hooks run.
         self.recorder.record_many([_change_record(revision, c) for c in current.changes])
-        result = self._complete(txn, current)
+        several = tuple(Path(t.path) for t in targets if t.kind == "trust" and len(t.certs) > 1)
+        result = self._complete(txn, current, several)
         if result.ok:
             self._remember(revision, targets, None)
         return result
 
-    def _complete(self, txn: Transaction, current: Plan | None = None) -> PassResult:
-        """After the swap: refresh, hooks, verification, then commit or roll back."""
+    def _complete(
+        self,
+        txn: Transaction,
+        current: Plan | None = None,
+        several: Sequence[Path] | None = None,
+    ) -> PassResult:
+        """After the swap: refresh, hooks, verification, then commit or roll back. `several`: the
+        trust files holding more than one certificate (None: not known, as in a recovery)."""
         journal = txn.journal
         hooks: list[HookResult] = []
         try:
             if journal.trust_changed:
-                self._refresh_trust(journal)
+                self._refresh_trust(journal, several)
             crashpoint("refreshed")
             self._run_hooks(journal, "apply", hooks)
             crashpoint("hooks-done")
@@ -544,11 +551,11 @@ class Reconciler:
 
     # -- steps after the swap --------------------------------------------------------------------
 
-    def _refresh_trust(self, journal: Journal) -> None:
+    def _refresh_trust(self, journal: Journal, several: Sequence[Path] | None) -> None:
         from reconciler.truststore import trust_store_from_settings
 
         store = trust_store_from_settings(self.settings)
-        store.refresh(removed=journal.trust_removed)
+        store.refresh(removed=journal.trust_removed, several=several)
         written = [Path(e.path) for e in journal.entries if e.kind == "trust" and e.staged]
         missing = store.missing_files_after_refresh(written)
         if missing:

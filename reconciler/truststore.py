@@ -110,8 +110,12 @@ class TrustStore:
             argv = (*argv, "--fresh")
         return argv
 
-    def refresh(self, removed: bool, timeout_s: float = 120) -> RefreshResult:
-        """Run the refresh command once; raise TrustRefreshError on failure or timeout."""
+    def refresh(
+        self, removed: bool, timeout_s: float = 120, several: Sequence[Path] | None = None
+    ) -> RefreshResult:
+        """Run the refresh command once; raise TrustRefreshError on failure or timeout.
+        `several`: the managed files holding more than one certificate, where the caller knows
+        them (None: look at every managed file)."""
         argv = self.argv_for(removed=removed)
         command = " ".join(argv)
         # The hook runner's process handling: own session, output to a file (not a pipe a
@@ -199,19 +203,25 @@ class DirectoryTrustStore(TrustStore):
 
     backend: ClassVar[str] = "directory"
 
-    def refresh(self, removed: bool, timeout_s: float = 120) -> RefreshResult:
+    def refresh(
+        self, removed: bool, timeout_s: float = 120, several: Sequence[Path] | None = None
+    ) -> RefreshResult:
         """The refresh command, then hash links for what it skips by design: every
         certificate of a managed file that holds several (OpenSSL's CApath lookup loads the
-        whole file a link names, so a link per certificate makes each one found)."""
+        whole file a link names, so a link per certificate makes each one found). Where the
+        caller says which files hold several, only those are looked at: a state of single
+        certificates costs no scan of the store."""
         result = TrustStore.refresh(self, removed, timeout_s)
-        self._link_multi_certificate_files()
+        if several is None or several:
+            self._link_multi_certificate_files(several)
         return result
 
-    def _link_multi_certificate_files(self) -> None:
+    def _link_multi_certificate_files(self, several: Sequence[Path] | None) -> None:
         links = self._hash_links()
         linked = {self._link_key(os.readlink(e.path)) for e in links if e.is_symlink()}
         taken = {entry.name for entry in links}
-        for path in self.managed_files().values():
+        paths = self.managed_files().values() if several is None else several
+        for path in paths:
             if path.name in linked:
                 continue
             ders = _file_ders(path)

@@ -400,3 +400,28 @@ def test_bench_rehash_stand_in_makes_the_links_openssl_rehash_makes(tmp_path: Pa
     del files["reconciler-ca2.crt"]
     publish(files)
     assert sorted(_links(ours).values()) == ["reconciler-ca0.crt", "reconciler-ca1.crt"]
+
+
+def test_given_the_files_with_several_certificates_only_those_are_linked(tmp_path: Path) -> None:
+    """A pass names the trust files that hold several certificates (it rendered them); a full
+    `openssl rehash` drops the links made for them earlier, and each refresh puts them back."""
+    store = DirectoryTrustStore(tmp_path, "reconciler-", ("openssl", "rehash", str(tmp_path)))
+    first, second = make_ca("Kept One"), make_ca("Kept Two")
+    pair = store.path_for("pair")
+    pair.write_bytes(first.cert_pem + second.cert_pem)
+    store.refresh(removed=False, timeout_s=60, several=[pair])
+    assert store.missing_after_refresh([der(first), der(second)]) == []
+
+    # A later pass changes only a single-certificate entry; rehash rebuilds every link.
+    single = make_ca("Single")
+    store.path_for("single").write_bytes(single.cert_pem)
+    store.refresh(removed=True, timeout_s=60, several=[pair])
+    assert store.missing_after_refresh([der(first), der(second), der(single)]) == []
+
+    # Told that no file holds several certificates, the refresh does not look at `pair`: the
+    # full rehash dropped its links, so its certificates are reported missing.
+    store.refresh(removed=True, timeout_s=60, several=[])
+    assert store.missing_after_refresh([der(first), der(second)]) == [
+        "CN=Kept One",
+        "CN=Kept Two",
+    ]
