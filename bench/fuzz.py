@@ -3,7 +3,9 @@
 Each example starts from a valid, applied sandbox (a throwaway PKI made at start), damages it
 (odd file names, links in and out, FIFOs, sockets, huge and deep files, mutated PEM, hostile
 gateway.toml values, broken var files and targets, unknown RECONCILER_* variables), runs the
-commands in process, then repairs STATE and checks that the next good push applies. Properties:
+commands in process (every fourth example as `python -m reconciler` processes), then repairs
+STATE and checks that the next good push applies; then one daemon goes through damaged states in
+a row and must apply the good push after each. Properties:
 no uncaught exception, exit codes only 0, 1 or 2, nothing written when the state is rejected,
 no key material in any output or in the audit log, every command back within its time limit,
 the audit chain intact. tests/test_fuzz.py runs a few hundred examples; this runs many more
@@ -17,7 +19,9 @@ import contextlib
 import io
 import os
 import shutil
+import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -33,6 +37,9 @@ from reconciler import cli, devpki
 
 EXIT_CODES = frozenset({0, 1, 2})
 COMMAND_TIMEOUT_S = 60.0
+CLI_EVERY = 4
+"""One example in this many runs its commands through `python -m reconciler` processes."""
+DAEMON_WAIT_S = 30.0
 
 GATEWAY = """\
 [identity]
@@ -310,8 +317,11 @@ def _environment(world: World) -> Iterator[None]:
         os.environ.update(saved)
 
 
-def run_command(world: World, *argv: str) -> tuple[int, str]:
-    """One command in this process within COMMAND_TIMEOUT_S: (exit code, stdout + stderr)."""
+def run_command(world: World, *argv: str, through_cli: bool = False) -> tuple[int, str]:
+    """One command within COMMAND_TIMEOUT_S: (exit code, stdout + stderr). In this process, or
+    with `through_cli` as its own `python -m reconciler` process, as an operator runs it."""
+    if through_cli:
+        return _run_process(*argv)
     out = io.StringIO()
     outcome: dict[str, object] = {}
 
@@ -336,6 +346,29 @@ def run_command(world: World, *argv: str) -> tuple[int, str]:
     return code, out.getvalue()
 
 
+def _run_process(*argv: str) -> tuple[int, str]:
+    command = [sys.executable, "-m", "reconciler", *argv]
+    try:
+        done = subprocess.run(
+            command,
+            env=dict(os.environ),
+            capture_output=True,
+            timeout=COMMAND_TIMEOUT_S,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise PropertyBrokenError(
+            f"{' '.join(argv)}: still running after {COMMAND_TIMEOUT_S:g} s"
+        ) from exc
+    text = (done.stdout + done.stderr).decode("utf-8", "backslashreplace")
+    if "Traceback (most recent call last)" in text:
+        raise PropertyBrokenError(f"{' '.join(argv)}: a traceback: {text[-600:]}")
+    if done.returncode not in EXIT_CODES:
+        raise PropertyBrokenError(f"{' '.join(argv)}: exit code {done.returncode}: {text[-400:]}")
+    return done.returncode, text
+
+
 def _targets(world: World) -> dict[str, bytes]:
     found: dict[str, bytes] = {}
     for top in (world.root, world.base / "trust"):
@@ -353,7 +386,9 @@ def _no_key(world: World, where: str, text: str) -> None:
             raise PropertyBrokenError(f"{where}: shows key material")
 
 
-def check_example(world: World, ops: list[Callable[[World], None]]) -> None:
+def check_example(
+    world: World, ops: list[Callable[[World], None]], *, through_cli: bool = False
+) -> None:
     """Damage, run every command, check the properties, repair, check the next push applies."""
     from reconciler.audit import verify
 
@@ -361,12 +396,12 @@ def check_example(world: World, ops: list[Callable[[World], None]]) -> None:
         for op in ops:
             with contextlib.suppress(OSError):  # an earlier op may have removed its folder
                 op(world)
-        valid, text = run_command(world, "validate")
+        valid, text = run_command(world, "validate", through_cli=through_cli)
         _no_key(world, "validate", text)
         before = _targets(world)
         outputs = [text]
         for argv in (("plan",), ("plan", "--json"), ("status",), ("status", "--json"), ("apply",)):
-            code, text = run_command(world, *argv)
+            code, text = run_command(world, *argv, through_cli=through_cli)
             outputs.append(text)
             _no_key(world, " ".join(argv), text)
         if valid == 1 and _targets(world) != before:
@@ -379,7 +414,7 @@ def check_example(world: World, ops: list[Callable[[World], None]]) -> None:
             raise PropertyBrokenError(f"audit chain broken: {result.first_bad}")
     _repair(world)
     with _environment(world):
-        code, text = run_command(world, "apply")
+        code, text = run_command(world, "apply", through_cli=through_cli)
         if code != 0:
             raise PropertyBrokenError(f"the next good push did not apply: {text[-600:]}")
 
@@ -431,7 +466,8 @@ def run_fuzz(examples: int, max_seconds: float | None = None) -> tuple[int, list
             if stop_at is not None and time.monotonic() > stop_at:
                 return  # out of time: the rest are skipped, not counted
             ran += 1
-            check_example(world, ops)
+            # Every CLI_EVERY-th example runs each command as its own process, as operators do.
+            check_example(world, ops, through_cli=ran % CLI_EVERY == 0)
 
         failures: list[str] = []
         try:
@@ -445,15 +481,116 @@ def run_fuzz(examples: int, max_seconds: float | None = None) -> tuple[int, list
         shutil.rmtree(base, ignore_errors=True)
 
 
+def run_daemon_fuzz(examples: int, max_seconds: float | None = None) -> tuple[int, list[str]]:
+    """One `reconciler run` daemon through `examples` damaged states in a row: after each, a
+    good push (with a new profile, so a new revision) must be applied, and the daemon must stay
+    up and stop cleanly on SIGTERM. (how many ran, the failures found)."""
+    ran = 0
+    stop_at = time.monotonic() + max_seconds if max_seconds else None
+    base = Path(tempfile.mkdtemp(prefix="reconciler-fuzz-daemon-"))
+    failures: list[str] = []
+    daemon: subprocess.Popen[bytes] | None = None
+    try:
+        world = make_world(base)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RECONCILER_")}
+        env["RECONCILER_CONFIG"] = str(world.config)
+        with (base / "daemon.log").open("wb") as log:
+            daemon = subprocess.Popen(
+                [sys.executable, "-m", "reconciler", "run"],
+                env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+        profiles = world.root / "data" / "server-profiles.json"
+
+        @settings(
+            max_examples=examples,
+            deadline=None,
+            database=None,
+            derandomize=True,
+            suppress_health_check=list(HealthCheck),
+        )
+        @given(damages())
+        def one(ops: list[Callable[[World], None]]) -> None:
+            nonlocal ran
+            if stop_at is not None and time.monotonic() > stop_at:
+                return
+            ran += 1
+            for op in ops:
+                with contextlib.suppress(OSError):
+                    op(world)
+            _repair(world)
+            marker = f"good-{ran:05d}"
+            (world.state / "profiles" / f"{marker}.toml").write_text(
+                'url = "smtps://relay.example.com:4465"\n'
+            )
+            deadline = time.monotonic() + DAEMON_WAIT_S
+            while marker not in _read_text(profiles):
+                assert daemon is not None
+                if daemon.poll() is not None:
+                    raise PropertyBrokenError(f"the daemon exited with {daemon.returncode}")
+                if time.monotonic() > deadline:
+                    raise PropertyBrokenError(
+                        f"the daemon did not apply the good push {marker} within "
+                        f"{DAEMON_WAIT_S:g} s"
+                    )
+                time.sleep(0.05)  # polling a file the daemon writes, with a deadline
+
+        try:
+            one()
+        except PropertyBrokenError as exc:
+            failures.append(str(exc))
+        except ExceptionGroup as group:
+            failures += [str(exc) for exc in group.exceptions]
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            code = daemon.wait(DAEMON_WAIT_S)
+        except subprocess.TimeoutExpired:
+            failures.append(f"the daemon did not stop within {DAEMON_WAIT_S:g} s of SIGTERM")
+        else:
+            if code != 0:
+                failures.append(f"the daemon exited {code} on SIGTERM")
+        log_text = (base / "daemon.log").read_text("utf-8", "backslashreplace")
+        if "Traceback (most recent call last)" in log_text:
+            failures.append("the daemon's log holds a traceback")
+        _no_key_in(world, "the daemon's log", log_text, failures)
+        return ran, failures
+    finally:
+        if daemon is not None and daemon.poll() is None:
+            daemon.kill()
+            daemon.wait(10)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text("utf-8", "backslashreplace")
+    except OSError:
+        return ""
+
+
+def _no_key_in(world: World, where: str, text: str, failures: list[str]) -> None:
+    try:
+        _no_key(world, where, text)
+    except PropertyBrokenError as exc:
+        failures.append(str(exc))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.fuzz", description=__doc__)
     parser.add_argument("--examples", type=int, default=2000)
-    parser.add_argument("--max-seconds", type=float, default=600, help="stop after this long")
+    parser.add_argument("--daemon-examples", type=int, default=200)
+    parser.add_argument(
+        "--max-seconds", type=float, default=600, help="stop each of the two runs after this long"
+    )
     args = parser.parse_args(argv)
     started = time.monotonic()
     ran, failures = run_fuzz(args.examples, args.max_seconds)
     took = time.monotonic() - started
     print(f"fuzz: {ran} examples in {took:.0f} s; {len(failures)} failure(s)")
+    started = time.monotonic()
+    daemon_ran, daemon_failures = run_daemon_fuzz(args.daemon_examples, args.max_seconds)
+    took = time.monotonic() - started
+    print(f"fuzz, daemon: {daemon_ran} examples in {took:.0f} s; {len(daemon_failures)} failure(s)")
+    failures += daemon_failures
     for failure in failures:
         print(f"  {failure}")
     return 1 if failures else 0
