@@ -54,6 +54,7 @@ image: $(IMAGE_WHEELS)/.complete
 	  --find-links $(IMAGE_WHEELS) --wheel-dir build/image-wheel-new .
 	# Replaced only when its bytes changed: an unchanged wheel keeps the image's layers cached.
 	for wheel in build/image-wheel-new/*.whl; do \
+	  [ -f "$$wheel" ] || { echo "make image: pip built no wheel in build/image-wheel-new" >&2; exit 1; }; \
 	  cmp -s "$$wheel" "$(IMAGE_WHEELS)/$${wheel##*/}" || mv "$$wheel" $(IMAGE_WHEELS)/; done
 	if [ "$(BASE_IMAGE)" = localhost/debian-base:12 ]; then \
 	  bash deploy/container/debian-base.sh $(BASE_IMAGE); fi

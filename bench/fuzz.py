@@ -516,9 +516,10 @@ def run_daemon_fuzz(examples: int, max_seconds: float | None = None) -> tuple[in
             if stop_at is not None and time.monotonic() > stop_at:
                 return
             ran += 1
-            for op in ops:
-                with contextlib.suppress(OSError):
-                    op(world)
+            with _environment(world):  # an op may set variables: this process gets them back
+                for op in ops:
+                    with contextlib.suppress(OSError):
+                        op(world)
             _repair(world)
             marker = f"good-{ran:05d}"
             (world.state / "profiles" / f"{marker}.toml").write_text(

@@ -43,7 +43,13 @@ ROOT_DIRS = ("data", "nginx", "trust")
 MAX_IMAGE_MB = 150
 
 # The first test builds the image when no cached one is current (minutes on a cold machine).
-pytestmark = [pytest.mark.xdist_group("container"), pytest.mark.slow, pytest.mark.timeout(1800)]
+# One worker with the packaging tests: both build this project's wheel in its source tree
+# (setuptools' build/ and egg-info), and two such builds at once trip over each other.
+pytestmark = [
+    pytest.mark.xdist_group("packaging-build"),
+    pytest.mark.slow,
+    pytest.mark.timeout(1800),
+]
 
 
 def _missing() -> str | None:
