@@ -442,11 +442,44 @@ def _repair(world: World) -> None:
                 path.unlink()
 
 
+def _examples(
+    examples: int,
+    max_seconds: float | None,
+    check: Callable[[int, list[Callable[[World], None]]], None],
+) -> tuple[int, list[str]]:
+    """`check(n, damage)` for up to `examples` hypothesis examples, or as many as fit in
+    `max_seconds`: (how many ran, the properties they broke)."""
+    ran = 0
+    stop_at = time.monotonic() + max_seconds if max_seconds else None
+
+    @settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(damages())
+    def one(ops: list[Callable[[World], None]]) -> None:
+        nonlocal ran
+        if stop_at is not None and time.monotonic() > stop_at:
+            return  # out of time: the rest are skipped, not counted
+        ran += 1
+        check(ran, ops)
+
+    failures: list[str] = []
+    try:
+        one()
+    except PropertyBrokenError as exc:
+        failures.append(str(exc))
+    except ExceptionGroup as group:  # hypothesis found several distinct failures
+        failures += [str(exc) for exc in group.exceptions]
+    return ran, failures
+
+
 def run_fuzz(examples: int, max_seconds: float | None = None) -> tuple[int, list[str]]:
     """Run `examples` examples, or as many as fit in `max_seconds`; (how many ran, the failures
     found)."""
-    ran = 0
-    stop_at = time.monotonic() + max_seconds if max_seconds else None
     base = Path(tempfile.mkdtemp(prefix="reconciler-fuzz-"))
     try:
         world = make_world(base)
@@ -455,30 +488,11 @@ def run_fuzz(examples: int, max_seconds: float | None = None) -> tuple[int, list
         if code != 0:
             raise SystemExit(f"fuzz: the starting state does not apply: {text}")
 
-        @settings(
-            max_examples=examples,
-            deadline=None,
-            database=None,
-            derandomize=True,
-            suppress_health_check=list(HealthCheck),
-        )
-        @given(damages())
-        def one(ops: list[Callable[[World], None]]) -> None:
-            nonlocal ran
-            if stop_at is not None and time.monotonic() > stop_at:
-                return  # out of time: the rest are skipped, not counted
-            ran += 1
+        def check(n: int, ops: list[Callable[[World], None]]) -> None:
             # Every CLI_EVERY-th example runs each command as its own process, as operators do.
-            check_example(world, ops, through_cli=ran % CLI_EVERY == 0)
+            check_example(world, ops, through_cli=n % CLI_EVERY == 0)
 
-        failures: list[str] = []
-        try:
-            one()
-        except PropertyBrokenError as exc:
-            failures.append(str(exc))
-        except ExceptionGroup as group:  # hypothesis found several distinct failures
-            failures += [str(exc) for exc in group.exceptions]
-        return ran, failures
+        return _examples(examples, max_seconds, check)
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
@@ -487,10 +501,7 @@ def run_daemon_fuzz(examples: int, max_seconds: float | None = None) -> tuple[in
     """One `reconciler run` daemon through `examples` damaged states in a row: after each, a
     good push (with a new profile, so a new revision) must be applied, and the daemon must stay
     up and stop cleanly on SIGTERM. (how many ran, the failures found)."""
-    ran = 0
-    stop_at = time.monotonic() + max_seconds if max_seconds else None
     base = Path(tempfile.mkdtemp(prefix="reconciler-fuzz-daemon-"))
-    failures: list[str] = []
     daemon: subprocess.Popen[bytes] | None = None
     try:
         world = make_world(base)
@@ -503,25 +514,13 @@ def run_daemon_fuzz(examples: int, max_seconds: float | None = None) -> tuple[in
             )  # fmt: skip
         profiles = world.root / "data" / "server-profiles.json"
 
-        @settings(
-            max_examples=examples,
-            deadline=None,
-            database=None,
-            derandomize=True,
-            suppress_health_check=list(HealthCheck),
-        )
-        @given(damages())
-        def one(ops: list[Callable[[World], None]]) -> None:
-            nonlocal ran
-            if stop_at is not None and time.monotonic() > stop_at:
-                return
-            ran += 1
+        def check(n: int, ops: list[Callable[[World], None]]) -> None:
             with _environment(world):  # an op may set variables: this process gets them back
                 for op in ops:
                     with contextlib.suppress(OSError):
                         op(world)
             _repair(world)
-            marker = f"good-{ran:05d}"
+            marker = f"good-{n:05d}"
             (world.state / "profiles" / f"{marker}.toml").write_text(
                 'url = "smtps://relay.example.com:4465"\n'
             )
@@ -537,12 +536,7 @@ def run_daemon_fuzz(examples: int, max_seconds: float | None = None) -> tuple[in
                     )
                 time.sleep(0.05)  # polling a file the daemon writes, with a deadline
 
-        try:
-            one()
-        except PropertyBrokenError as exc:
-            failures.append(str(exc))
-        except ExceptionGroup as group:
-            failures += [str(exc) for exc in group.exceptions]
+        ran, failures = _examples(examples, max_seconds, check)
         daemon.send_signal(signal.SIGTERM)
         try:
             code = daemon.wait(DAEMON_WAIT_S)
