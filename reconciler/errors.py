@@ -35,5 +35,9 @@ class HookFailedError(ReconcilerError):
     """A hook, check or verification failed; the pass was rolled back."""
 
 
+class VerificationError(ReconcilerError):
+    """After the hooks, the services do not show what was applied; the pass was rolled back."""
+
+
 class AuditError(ReconcilerError):
     """The audit log cannot be written or read; the step it would record is not done."""

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import ClassVar, Literal
 
 from reconciler.core.secret import SecretBytes
+from reconciler.core.timefmt import rfc3339
 
 Kind = Literal["identity", "console", "smtp_inbound", "trust", "profiles"]
 KINDS: tuple[Kind, ...] = ("identity", "console", "smtp_inbound", "trust", "profiles")
@@ -245,6 +246,16 @@ class CertInfo:
     sha256_fingerprint: str
     is_ca: bool
     self_signed: bool
+
+    def fields(self) -> dict[str, str]:
+        """The fields records and reports show for this certificate, the same everywhere."""
+        return {
+            "subject": self.subject,
+            "issuer": self.issuer,
+            "serial": self.serial,
+            "not_after": rfc3339(self.not_after),
+            "sha256_fingerprint": self.sha256_fingerprint,
+        }
 
 
 @dataclass(frozen=True, slots=True)

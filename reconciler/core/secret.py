@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import hashlib
 
+KEY_MARKER = "PRIVATE KEY-----"
+"""What every PEM private-key label ends with: the one test for key text, in any letter case
+(compare with `text.upper()`)."""
+
 
 class SecretBytes:
     """Private key material. Only `reveal()` gives the bytes; everything else is redacted."""
