@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from reconciler.errors import ReconcilerError, UsageError
 
 if TYPE_CHECKING:
-    from reconciler.app import Planned
     from reconciler.core.desired import Finding
+    from reconciler.events import Recorder
+    from reconciler.planning import Planned
     from reconciler.settings import Settings
 
 EXIT_OK = 0
@@ -355,7 +356,7 @@ def format_plan(planned: Planned) -> str:
 
 
 def _plan(settings: Settings, args: argparse.Namespace) -> int:
-    from reconciler.app import make_plan
+    from reconciler.planning import make_plan
 
     planned = make_plan(settings)
     if planned.plan is None:
@@ -394,28 +395,37 @@ def _plan(settings: Settings, args: argparse.Namespace) -> int:
 # -- apply / run -----------------------------------------------------------------------------
 
 
-def _recorder(settings: Settings) -> Any:
+def _recorder(settings: Settings) -> Recorder:
     from reconciler.audit import AuditLog
-    from reconciler.logging import Recorder, configure_logging
+    from reconciler.events import Recorder
+    from reconciler.logging import configure_logging
 
     configure_logging(settings.log_format)
     return Recorder(AuditLog(settings.audit_path))
 
 
 def _apply(settings: Settings, args: argparse.Namespace) -> int:
-    from reconciler.app import Reconciler
+    from reconciler.core.outcome import Outcome
+    from reconciler.reconcile import Hints, PassMemory, Tools, reconcile
+    from reconciler.transaction import RootLock
 
-    reconciler = Reconciler(settings, _recorder(settings))
-    result = reconciler.apply_once(args.lock_timeout)
+    lock = RootLock(settings.var_dir)
+    tools = Tools(_recorder(settings))
+    try:
+        with lock.held(args.lock_timeout):
+            hints = Hints(undisturbed=lock.undisturbed)
+            result, _ = reconcile(settings, PassMemory(), hints, tools)
+    finally:
+        tools.recorder.close()
     _print_findings(result.findings)
-    if result.outcome == "no-change":
+    if result.outcome is Outcome.NO_CHANGE:
         print(f"revision {result.revision}: already converged; nothing changed")
         return EXIT_OK
-    if result.outcome == "converged":
+    if result.outcome is Outcome.CONVERGED:
         assert result.plan is not None
         print(f"revision {result.revision}: applied {len(result.plan.changes)} change(s)")
         return EXIT_OK
-    if result.outcome == "suspended":
+    if result.outcome is Outcome.SUSPENDED:
         pending = len(result.plan.changes) if result.plan else 0
         print(
             f"revision {result.revision}: suspended; {pending} change(s) pending, "
@@ -423,13 +433,13 @@ def _apply(settings: Settings, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_FAILED
-    if result.outcome == "deferred":
+    if result.outcome is Outcome.DEFERRED:
         print(
             "the desired state kept changing while being read; nothing was applied, try again",
             file=sys.stderr,
         )
         return EXIT_FAILED
-    if result.outcome == "rejected":
+    if result.outcome is Outcome.REJECTED:
         print(
             "desired state rejected; nothing was applied, the targets are unchanged",
             file=sys.stderr,
@@ -466,9 +476,10 @@ def _suspend(settings: Settings, args: argparse.Namespace) -> int:
     from reconciler import records
 
     records.suspend(settings.var_dir, args.reason)
-    _recorder(settings).record(
-        "warning", None, reason="applying suspended", suspended=True, suspend_reason=args.reason
-    )
+    from reconciler.events import Notice
+
+    details = {"suspended": True, "suspend_reason": args.reason}
+    _recorder(settings).record(Notice(revision=None, reason="applying suspended", details=details))
     print(
         "suspended: passes validate and report drift but change nothing until `reconciler resume`"
     )
@@ -479,7 +490,10 @@ def _resume(settings: Settings, args: argparse.Namespace) -> int:
     from reconciler import records
 
     if records.resume(settings.var_dir):
-        _recorder(settings).record("warning", None, reason="applying resumed", suspended=False)
+        from reconciler.events import Notice
+
+        resumed = Notice(revision=None, reason="applying resumed", details={"suspended": False})
+        _recorder(settings).record(resumed)
         print("resumed: the next pass applies the desired state")
     else:
         print("not suspended; nothing to do")

@@ -1,9 +1,9 @@
 """Operational logs: the structlog pipeline beside the audit log, both fed from the same events.
 
-Every pass step goes through `Recorder.record`, which first appends the audit record (fsynced: the
-step is durable before anything reports it) and then emits the same event, with its `seq`, to
-the operational log. Operational logs are for the operator watching now (stderr, console or JSON);
-the audit log is the durable, verifiable record. Other diagnostics use `get_logger(name)` directly.
+Every pass step goes through `reconciler.events.Recorder`, which first appends the audit record
+and then emits the same event, with its `seq`, here. Operational logs are for the operator
+watching now (stderr, console or JSON); the audit log is the durable, verifiable record. Other
+diagnostics use `get_logger(name)` directly.
 
 The pipeline is pure processors and exactly one writer (structlog's WriteLogger on one stream):
 
@@ -24,27 +24,19 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping, MutableMapping, Sequence
-from typing import TYPE_CHECKING, Any, Final, Literal, TextIO, cast
+from collections.abc import Mapping, MutableMapping
+from typing import Any, Final, Literal, TextIO, cast
 
 from reconciler.core.secret import SecretBytes
 from reconciler.redact import scrub, scrub_secrets
 
-if TYPE_CHECKING:
-    from reconciler.audit import AuditLog, Event, Record
-
-__all__ = ["LogFormat", "Logger", "Recorder", "configure_logging", "get_logger", "redact_secrets"]
+__all__ = ["Level", "LogFormat", "Logger", "configure_logging", "get_logger", "redact_secrets"]
 
 LogFormat = Literal["json", "console"]
 Level = Literal["debug", "info", "warning", "error"]
 
 REDACTED: Final = "<redacted>"
 _LEVELS: Final = {"debug": 10, "info": 20, "warning": 30, "error": 40}
-
-#: Audit events logged above info: the operator should notice them.
-_WARNING_EVENTS: Final = frozenset(
-    {"warning", "pass.failed", "state.rejected", "rollback.completed"}
-)
 
 
 def _redact(value: object) -> object:
@@ -188,40 +180,3 @@ class Logger:
 
 def get_logger(name: str) -> Logger:
     return Logger(name)
-
-
-def _level(event: str) -> Level:
-    return "warning" if event in _WARNING_EVENTS else "info"
-
-
-class Recorder:
-    """Feeds one event to both sinks: the audit log first (durable), then the operational log."""
-
-    def __init__(self, audit: AuditLog | None, logger: Logger | None = None) -> None:
-        self.audit = audit
-        self.logger = logger if logger is not None else get_logger("reconciler.audit")
-
-    def record(self, event: Event, revision: str | None, **fields: object) -> Record | None:
-        """Append the audit record (fsynced) and log the event; returns the record.
-
-        Without an audit log (commands that only read, like `plan`) only the log line is
-        written and None is returned. AuditError propagates: a step whose record could not be
-        written must not be reported done.
-        """
-        records = self.record_many([(event, revision, fields)])
-        return records[0] if records else None
-
-    def record_many(
-        self, entries: Sequence[tuple[Event, str | None, Mapping[str, object]]]
-    ) -> list[Record]:
-        """Several events with one audit write and one fsync, then their log lines, in order."""
-        if self.audit is None:
-            for event, revision, fields in entries:
-                self.logger.log(_level(event), event, revision=revision, **fields)
-            return []
-        records = self.audit.append_many(entries)
-        for (event, revision, fields), record in zip(entries, records, strict=True):
-            # The audit record's JSON values, so both sinks show the same text for the same event.
-            logged = {key: record[key] for key in fields}
-            self.logger.log(_level(event), event, revision=revision, seq=record["seq"], **logged)
-        return records

@@ -21,13 +21,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, get_args
 
 from reconciler import __version__
+from reconciler.core.outcome import Outcome
 from reconciler.redact import scrub
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry, Gauge
 
-    from reconciler.app import PassResult
     from reconciler.probe import ProbeResult
+    from reconciler.reconcile import PassResult
     from reconciler.settings import Settings
 
 __all__ = ["CertExpiry", "Metrics", "applied_expiry"]
@@ -49,9 +50,7 @@ _HOOK_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
 
 def _outcomes() -> tuple[str, ...]:
-    from reconciler.app import Outcome
-
-    return get_args(Outcome)
+    return tuple(Outcome)
 
 
 def _kinds() -> tuple[str, ...]:
@@ -269,16 +268,16 @@ class Metrics:
                 _only(self.applied_revision, result.revision)
             self._count_failures(result)
             self._note_pending(result)
-            if result.outcome == "rejected":
+            if result.outcome is Outcome.REJECTED:
                 self.state_rejected.set(1)
                 key = (result.revision, result.reason)
                 if key not in self._rejections:
                     self._rejections.add(key)
                     self.rejected.inc()
                     self.last_rejected.set(now)
-            elif result.outcome != "deferred":
+            elif result.outcome is not Outcome.DEFERRED:
                 self.state_rejected.set(0)
-            if result.outcome == "converged" and result.plan is not None:
+            if result.outcome is Outcome.CONVERGED and result.plan is not None:
                 for change in result.plan.changes:
                     self.changes.labels(change.kind, change.action).inc()
                     if change.cause == "drift":
@@ -291,7 +290,7 @@ class Metrics:
     def _count_failures(self, result: PassResult) -> None:
         if result.ok:
             self._failures = 0
-        elif result.outcome == "failed":
+        elif result.outcome is Outcome.FAILED:
             self._failures += 1
         self.consecutive_failures.set(self._failures)
 
@@ -299,7 +298,7 @@ class Metrics:
         if result.ok:
             self.pending_changes.set(0)
             self.pending_drift.set(0)
-        elif result.outcome in ("suspended", "failed") and result.plan is not None:
+        elif result.outcome in (Outcome.SUSPENDED, Outcome.FAILED) and result.plan is not None:
             changes = result.plan.changes
             self.pending_changes.set(len(changes))
             self.pending_drift.set(sum(1 for c in changes if c.cause == "drift"))

@@ -5,10 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Readiness", "decide", "NOT_YET", "applied_revision", "from_status"]
+from reconciler.core.outcome import OK_OUTCOMES, Outcome
 
-#: Outcomes of a pass that leave the targets as a verified pass left them (or made them).
-SERVING_OUTCOMES = frozenset({"converged", "no-change"})
+__all__ = ["Readiness", "decide", "NOT_YET", "applied_revision", "from_status"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,10 +41,10 @@ def decide(
     """
     if outcome is None or revision is None:
         return NOT_YET
-    if outcome in SERVING_OUTCOMES:
+    if outcome in OK_OUTCOMES:
         return Readiness(True, f"{outcome} at revision {revision}")
     last = f"last pass {outcome} at revision {revision}"
-    if reason and outcome != "suspended":
+    if reason and outcome != Outcome.SUSPENDED:
         last += f": {reason if len(reason) <= 300 else reason[:297] + '...'}"
     if last_applied is None:
         return Readiness(False, f"no verified configuration in place yet; {last}")

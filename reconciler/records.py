@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from reconciler import fsio
+from reconciler.core.outcome import OK_OUTCOMES, Outcome
+from reconciler.core.timefmt import now_rfc3339
 
 LAST_APPLIED = "last-applied.json"
 STATUS = "status.json"
 SUSPENDED = "suspended.json"
 RECENT_PASSES = 20
-
-
-def now_rfc3339() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _load(path: Path) -> dict[str, Any] | None:
@@ -78,29 +75,26 @@ def record_attempt(
     var_dir: Path,
     *,
     revision: str,
-    outcome: str,
+    outcome: Outcome,
     reason: str | None = None,
     changes: int = 0,
     drift: int = 0,
-    extra: dict[str, Any] | None = None,
 ) -> None:
     """Remember one pass's outcome for `reconciler status`."""
     status = load_status(var_dir)
     entry = {
         "revision": revision,
         "time": now_rfc3339(),
-        "outcome": outcome,
+        "outcome": str(outcome),
         "reason": reason,
         "changes": changes,
         "drift": drift,
     }
     status["last_attempt"] = entry
-    if outcome in ("converged", "no-change"):
+    if outcome in OK_OUTCOMES:
         status["last_applied"] = {"revision": revision, "time": entry["time"]}
     recent = [entry, *status.get("recent", [])][:RECENT_PASSES]
     status["recent"] = recent
-    if extra:
-        status.update(extra)
     _store(var_dir / STATUS, status)
 
 

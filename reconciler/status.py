@@ -38,7 +38,7 @@ def _ready(saved: dict[str, Any]) -> dict[str, Any]:
 
 def collect_status(settings: Settings) -> dict[str, Any]:
     """Everything `status --json` prints. Reads, never writes."""
-    from reconciler.app import make_plan
+    from reconciler.planning import make_plan
 
     now = datetime.now(UTC)
     saved = records.load_status(settings.var_dir)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from reconciler.core.backoff import Debounce
+from reconciler.core.schedule import Debounce
 from reconciler.credentials import credentials_dir
 from reconciler.fleet import fleet_root, shared_layers
 from reconciler.logging import get_logger

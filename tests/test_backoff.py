@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reconciler.core.backoff import Backoff, Debounce, next_deadline, retry_delay
+from reconciler.core.schedule import Backoff, Debounce, next_deadline, retry_delay
 
 
 def test_retry_delay_doubles_from_30_s_up_to_the_resync_interval() -> None:

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from reconciler import cli, devpki
-from reconciler.app import PassResult, Reconciler
+from reconciler import reconcile as reconcile_module
+from reconciler.reconcile import PassMemory, PassResult
 from tests.conftest import Pki, Sandbox, StateDir
 
 Mutation = Callable[[StateDir, Pki, Path], None]
@@ -431,13 +432,13 @@ def test_garbage_collection_is_off_only_for_start_up(
     """`main` turns the collector off while modules load (and for all of `validate`); a command
     that goes on to real work runs with it on, and it is on again after any command."""
     seen: list[bool] = []
-    real_run_pass = Reconciler.run_pass
+    real_reconcile = reconcile_module.reconcile
 
-    def noting(self: Reconciler, **kwargs: Any) -> PassResult:
+    def noting(*args: Any) -> tuple[PassResult, PassMemory]:
         seen.append(gc.isenabled())
-        return real_run_pass(self, **kwargs)
+        return real_reconcile(*args)
 
-    monkeypatch.setattr(Reconciler, "run_pass", noting)
+    monkeypatch.setattr(reconcile_module, "reconcile", noting)
     with pytest.raises(SystemExit):
         cli.main(["validate", "--no-such-flag"])
     assert gc.isenabled()

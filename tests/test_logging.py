@@ -7,19 +7,16 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator, MutableMapping
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterator
+from datetime import datetime
 
 import pytest
 import structlog
 from structlog.testing import capture_logs
 
 from reconciler import devpki
-from reconciler.audit import AuditLog, verify
 from reconciler.core.secret import SecretBytes
-from reconciler.logging import Recorder, configure_logging, get_logger
+from reconciler.logging import configure_logging, get_logger
 
 REV = "0123456789abcdef0123456789abcdef01234567"
 
@@ -172,78 +169,3 @@ def test_secrets_are_redacted_as_defence_in_depth(fmt: str, key_pem: bytes) -> N
         assert line not in text
 
 
-def test_recorder_writes_the_audit_record_before_the_log_line(tmp_path: Path) -> None:
-    path = tmp_path / "audit.jsonl"
-    seen: list[tuple[str, int]] = []
-
-    def audit_lines_at_log_time(
-        logger: object, method: str, event_dict: MutableMapping[str, Any]
-    ) -> MutableMapping[str, Any]:
-        seen.append((event_dict["event"], len(path.read_bytes().splitlines())))
-        return event_dict
-
-    structlog.configure(processors=[audit_lines_at_log_time, structlog.testing.LogCapture()])
-    with AuditLog(path) as audit:
-        recorder = Recorder(audit, get_logger("reconciler.pass"))
-        recorder.record("pass.started", REV)
-        recorder.record("pass.failed", REV, reason="hook reload exited 1")
-    assert seen == [("pass.started", 1), ("pass.failed", 2)]
-
-
-def test_recorder_feeds_both_sinks_the_same_values(tmp_path: Path) -> None:
-    path = tmp_path / "audit.jsonl"
-    not_after = datetime(2027, 2, 25, tzinfo=UTC)
-    with capture_logs() as logs, AuditLog(path) as audit:
-        recorder = Recorder(audit)
-        record = recorder.record(
-            "change.applied", REV, kind="identity", action="update", path=Path("/gw/cert.pem"),
-            before_sha256="a" * 64, after_sha256="b" * 64, not_after=not_after,
-        )  # fmt: skip
-        recorder.record("pass.failed", REV, reason="verification failed")
-    assert record is not None
-    on_disk = [json.loads(line) for line in path.read_text().splitlines()]
-    assert on_disk[0] == record
-    assert logs[0] == {
-        "event": "change.applied",
-        "log_level": "info",
-        "logger": "reconciler.audit",
-        "revision": REV,
-        "seq": 1,
-        "kind": "identity",
-        "action": "update",
-        "path": "/gw/cert.pem",
-        "before_sha256": "a" * 64,
-        "after_sha256": "b" * 64,
-        "not_after": "2027-02-25T00:00:00Z",
-    }
-    assert logs[1]["log_level"] == "warning"
-    assert logs[1]["seq"] == 2
-
-
-def test_recorder_redacts_key_material_in_both_logs(tmp_path: Path, key_pem: bytes) -> None:
-    path = tmp_path / "audit.jsonl"
-    audit = AuditLog(path)
-    with capture_logs() as logs:
-        Recorder(audit).record(
-            "warning", REV, key=SecretBytes(key_pem), text=key_pem.decode().lower()
-        )
-    audit.close()
-    assert logs[0]["key"] == "[private key redacted]"
-    assert logs[0]["text"].strip() == "[private key redacted]"
-    body = key_pem.decode().splitlines()[1]
-    assert body.lower() not in path.read_text()
-    assert verify([path]).ok
-
-
-def test_recorder_without_an_audit_log_only_logs() -> None:
-    with capture_logs() as logs:
-        assert Recorder(None).record("warning", None, reason="plan only") is None
-    assert logs == [
-        {
-            "event": "warning",
-            "log_level": "warning",
-            "logger": "reconciler.audit",
-            "revision": None,
-            "reason": "plan only",
-        }
-    ]

@@ -8,10 +8,11 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from reconciler import __version__
-from reconciler.app import PassResult
+from reconciler.core.outcome import Outcome
 from reconciler.core.plan import Change, Plan
 from reconciler.hooks import HookResult
 from reconciler.metrics import CertExpiry, Metrics
+from reconciler.reconcile import PassResult
 from tests.conftest import Pki, Sandbox
 from tests.test_daemon import (
     Daemon,
@@ -72,7 +73,7 @@ def test_revisions_pending_work_and_failures_follow_the_passes() -> None:
     drifted = Plan("rev-1", (_change("console", cause="drift"), _change("trust", "create")))
     failed_hook = HookResult("reload", "run", "apply", 1, 20, "boom")
     metrics.observe_pass(
-        PassResult("failed", "rev-1", drifted, hooks=(failed_hook,)), 1, 100, suspended=False
+        PassResult(Outcome.FAILED, "rev-1", drifted, hooks=(failed_hook,)), 1, 100, suspended=False
     )
     assert value(metrics, "reconciler_pending_changes") == 2
     assert value(metrics, "reconciler_pending_drift") == 1
@@ -81,7 +82,7 @@ def test_revisions_pending_work_and_failures_follow_the_passes() -> None:
     assert value(metrics, "reconciler_desired_revision_info", revision="rev-1") == 1
     assert value(metrics, "reconciler_applied_revision_info", revision="rev-0") == 1
 
-    rejected = PassResult("rejected", "rev-2", reason="gateway.toml: bad")
+    rejected = PassResult(Outcome.REJECTED, "rev-2", reason="gateway.toml: bad")
     metrics.observe_pass(rejected, 0.1, 200, suspended=False)
     metrics.observe_pass(rejected, 0.1, 260, suspended=False)
     assert value(metrics, "reconciler_consecutive_failures") == 1, "a rejection is no failure"
@@ -90,7 +91,7 @@ def test_revisions_pending_work_and_failures_follow_the_passes() -> None:
     assert value(metrics, "reconciler_pending_changes") == 2, "unknown while rejected: kept"
     assert value(metrics, "reconciler_desired_revision_info", revision="rev-1") is None
 
-    metrics.observe_pass(PassResult("converged", "rev-3", drifted), 1, 300, suspended=False)
+    metrics.observe_pass(PassResult(Outcome.CONVERGED, "rev-3", drifted), 1, 300, suspended=False)
     assert value(metrics, "reconciler_consecutive_failures") == 0
     assert value(metrics, "reconciler_state_rejected") == 0
     assert value(metrics, "reconciler_pending_changes") == 0
@@ -100,7 +101,7 @@ def test_revisions_pending_work_and_failures_follow_the_passes() -> None:
     assert value(metrics, "reconciler_drift_corrections_total", kind="console") == 1
     assert value(metrics, "reconciler_last_rejected_timestamp_seconds") == 200, "history stays"
 
-    suspended = PassResult("suspended", "rev-4", Plan("rev-4", (_change("identity"),)))
+    suspended = PassResult(Outcome.SUSPENDED, "rev-4", Plan("rev-4", (_change("identity"),)))
     metrics.observe_pass(suspended, 0.1, 400, suspended=True)
     assert value(metrics, "reconciler_pending_changes") == 1
     assert value(metrics, "reconciler_consecutive_failures") == 0, "a suspension is no failure"

@@ -13,9 +13,9 @@ import subprocess
 import sys
 from pathlib import Path, PurePosixPath
 
-from reconciler.app import Observations, TargetEvents
 from reconciler.core.plan import digest
 from reconciler.core.render import PUBLIC_MODE, Layout, Target
+from reconciler.observe import ObservationCache, Observations, TargetEvents
 from reconciler.transaction import RootLock
 from tests.conftest import REPO
 
@@ -47,7 +47,7 @@ def _observed(tmp_path: Path, names: list[str]) -> tuple[list[Target], Observati
     targets = _targets(tmp_path, names)
     for target in targets:
         _write(target.path, b"old")
-    return targets, Observations.full(targets, _layout(tmp_path))
+    return targets, Observations.full(targets, _layout(tmp_path), ObservationCache())
 
 
 def _watching(tmp_path: Path, *touched: str | Path) -> TargetEvents:
@@ -63,7 +63,7 @@ def test_paths_without_an_event_are_not_looked_at_again(tmp_path: Path) -> None:
     a, b = targets[1].path, targets[2].path
     _write(a, b"changed, no event")
     _write(b, b"changed, with an event")
-    again = first.since(_watching(tmp_path, b), targets, _layout(tmp_path))
+    again = first.since(_watching(tmp_path, b), targets, _layout(tmp_path), ObservationCache())
     assert again.found[a].sha256 == digest(b"old")  # not looked at: no event named it
     assert again.found[b].sha256 == digest(b"changed, with an event")
 
@@ -74,14 +74,14 @@ def test_an_unwatched_directory_is_always_looked_at(tmp_path: Path) -> None:
     _write(inbound, b"edited")
     _write(trust, b"edited")
     only_trust = TargetEvents(frozenset([os.path.realpath(tmp_path / "trust")]), frozenset())
-    again = first.since(only_trust, targets, _layout(tmp_path))
+    again = first.since(only_trust, targets, _layout(tmp_path), ObservationCache())
     assert again.found[inbound].sha256 == digest(b"edited")  # data/ unwatched: looked at
     assert again.found[trust].sha256 == digest(b"old")
     # Without a watch on the trust directory, everything is looked at.
     only_data = TargetEvents(frozenset([os.path.realpath(tmp_path / "root" / "data")]), frozenset())
-    assert first.since(only_data, targets, _layout(tmp_path)).found[trust].sha256 == digest(
-        b"edited"
-    )
+    assert first.since(only_data, targets, _layout(tmp_path), ObservationCache()).found[
+        trust
+    ].sha256 == digest(b"edited")
 
 
 def test_new_and_removed_trust_files_follow_their_events(tmp_path: Path) -> None:
@@ -90,7 +90,7 @@ def test_new_and_removed_trust_files_follow_their_events(tmp_path: Path) -> None
         _write(target.path, b"old")
     stray_before = tmp_path / "trust" / "reconciler-gone.crt"
     _write(stray_before, b"not wanted")
-    first = Observations.full(targets, _layout(tmp_path))
+    first = Observations.full(targets, _layout(tmp_path), ObservationCache())
     assert str(stray_before) in first.found
     planted = tmp_path / "trust" / "reconciler-planted.crt"
     _write(planted, b"planted")
@@ -101,7 +101,7 @@ def test_new_and_removed_trust_files_follow_their_events(tmp_path: Path) -> None
     events = _watching(
         tmp_path, planted, stray_before, foreign, tmp_path / "trust" / "reconciler-dir.crt"
     )
-    again = first.since(events, targets, _layout(tmp_path))
+    again = first.since(events, targets, _layout(tmp_path), ObservationCache())
     assert str(planted) in again.found  # to be deleted by the plan
     assert str(stray_before) not in again.found
     assert str(foreign) not in again.found  # no prefix: never ours
@@ -112,7 +112,9 @@ def test_what_a_pass_wrote_is_looked_at_again_without_its_events(tmp_path: Path)
     targets, first = _observed(tmp_path, ["a"])
     written = targets[1].path
     _write(written, b"new")
-    again = first.forget([written]).since(_watching(tmp_path), targets, _layout(tmp_path))
+    again = first.forget([written]).since(
+        _watching(tmp_path), targets, _layout(tmp_path), ObservationCache()
+    )
     assert again.found[written].sha256 == digest(b"new")
 
 
@@ -120,7 +122,7 @@ def test_a_new_target_is_looked_at(tmp_path: Path) -> None:
     _, first = _observed(tmp_path, ["a"])
     more = _targets(tmp_path, ["a", "new"])
     _write(more[2].path, b"already there")
-    again = first.since(_watching(tmp_path), more, _layout(tmp_path))
+    again = first.since(_watching(tmp_path), more, _layout(tmp_path), ObservationCache())
     assert again.found[more[2].path].sha256 == digest(b"already there")
 
 

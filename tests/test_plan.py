@@ -15,12 +15,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from reconciler import devpki
-from reconciler.app import observe
 from reconciler.core.desired import DesiredState
 from reconciler.core.load import KeySource, SourceFile, StateInput, evaluate
 from reconciler.core.plan import Change, Observed, Plan, digest, plan
 from reconciler.core.render import Layout, Target, render
 from reconciler.core.secret import SecretBytes
+from reconciler.observe import ObservationCache, Observations
 
 NOW = dt.datetime.now(dt.UTC)
 PREFIX = "reconciler-"
@@ -193,7 +193,8 @@ def apply(result: Plan) -> None:
 
 
 def plan_for(targets: Sequence[Target], layout: Layout, **kwargs: object) -> Plan:
-    return plan("rev", targets, observe(targets, layout), **kwargs)  # type: ignore[arg-type]
+    found = Observations.full(targets, layout, ObservationCache()).found
+    return plan("rev", targets, found, **kwargs)  # type: ignore[arg-type]
 
 
 def check_plan_shape(result: Plan) -> None:

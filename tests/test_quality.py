@@ -49,7 +49,7 @@ def test_core_modules_really_load_without_adapters() -> None:
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
         "{'watchdog','psutil','structlog','prometheus_client'} "
         "or m in {'reconciler.snapshot','reconciler.transaction',"
-        "'reconciler.hooks','reconciler.app'})\n"
+        "'reconciler.hooks','reconciler.reconcile'})\n"
         "print(','.join(bad))\n"
     )
     result = _run(sys.executable, "-c", code)

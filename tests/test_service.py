@@ -17,10 +17,11 @@ from typing import Any
 
 import pytest
 
-from reconciler.app import PassResult
+from reconciler.core.outcome import Outcome
 from reconciler.core.plan import Change, Plan
 from reconciler.health import HealthServer
 from reconciler.hooks import HookResult
+from reconciler.reconcile import PassResult
 from reconciler.service import (
     Metrics,
     SystemdNotifier,
@@ -152,9 +153,9 @@ def test_metrics_count_passes_changes_drift_hooks_and_rejections() -> None:
     )
     hook = HookResult("reload", "run", "apply", 0, 1500, "")
     metrics.observe_pass(
-        PassResult("converged", "rev-1", plan, hooks=(hook,)), 2.0, 1000.0, suspended=False
+        PassResult(Outcome.CONVERGED, "rev-1", plan, hooks=(hook,)), 2.0, 1000.0, suspended=False
     )
-    rejected = PassResult("rejected", "rev-2", reason="gateway.toml: bad")
+    rejected = PassResult(Outcome.REJECTED, "rev-2", reason="gateway.toml: bad")
     metrics.observe_pass(rejected, 0.01, 1001.0, suspended=False)
     metrics.observe_pass(rejected, 0.01, 1002.0, suspended=True)
     text = metrics.render().decode()
@@ -284,7 +285,7 @@ def test_a_daemon_without_metrics_loads_no_http_server_or_psutil() -> None:
     daemon's memory unless used: the idle RSS target is 60 MB."""
     script = (
         "import sys\n"
-        "import reconciler.daemon, reconciler.service, reconciler.hooks, reconciler.app\n"
+        "import reconciler.daemon, reconciler.service, reconciler.hooks, reconciler.reconcile\n"
         "print(sorted({'http.server', 'psutil'} & set(sys.modules)))\n"
     )
     result = subprocess.run(

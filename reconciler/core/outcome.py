@@ -24,4 +24,8 @@ class Outcome(StrEnum):
     @property
     def ok(self) -> bool:
         """The targets match the desired state that was read."""
-        return self in (Outcome.CONVERGED, Outcome.NO_CHANGE)
+        return self in OK_OUTCOMES
+
+
+OK_OUTCOMES = frozenset({Outcome.CONVERGED, Outcome.NO_CHANGE})
+"""The outcomes that leave the targets as a verified pass left them (or made them)."""

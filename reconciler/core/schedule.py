@@ -1,13 +1,14 @@
-"""When the daemon runs the next pass: the failure backoff schedule and the debounce window.
+"""When the daemon runs the next pass: the debounce window, the failure backoff, `next_action`.
 
 Pure: times are plain floats (monotonic seconds) passed in by the caller, so the daemon's timing
-rules are tested without clocks, threads or watchers. The daemon (`reconciler.daemon`) only asks
-these values for the earliest deadline and sleeps until then.
+rules are tested without clocks, threads or watchers. The daemon (`reconciler.daemon`) asks
+`next_action` what to do, does it, and otherwise sleeps until the deadline it names.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Literal
 
 #: A failed desired state is retried after 30 s, doubling up to the resync interval.
 FIRST_RETRY_S = 30.0
@@ -92,3 +93,47 @@ def next_deadline(*deadlines: float | None) -> float | None:
     """The earliest of the given deadlines, ignoring None."""
     present = [d for d in deadlines if d is not None]
     return min(present) if present else None
+
+
+Trigger = Literal["start", "reload", "retry", "resync", "event"]
+"""Why a pass runs. Every trigger but "event" looks at every target."""
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """What the daemon does next.
+
+    * "pass": run a pass now, for `trigger`.
+    * "check": events are due while a failing state backs off: run a pass only if the desired
+      state is no longer the failing one (`Backoff.holds`); the caller reads it to know.
+    * "wait": sleep `wait_s` seconds (None: until an event) or until woken, then ask again.
+    """
+
+    kind: Literal["pass", "check", "wait"]
+    trigger: Trigger | None = None
+    wait_s: float | None = None
+
+
+def next_action(
+    now: float,
+    *,
+    event_due: float | None,
+    backoff: Backoff,
+    resync_at: float,
+    forced: Trigger | None = None,
+) -> Action:
+    """The next step of the loop: a forced pass (start, reload) first, then a due retry or
+    resync, then due events; else wait for the earliest of them.
+
+    While backing off, the retry replaces the resync: the failing state is tried again at its
+    retry time, and a resync in between would only fail it again sooner.
+    """
+    if forced is not None:
+        return Action("pass", forced)
+    timed = backoff.retry_at if backoff.active else resync_at
+    if timed is not None and timed <= now:
+        return Action("pass", "retry" if backoff.active else "resync")
+    if event_due is not None and event_due <= now:
+        return Action("check" if backoff.active else "pass", "event")
+    deadline = next_deadline(timed, event_due)
+    return Action("wait", wait_s=None if deadline is None else max(0.0, deadline - now))
