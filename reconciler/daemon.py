@@ -36,7 +36,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
@@ -48,7 +48,7 @@ from reconciler.events import Recorder
 from reconciler.logging import configure_logging, get_logger
 from reconciler.observe import ObservationCache, TargetEvents
 from reconciler.reconcile import Hints, PassMemory, PassResult, Tools, reconcile, state_key
-from reconciler.service import PassReporter, Services, SystemdNotifier
+from reconciler.service import Liveness, PassReporter, Services, SystemdNotifier
 from reconciler.settings import Settings
 from reconciler.transaction import RootLock
 from reconciler.watch import PendingEvents, Wakeup, WatchdogLogHandler, Watcher, watch_specs
@@ -89,18 +89,16 @@ class Daemon:
         self._log_handler = WatchdogLogHandler(self._pending)
         self._watcher = Watcher(self._pending, self._log_handler)
         self._resync_at = 0.0
-        self._stopping = False
-        self._reload = False
-        self._in_pass_since: float | None = None
+        self._signals: _Signals | None = None
         self._watched_at_last_pass: frozenset[str] = frozenset()
-        self._alive = True
         notifier = notifier if notifier is not None else SystemdNotifier()
-        self._services = Services(notifier, self.healthy, self.readiness)
+        self._liveness = Liveness(self._stall_limit_s)
+        self._services = Services(notifier, self._liveness.healthy, self.readiness)
         self._reporter = PassReporter(self._services)
 
     def run(self) -> int:
         """Run until SIGTERM/SIGINT; returns the exit code (0)."""
-        previous = self._install_signals()
+        signals = self._signals = _Signals(self._wakeup.write_fd)
         watchdog_logger = logging.getLogger("watchdog")
         watchdog_logger.addHandler(self._log_handler)
         # Reported through our own log (watch.trouble); not twice through logging's last resort.
@@ -123,7 +121,7 @@ class Daemon:
             gc.freeze()
             notifier.notify("READY=1", self._reporter.status_line(self.settings))
             self._services.start_pinger()
-            while not self._stopping:
+            while not signals.stopping:
                 try:
                     self._step()
                 except Exception as exc:  # one bad step (an unreadable directory, say) never
@@ -131,7 +129,7 @@ class Daemon:
                     log.exception("loop.error", error=repr(exc))
                     self._wakeup.wait(LOOP_ERROR_PAUSE_S)
         finally:
-            self._alive = False
+            self._liveness.stopped()
             notifier.notify("STOPPING=1", "STATUS=stopping")
             self._services.stop()
             self._watcher.stop()
@@ -140,16 +138,9 @@ class Daemon:
             self._wakeup.close()
             watchdog_logger.removeHandler(self._log_handler)
             watchdog_logger.propagate = propagate
-            self._restore_signals(previous)
+            signals.restore()
         log.info("daemon.stopped", reason="signal")
         return 0
-
-    def healthy(self) -> bool:
-        """Alive: the loop runs and no pass has been going on for far longer than it may."""
-        if not self._alive:
-            return False
-        started = self._in_pass_since
-        return started is None or time.monotonic() - started < self._stall_limit_s()
 
     def readiness(self) -> tuple[bool, str]:
         """/readyz: a verified configuration is in place (decided once per pass)."""
@@ -159,8 +150,7 @@ class Daemon:
 
     def _step(self) -> None:
         forced: Trigger | None = None
-        if self._reload:
-            self._reload = False
+        if self._signals is not None and self._signals.take_reload():
             self._reload_settings()
             forced = "reload"
         trouble = self._pending.take_trouble()
@@ -193,13 +183,10 @@ class Daemon:
         self._cycle(action.trigger)
 
     def _peek_revision(self) -> str | None:
-        from reconciler.snapshot import read_snapshot
+        return peek_state(self.settings)
 
-        try:
-            inp = read_snapshot(self.settings.state_dir, self.settings.key_dirs)
-        except Exception:  # a peek must never stop the loop; the pass reports the problem
-            return None
-        return state_key(inp.revision, inp.content_digest)
+    def _stopping(self) -> bool:
+        return self._signals is not None and self._signals.stopping
 
     def _cycle(self, trigger: Trigger) -> None:
         """One pass: run it under the lock, keep its memory, report. Never raises for bad input
@@ -207,7 +194,7 @@ class Daemon:
         self._pending.take()
         hints = Hints(events=self._target_events(trigger))
         started = time.monotonic()
-        self._in_pass_since = started
+        self._liveness.pass_started(started)
         result: PassResult | None = None
         try:
             result = self._locked_pass(hints)
@@ -217,9 +204,9 @@ class Daemon:
             # A bug must not take the gateway's reconciler down: log it whole, back off, go on.
             log.exception("pass.crashed", trigger=trigger, error=repr(exc))
         finally:
-            self._in_pass_since = None
+            self._liveness.pass_ended()
         ended = time.monotonic()
-        if result is None and self._stopping:
+        if result is None and self._stopping():
             return
         self._resync_at = ended + self.settings.resync_interval_s
         if result is None:
@@ -259,36 +246,12 @@ class Daemon:
 
     def _locked_pass(self, hints: Hints) -> PassResult | None:
         """One pass under the ROOT lock; None when stopping while another process held it."""
-        with self._lock_held() as held:
+        with lock_for_pass(self._lock, self._stopping) as held:
             if not held:
                 return None
             hints = Hints(events=hints.events, undisturbed=self._lock.undisturbed)
             result, self._memory = reconcile(self.settings, self._memory, hints, self._tools)
         return result
-
-    @contextmanager
-    def _lock_held(self) -> Iterator[bool]:
-        """The ROOT lock for one pass; waits for `reconciler apply`, gives up when stopping."""
-        lock = self._lock
-        deadline = time.monotonic() + LOCK_WAIT_S
-        waited = False
-        while True:
-            try:
-                lock.acquire(1.0)
-                break
-            except LockHeldError:
-                if self._stopping:
-                    yield False
-                    return
-                if time.monotonic() >= deadline:
-                    raise
-                if not waited:
-                    log.info("pass.waiting_for_lock", lock=str(lock.path))
-                    waited = True
-        try:
-            yield True
-        finally:
-            lock.release()
 
     def _stall_limit_s(self) -> float:
         hooks = sum(h.timeout_s * (2 if h.check else 1) for h in self.settings.hooks)
@@ -302,30 +265,7 @@ class Daemon:
             # it existed was not seen, so look once more after the quiet period.
             self._pending.note(urgent=False)
 
-    # -- signals and reload ---------------------------------------------------------------------
-
-    def _install_signals(self) -> dict[int, object]:
-        previous: dict[int, object] = {}
-
-        def stop(signum: int, frame: FrameType | None) -> None:
-            self._stopping = True
-
-        def reload(signum: int, frame: FrameType | None) -> None:
-            self._reload = True
-
-        for signum, handler in ((signal.SIGTERM, stop), (signal.SIGINT, stop)):
-            previous[signum] = signal.signal(signum, handler)
-        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, reload)
-        # The handlers only set flags; the byte on the wakeup fd ends the loop's select at once.
-        previous[-1] = signal.set_wakeup_fd(self._wakeup.write_fd, warn_on_full_buffer=False)
-        return previous
-
-    def _restore_signals(self, previous: dict[int, object]) -> None:
-        wakeup = previous.pop(-1)
-        assert isinstance(wakeup, int)
-        signal.set_wakeup_fd(wakeup)
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)  # type: ignore[arg-type]
+    # -- reload ---------------------------------------------------------------------------------
 
     def _reload_settings(self) -> None:
         from reconciler import nginx
@@ -355,6 +295,70 @@ class Daemon:
         self._services.start_pinger()
         self._watcher.restart(watch_specs(settings))
         log.info("settings.reloaded", config=str(config) if config else None)
+
+
+class _Signals:
+    """SIGTERM and SIGINT ask the loop to stop, SIGHUP to reload the settings. The handlers only
+    set flags; the byte on the wakeup fd ends the loop's select at once."""
+
+    def __init__(self, wakeup_fd: int) -> None:
+        self.stopping = False
+        self._reload = False
+        self._previous: dict[int, object] = {}
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            self._previous[signum] = signal.signal(signum, self._handle)
+        self._previous_wakeup = signal.set_wakeup_fd(wakeup_fd, warn_on_full_buffer=False)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGHUP:
+            self._reload = True
+        else:
+            self.stopping = True
+
+    def take_reload(self) -> bool:
+        """Whether a reload was asked for since the last call."""
+        asked, self._reload = self._reload, False
+        return asked
+
+    def restore(self) -> None:
+        signal.set_wakeup_fd(self._previous_wakeup)
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)  # type: ignore[arg-type]
+
+
+@contextmanager
+def lock_for_pass(lock: RootLock, stopping: Callable[[], bool]) -> Iterator[bool]:
+    """The ROOT lock for one pass; waits for `reconciler apply`, gives up when stopping."""
+    deadline = time.monotonic() + LOCK_WAIT_S
+    waited = False
+    while True:
+        try:
+            lock.acquire(1.0)
+            break
+        except LockHeldError:
+            if stopping():
+                yield False
+                return
+            if time.monotonic() >= deadline:
+                raise
+            if not waited:
+                log.info("pass.waiting_for_lock", lock=str(lock.path))
+                waited = True
+    try:
+        yield True
+    finally:
+        lock.release()
+
+
+def peek_state(settings: Settings) -> str | None:
+    """The desired state's backoff key, read without evaluating it; None if it cannot be read."""
+    from reconciler.snapshot import read_snapshot
+
+    try:
+        inp = read_snapshot(settings.state_dir, settings.key_dirs)
+    except Exception:  # a peek must never stop the loop; the pass reports the problem
+        return None
+    return state_key(inp.revision, inp.content_digest)
 
 
 def _open_recorder(settings: Settings) -> Recorder:

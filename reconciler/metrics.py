@@ -65,16 +65,11 @@ def _actions() -> tuple[str, ...]:
     return get_args(Action)
 
 
-class Metrics:
-    """The daemon's Prometheus metrics, in a registry of their own (no process-global state)."""
+class MetricFamilies:
+    """Every metric the daemon exports, declared in a registry of its own (no process-global
+    state), each label set present from the start at 0."""
 
-    def __init__(
-        self,
-        hooks: Sequence[str] = (),
-        *,
-        per_trust_entry: bool = False,
-        applied_revision: str | None = None,
-    ) -> None:
+    def __init__(self, hooks: Sequence[str]) -> None:
         from prometheus_client import (
             CollectorRegistry,
             Counter,
@@ -86,7 +81,6 @@ class Metrics:
         # The `_created` series double every counter's series for a value nobody alerts on.
         disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry()
-        self._per_trust_entry = per_trust_entry
         r = self.registry
         self.build_info = Gauge(
             "reconciler_build_info",
@@ -226,6 +220,20 @@ class Metrics:
             "When the last profile probe ended (absent while probing is off).",
             r,
         )
+
+
+class Metrics(MetricFamilies):
+    """The daemon's Prometheus metrics: the families, and how a pass result updates them."""
+
+    def __init__(
+        self,
+        hooks: Sequence[str] = (),
+        *,
+        per_trust_entry: bool = False,
+        applied_revision: str | None = None,
+    ) -> None:
+        super().__init__(hooks)
+        self._per_trust_entry = per_trust_entry
         self._rejections: set[tuple[str, str | None]] = set()
         self._failures = 0
         self._lock = threading.Lock()

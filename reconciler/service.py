@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CertExpiry",
+    "Liveness",
     "Metrics",
     "PassReporter",
     "Services",
@@ -133,6 +134,33 @@ class WatchdogPinger:
 
 
 # -- the helpers beside the loop --------------------------------------------------------------
+
+
+class Liveness:
+    """Whether the loop is alive: it runs, and no pass has gone on far longer than it may.
+
+    What the watchdog pinger and /healthz ask; the loop marks each pass's start and end.
+    """
+
+    def __init__(self, stall_limit_s: Callable[[], float]) -> None:
+        self._stall_limit_s = stall_limit_s
+        self._in_pass_since: float | None = None
+        self._alive = True
+
+    def pass_started(self, now: float) -> None:
+        self._in_pass_since = now
+
+    def pass_ended(self) -> None:
+        self._in_pass_since = None
+
+    def stopped(self) -> None:
+        self._alive = False
+
+    def healthy(self) -> bool:
+        if not self._alive:
+            return False
+        started = self._in_pass_since
+        return started is None or time.monotonic() - started < self._stall_limit_s()
 
 
 class Services:
