@@ -1,8 +1,11 @@
-"""`python -m bench [--quick] [--only NAME] [--json PATH]`: run the benchmarks, print, save JSON.
+"""`python -m bench [--quick] [--only NAME] [--compare TREE] [--json PATH]`: run, print, save JSON.
 
 Each figure is a median over repeated runs, with its baseline (where there is one) measured in
-the same run so that the ratio holds on a noisy machine. Progress goes to stderr, the table to
-stdout, everything to the JSON file (default bench/results/latest.json, git-ignored).
+the same run so that the ratio holds on a noisy machine. `--compare TREE` measures another source
+tree (an earlier commit: `git archive REV | tar -x -C TREE`) in the same run, bench by bench,
+alternating with this one, and prints each figure of both with their ratio. Progress goes to
+stderr, the tables to stdout, everything to the JSON file (default bench/results/latest.json,
+git-ignored).
 """
 
 from __future__ import annotations
@@ -96,13 +99,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--tree",
         type=Path,
-        help="measure the reconciler of another source tree (a before/after comparison)",
+        help="measure the reconciler of another source tree instead of this one",
+    )
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        metavar="TREE",
+        help="also measure another source tree, alternating with this one, and compare",
     )
     args = parser.parse_args(argv)
     if args.tree is not None:
-        # Read by bench.harness.tree(), and by every `python -m reconciler` child (its cwd).
-        os.environ["BENCH_TREE"] = str(args.tree.resolve())
-        os.environ["PYTHONPATH"] = str(args.tree.resolve())
+        _measure(args.tree)
+    if args.compare is not None:
+        return _compare(args, args.compare)
     chosen = args.only or list(BENCHES)
     report = Report(quick=args.quick)
     report.facts.update(
@@ -143,6 +152,83 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(format_table(report))
     print(f"\n{len(report.figures)} figures in {report.facts['duration_s']} s; JSON: {args.json}")
+    for failure in failures:
+        print(f"FAILED {failure}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def _measure(source: Path | None) -> None:
+    """Measure the reconciler of `source` (None: this tree) from now on."""
+    # Read by bench.harness.tree(), and by every `python -m reconciler` child (its cwd).
+    for name in ("BENCH_TREE", "PYTHONPATH"):
+        if source is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = str(source.resolve())
+
+
+def _compare(args: argparse.Namespace, other: Path) -> int:
+    """Each bench for `other`, then for this tree, bench by bench: both under the same load."""
+    plan = _plan(args.quick)
+    reports = {"base": Report(quick=args.quick), "this": Report(quick=args.quick)}
+    trees = {"base": other, "this": None}
+    for source in trees.values():
+        _compile((source or REPO) / "reconciler")
+    failures = []
+    started = time.monotonic()
+    for name in args.only or list(BENCHES):
+        for label, source in trees.items():
+            progress(f"== {name} ({label}: {source or REPO})")
+            _measure(source)
+            try:
+                plan[name](reports[label])
+            except BenchError as exc:
+                failures.append(f"{name} ({label}): {exc}")
+    _measure(None)
+    rows = [("figure", "base median", "this median", "this/base")]
+    base = {(f.bench, f.name): f for f in reports["base"].figures}
+    for figure in reports["this"].figures:
+        before = base.get((figure.bench, figure.name))
+        if before is None:
+            continue
+        ratio = figure.stats.median / before.stats.median if before.stats.median else float("nan")
+        rows.append(
+            (
+                f"{figure.bench}: {figure.name} [{figure.unit}]",
+                f"{before.stats.median:.3f}",
+                f"{figure.stats.median:.3f}",
+                f"{ratio:.2f}x",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for number, row in enumerate(rows):
+        print(
+            "  ".join(
+                [
+                    row[0].ljust(widths[0]),
+                    *(c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)),
+                ]
+            )
+        )
+        if number == 0:
+            print("  ".join("-" * w for w in widths))
+    duration = round(time.monotonic() - started, 1)
+    print(f"\nbase: {other}; this: {REPO}; {duration} s; JSON: {args.json}")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(
+        json.dumps(
+            {
+                label: {
+                    "quick": r.quick,
+                    "facts": r.facts,
+                    "figures": [f.as_dict() for f in r.figures],
+                }
+                for label, r in reports.items()
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     for failure in failures:
         print(f"FAILED {failure}", file=sys.stderr)
     return 1 if failures else 0
