@@ -6,13 +6,14 @@ import dataclasses
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, get_args
 
 from reconciler.core.secret import SecretBytes
 from reconciler.core.timefmt import rfc3339
 
 Kind = Literal["identity", "console", "smtp_inbound", "trust", "profiles"]
-KINDS: tuple[Kind, ...] = ("identity", "console", "smtp_inbound", "trust", "profiles")
+KINDS: tuple[Kind, ...] = get_args(Kind)
+"""Every kind, in the one order hooks, plans and records list them."""
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 MAX_FILE_BYTES = 1024 * 1024
