@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from reconciler import fsio, records
 from reconciler.core.desired import CertInfo, Finding, Kind
-from reconciler.core.load import Evaluation, evaluate
+from reconciler.core.evaluate import Evaluation, evaluate
 from reconciler.core.plan import Change, Observed, Plan, digest, plan
 from reconciler.core.render import Layout, Target, render
 from reconciler.credentials import (

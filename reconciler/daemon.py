@@ -497,7 +497,7 @@ class Daemon:
     def _probe_loop(self) -> None:
         from datetime import UTC, datetime
 
-        from reconciler.core.load import evaluate
+        from reconciler.core.evaluate import evaluate
         from reconciler.probe import probe_desired
         from reconciler.snapshot import read_snapshot
 

@@ -46,7 +46,7 @@ class Rule:
 
 
 class Section:
-    """A TOML table checked against `RULES` (see `core.load.check_table`); unknown keys are
+    """A TOML table checked against `RULES` (see `core.schema.check_table`); unknown keys are
     errors. Subclasses are frozen dataclasses whose fields are the keys, defaults included."""
 
     __slots__ = ()
