@@ -13,7 +13,7 @@ from reconciler.core.certificates import (
     read_certs,
     validity_problem,
 )
-from reconciler.core.collect import Findings
+from reconciler.core.collect import Findings, error
 from reconciler.core.desired import CertInfo, Finding, TrustEntry
 
 
@@ -33,15 +33,8 @@ def check_trust(
     for position, info in enumerate(parsed.certs, start=1):
         problem = validity_problem(info, now)
         if problem:
-            items.append(
-                Finding(
-                    "error",
-                    file,
-                    None,
-                    f"{cert_name(position, info)} is {problem}",
-                    rule="trust-validity",
-                )
-            )
+            reason = f"{cert_name(position, info)} is {problem}"
+            items.append(error(file, None, reason, rule="trust-validity"))
             dated = True
         if not info.is_ca:
             items.append(_not_a_ca(file, position, info))
