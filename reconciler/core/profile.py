@@ -34,6 +34,8 @@ _TYPE_SCHEMES: dict[str, tuple[Scheme, ...]] = {
     "core": ("http", "https"),
     "vault": ("http", "https"),
 }
+_Parsed = list[tuple[str, Scheme | None, tuple[str, int | None, str] | None]]
+"""Each server's field, and its scheme and (host, port, path) where they could be read."""
 # As many profiles as a large fleet holds; an entry is a small frozen Profile and its findings.
 _CACHE_SIZE = 16384
 
@@ -92,8 +94,31 @@ def _check_profile(
             rule="profile-servers",
         )
     _check_credential_refs(model, kind, file, out)
-    smtp_fields = [field for field, scheme, _ in parsed if scheme == "smtp"]
     te = model.transport_encryption
+    _check_transport_encryption(te, parsed, file, out)
+    servers = _servers(parsed, kind, te, model.url is not None, file, policy, out)
+    if kind is None or out.has_error or not servers:
+        return None, tuple(out.items)
+    first = servers[0]
+    profile = Profile(
+        name=name,
+        kind=kind,
+        scheme=first.scheme,
+        host=first.host,
+        port=first.port,
+        path=first.path,
+        tls=first.tls,
+        servers=tuple(servers),
+        mode=model.mode or "failover",
+    )
+    return profile, tuple(out.items)
+
+
+def _check_transport_encryption(
+    te: TransportEncryption | None, parsed: _Parsed, file: str, out: Findings
+) -> None:
+    """`transport_encryption` is given exactly when a server is smtp:// (STARTTLS or not)."""
+    smtp_fields = [field for field, scheme, _ in parsed if scheme == "smtp"]
     if te is not None and not smtp_fields and all(s is not None for _, s, _ in parsed):
         scheme = next((s for _, s, _ in parsed if s is not None), None)
         out.error(
@@ -111,11 +136,25 @@ def _check_profile(
             "(or use smtps:// for TLS from the first byte)",
             rule="profile-te-missing",
         )
+
+
+def _servers(
+    parsed: _Parsed,
+    kind: ProfileType | None,
+    te: TransportEncryption | None,
+    one: bool,
+    file: str,
+    policy: PolicySection,
+    out: Findings,
+) -> list[Server]:
+    """The profile's servers, normalised (default ports and path), each once; `one`: the `url`
+    form, whose messages need not name the server."""
+    if kind is None:
+        return []
     servers: list[Server] = []
     seen: dict[tuple[str, int], str] = {}
-    one = model.url is not None
     for field, scheme, location in parsed:
-        if scheme is None or location is None or kind is None:
+        if scheme is None or location is None:
             continue
         host, port, path = location
         if port is None:
@@ -145,26 +184,12 @@ def _check_profile(
         tls = _server_tls(scheme, te, file, field, "" if one else f" ({address})", policy, out)
         if tls is not None:
             servers.append(Server(scheme, host, port, path, tls))
-    if kind is None or out.has_error or not servers:
-        return None, tuple(out.items)
-    first = servers[0]
-    profile = Profile(
-        name=name,
-        kind=kind,
-        scheme=first.scheme,
-        host=first.host,
-        port=first.port,
-        path=first.path,
-        tls=first.tls,
-        servers=tuple(servers),
-        mode=model.mode or "failover",
-    )
-    return profile, tuple(out.items)
+    return servers
 
 
 def _profile_type(
     model: ProfileFile,
-    parsed: list[tuple[str, Scheme | None, tuple[str, int | None, str] | None]],
+    parsed: _Parsed,
     file: str,
     out: Findings,
 ) -> ProfileType | None:
