@@ -7,7 +7,7 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
 
 from reconciler.core.certificates import CRYPTO_ERRORS
 from reconciler.core.collect import Findings
-from reconciler.core.pem import PemError, encode_pem, parse_pem
+from reconciler.core.pem import PemBlock, PemError, encode_pem, parse_pem
 from reconciler.core.secret import SecretBytes, is_key_label
 
 KEY_FIELD = "identity.key"
@@ -20,6 +20,56 @@ def read_key(
     key_data: SecretBytes, file: str, out: Findings
 ) -> tuple[SecretBytes, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey] | None:
     """The canonical key PEM and the loaded key, or None with the reasons recorded."""
+    block = _key_block(key_data, file, out)
+    if block is None:
+        return None
+    canonical = encode_pem(block.label, block.der)
+    try:
+        private_key = serialization.load_pem_private_key(canonical, password=None)
+    except CRYPTO_ERRORS:
+        # cryptography's message is not shown: it is not needed and may echo parser state.
+        out.error(
+            file,
+            KEY_FIELD,
+            f"the {block.label} block (line {block.line}) is not a readable unencrypted "
+            "private key",
+            rule="key-unreadable",
+        )
+        return None
+    if isinstance(private_key, dsa.DSAPrivateKey):
+        out.error(file, KEY_FIELD, f"DSA keys are not allowed; {_KEY_ADVICE}", rule="key-type")
+        return None
+    if isinstance(private_key, rsa.RSAPrivateKey):
+        if private_key.key_size < MIN_RSA_BITS:
+            out.error(
+                file,
+                KEY_FIELD,
+                f"RSA key of {private_key.key_size} bits is too small; "
+                f"at least {MIN_RSA_BITS} bits are required",
+                rule="key-rsa-size",
+            )
+            return None
+        return SecretBytes(canonical), private_key
+    if isinstance(private_key, ec.EllipticCurvePrivateKey):
+        curve = private_key.curve.name
+        if curve not in ALLOWED_CURVES:
+            out.error(
+                file,
+                KEY_FIELD,
+                f"EC curve {curve} is not allowed; use P-256, P-384 or P-521",
+                rule="key-ec-curve",
+            )
+            return None
+        return SecretBytes(canonical), private_key
+    # Ed25519/Ed448 (and X25519/X448) are not accepted by common TLS clients for server
+    # certificates, so the digital ID would not work as both server and client.
+    kind = type(private_key).__name__.removeprefix("_").removesuffix("PrivateKey") or "unknown"
+    out.error(file, KEY_FIELD, f"unsupported key type {kind}; {_KEY_ADVICE}", rule="key-type")
+    return None
+
+
+def _key_block(key_data: SecretBytes, file: str, out: Findings) -> PemBlock | None:
+    """The file's one private key block, unencrypted and not OpenSSH; None with the reasons."""
     try:
         blocks = parse_pem(key_data.reveal())
     except PemError as exc:
@@ -65,46 +115,4 @@ def read_key(
             rule="key-openssh",
         )
         return None
-    canonical = encode_pem(block.label, block.der)
-    try:
-        private_key = serialization.load_pem_private_key(canonical, password=None)
-    except CRYPTO_ERRORS:
-        # cryptography's message is not shown: it is not needed and may echo parser state.
-        out.error(
-            file,
-            KEY_FIELD,
-            f"the {block.label} block (line {block.line}) is not a readable unencrypted "
-            "private key",
-            rule="key-unreadable",
-        )
-        return None
-    if isinstance(private_key, dsa.DSAPrivateKey):
-        out.error(file, KEY_FIELD, f"DSA keys are not allowed; {_KEY_ADVICE}", rule="key-type")
-        return None
-    if isinstance(private_key, rsa.RSAPrivateKey):
-        if private_key.key_size < MIN_RSA_BITS:
-            out.error(
-                file,
-                KEY_FIELD,
-                f"RSA key of {private_key.key_size} bits is too small; "
-                f"at least {MIN_RSA_BITS} bits are required",
-                rule="key-rsa-size",
-            )
-            return None
-        return SecretBytes(canonical), private_key
-    if isinstance(private_key, ec.EllipticCurvePrivateKey):
-        curve = private_key.curve.name
-        if curve not in ALLOWED_CURVES:
-            out.error(
-                file,
-                KEY_FIELD,
-                f"EC curve {curve} is not allowed; use P-256, P-384 or P-521",
-                rule="key-ec-curve",
-            )
-            return None
-        return SecretBytes(canonical), private_key
-    # Ed25519/Ed448 (and X25519/X448) are not accepted by common TLS clients for server
-    # certificates, so the digital ID would not work as both server and client.
-    kind = type(private_key).__name__.removeprefix("_").removesuffix("PrivateKey") or "unknown"
-    out.error(file, KEY_FIELD, f"unsupported key type {kind}; {_KEY_ADVICE}", rule="key-type")
-    return None
+    return block
