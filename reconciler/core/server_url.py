@@ -81,74 +81,12 @@ def _split_host_port(
     netloc: str, scheme: str, file: str, out: Findings, field: str
 ) -> tuple[str, int | None] | None:
     if netloc.startswith("["):
-        close = netloc.find("]")
-        if close < 0:
-            out.error(
-                file,
-                field,
-                "an IPv6 address opened with [ is not closed with ]",
-                rule="profile-url",
-            )
-            return None
-        host, rest = netloc[1:close].lower(), netloc[close + 1 :]
-        if "%" in host:
-            out.error(
-                file,
-                field,
-                f"[{host}] has a zone (%...): write the IPv6 address without it (a zone is "
-                "local to one host's interfaces)",
-                rule="profile-url",
-            )
-            return None
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            out.error(file, field, f"[{host}] is not an IPv6 address", rule="profile-url")
-            return None
-        if rest and not rest.startswith(":"):
-            out.error(
-                file,
-                field,
-                "unexpected text after the IPv6 address; write [ADDRESS]:PORT",
-                rule="profile-url",
-            )
-            return None
-        port_text = rest[1:] if rest else None
+        split = _bracketed_host(netloc, file, out, field)
     else:
-        host, sep, port_text_raw = netloc.partition(":")
-        port_text = port_text_raw if sep else None
-        if ":" in port_text_raw:
-            out.error(
-                file,
-                field,
-                "an IPv6 address must be in brackets: [ADDRESS]:PORT",
-                rule="profile-url",
-            )
-            return None
-        host = host.lower()
-        if not host:
-            out.error(file, field, f"no host: write {scheme}://HOST[:PORT]", rule="profile-url")
-            return None
-        if not _HOSTNAME.fullmatch(host):
-            out.error(
-                file,
-                field,
-                f"host {host!r} is not a valid host name or IPv4 address "
-                "(international names in their xn-- form)",
-                rule="profile-url",
-            )
-            return None
-        # A name whose last label is a number is meant as an IPv4 literal (no top-level domain
-        # is numeric): it must then be one, four numbers 0-255 (999.999.999.999 is neither).
-        if host.rstrip(".").rpartition(".")[2].isdigit() and not _is_ipv4(host):
-            out.error(
-                file,
-                field,
-                f"host {host!r} is not a valid IPv4 address: four numbers from 0 to 255, "
-                "separated by dots",
-                rule="profile-url",
-            )
-            return None
+        split = _named_host(netloc, scheme, file, out, field)
+    if split is None:
+        return None
+    host, port_text = split
     if port_text is None:
         return host.lower(), None
     if not port_text:
@@ -168,6 +106,86 @@ def _split_host_port(
         out.error(file, field, f"port {port_text} is out of range 1-65535", rule="profile-url")
         return None
     return host.lower(), port
+
+
+def _bracketed_host(
+    netloc: str, file: str, out: Findings, field: str
+) -> tuple[str, str | None] | None:
+    """([IPv6] without brackets, the port text after `:` or None); None when it is no IPv6."""
+    close = netloc.find("]")
+    if close < 0:
+        out.error(
+            file,
+            field,
+            "an IPv6 address opened with [ is not closed with ]",
+            rule="profile-url",
+        )
+        return None
+    host, rest = netloc[1:close].lower(), netloc[close + 1 :]
+    if "%" in host:
+        out.error(
+            file,
+            field,
+            f"[{host}] has a zone (%...): write the IPv6 address without it (a zone is "
+            "local to one host's interfaces)",
+            rule="profile-url",
+        )
+        return None
+    try:
+        ipaddress.IPv6Address(host)
+    except ValueError:
+        out.error(file, field, f"[{host}] is not an IPv6 address", rule="profile-url")
+        return None
+    if rest and not rest.startswith(":"):
+        out.error(
+            file,
+            field,
+            "unexpected text after the IPv6 address; write [ADDRESS]:PORT",
+            rule="profile-url",
+        )
+        return None
+    return host, rest[1:] if rest else None
+
+
+def _named_host(
+    netloc: str, scheme: str, file: str, out: Findings, field: str
+) -> tuple[str, str | None] | None:
+    """(host name or IPv4 address, the port text after `:` or None); None when it is neither."""
+    host, sep, port_text_raw = netloc.partition(":")
+    port_text = port_text_raw if sep else None
+    if ":" in port_text_raw:
+        out.error(
+            file,
+            field,
+            "an IPv6 address must be in brackets: [ADDRESS]:PORT",
+            rule="profile-url",
+        )
+        return None
+    host = host.lower()
+    if not host:
+        out.error(file, field, f"no host: write {scheme}://HOST[:PORT]", rule="profile-url")
+        return None
+    if not _HOSTNAME.fullmatch(host):
+        out.error(
+            file,
+            field,
+            f"host {host!r} is not a valid host name or IPv4 address "
+            "(international names in their xn-- form)",
+            rule="profile-url",
+        )
+        return None
+    # A name whose last label is a number is meant as an IPv4 literal (no top-level domain
+    # is numeric): it must then be one, four numbers 0-255 (999.999.999.999 is neither).
+    if host.rstrip(".").rpartition(".")[2].isdigit() and not _is_ipv4(host):
+        out.error(
+            file,
+            field,
+            f"host {host!r} is not a valid IPv4 address: four numbers from 0 to 255, "
+            "separated by dots",
+            rule="profile-url",
+        )
+        return None
+    return host, port_text
 
 
 def _is_ipv4(host: str) -> bool:
