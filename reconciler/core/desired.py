@@ -23,6 +23,7 @@ InboundTls = Literal["off", "optional", "required"]
 TransportEncryption = Literal["none", "starttls-optional", "starttls-required"]
 ProfileTls = Literal["none", "implicit", "starttls-optional", "starttls-required"]
 ProfileType = Literal["smtp", "core", "vault"]
+Scheme = Literal["http", "https", "smtp", "smtps"]
 ProfileMode = Literal["failover", "round-robin"]
 CREDENTIAL_FIELDS: dict[str, ProfileType] = {"password_file": "smtp", "api_key_file": "vault"}
 """The credential keys of a profile file, and the one type each belongs to."""
@@ -284,18 +285,12 @@ class TrustEntry:
 class Server:
     """One server of a profile, normalised: explicit port (the type's default when absent)."""
 
-    scheme: Literal["http", "https", "smtp", "smtps"]
+    scheme: Scheme
     host: str
     """Lowercased; an IPv6 literal without its brackets."""
     port: int
     path: str
     tls: ProfileTls
-
-    @property
-    def address(self) -> str:
-        """scheme://host:port[path] as messages name the server (never anything secret)."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.scheme}://{host}:{self.port}{self.path}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,7 +315,7 @@ class Profile:
 
     name: str
     kind: ProfileType
-    scheme: Literal["http", "https", "smtp", "smtps"]
+    scheme: Scheme
     host: str
     port: int
     path: str

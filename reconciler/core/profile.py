@@ -15,12 +15,13 @@ from reconciler.core.desired import (
     ProfileFile,
     ProfileTls,
     ProfileType,
+    Scheme,
     Server,
     TransportEncryption,
 )
 from reconciler.core.paths import CONTROL_CHARS
 from reconciler.core.secret import SecretBytes
-from reconciler.core.server_url import Scheme, parse_url
+from reconciler.core.server_url import parse_url
 
 DEFAULT_PORTS: dict[str, int] = {"http": 8008, "https": 8008, "smtp": 25, "smtps": 465}
 """Default port by scheme, as the gateway defines them: Core listens on 8008 (http or https)."""

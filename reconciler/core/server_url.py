@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Literal
 from urllib.parse import urlsplit
 
 from reconciler.core.collect import Findings
+from reconciler.core.desired import Scheme
 
-Scheme = Literal["http", "https", "smtp", "smtps"]
 _SCHEMES: dict[str, Scheme] = {"http": "http", "https": "https", "smtp": "smtp", "smtps": "smtps"}
 _HOST_LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
 _HOSTNAME = re.compile(rf"(?=.{{1,253}}$){_HOST_LABEL}(?:\.{_HOST_LABEL})*\.?")
