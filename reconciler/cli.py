@@ -536,7 +536,7 @@ def _probe(settings: Settings, args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
     from reconciler import probe
-    from reconciler.core.load import evaluate
+    from reconciler.core.evaluate import evaluate
     from reconciler.snapshot import read_snapshot
 
     evaluation = evaluate(read_snapshot(settings.state_dir, settings.key_dirs), datetime.now(UTC))

@@ -17,8 +17,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
+from reconciler.core.collect import error
 from reconciler.core.desired import Finding
-from reconciler.core.load import Evaluation, StateInput, error, evaluate
+from reconciler.core.evaluate import Evaluation, StateInput, evaluate
 from reconciler.core.positions import locate
 from reconciler.fleet import gateways_of
 from reconciler.redact import scrub

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from reconciler.core.collect import error
 from reconciler.core.compose import (
     FLEET_FILE,
     GATEWAYS_DIR,
@@ -33,7 +34,7 @@ from reconciler.core.compose import (
     parse_fleet,
 )
 from reconciler.core.desired import Finding
-from reconciler.core.load import StateInput, error
+from reconciler.core.evaluate import StateInput
 from reconciler.fsio import RefusedFileError, read_safe
 
 __all__ = ["fleet_root", "gateways_of", "read_composed", "shared_layers"]

@@ -14,9 +14,9 @@ import hashlib
 import os
 from collections.abc import Sequence
 
+from reconciler.core.certificates import cert_info
 from reconciler.core.pem import PemError, parse_pem
 from reconciler.core.plan import Change, Plan
-from reconciler.core.validate import cert_info
 from reconciler.findings import clean
 
 _CERT_LABELS = frozenset({"CERTIFICATE", "X509 CERTIFICATE", "X.509 CERTIFICATE"})

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from pathlib import PurePosixPath
 
 from reconciler import records
-from reconciler.core.load import Evaluation, evaluate
+from reconciler.core.evaluate import Evaluation, evaluate
 from reconciler.core.plan import Plan, plan
 from reconciler.core.render import Layout, Target, render
 from reconciler.errors import SettingsError

@@ -228,7 +228,7 @@ class Services:
     def _probe_loop(self, settings: Settings) -> None:
         from datetime import UTC, datetime
 
-        from reconciler.core.load import evaluate
+        from reconciler.core.evaluate import evaluate
         from reconciler.probe import probe_desired
         from reconciler.snapshot import read_snapshot
 

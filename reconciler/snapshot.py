@@ -23,19 +23,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from reconciler.core.collect import error
 from reconciler.core.desired import MAX_FILE_BYTES, NAME_RE, Finding
-from reconciler.core.load import (
-    GATEWAY_FILE,
-    KeySource,
-    Skipped,
-    SourceFile,
-    StateInput,
-    error,
-    load_toml,
-    path_problem,
-)
+from reconciler.core.evaluate import GATEWAY_FILE, KeySource, Skipped, SourceFile, StateInput
+from reconciler.core.paths import path_problem
 from reconciler.core.rules import secret_rules
 from reconciler.core.secret import SecretBytes
+from reconciler.core.toml_limits import load_toml
 from reconciler.fsio import read_safe, read_up_to
 from reconciler.redact import remember_key
 

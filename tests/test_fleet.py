@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.core.compose import merge_gateway, parse_fleet, render_tables
-from reconciler.core.load import Evaluation, SourceFile, StateInput, evaluate
+from reconciler.core.evaluate import Evaluation, SourceFile, StateInput, evaluate
 from reconciler.fleet import fleet_root, gateways_of, shared_layers
 from reconciler.snapshot import read_snapshot
 from tests.conftest import REPO, Pki, Sandbox, StateDir

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from reconciler import devpki
-from reconciler.core.load import evaluate
+from reconciler.core.evaluate import evaluate
 from reconciler.core.positions import toml_key_position
 from reconciler.core.rules import RULES, secret_rules
 from reconciler.snapshot import read_snapshot
@@ -301,7 +301,7 @@ def _ids_in_code() -> set[str]:
 def test_every_rule_id_in_code_is_registered_and_every_registered_id_is_used() -> None:
     used = _ids_in_code()
     assert used - set(RULES) == set(), "rule ids used in code but not in core/rules.py"
-    schema_ids = {"toml-unknown-key", "toml-missing-key", "toml-value"}  # core.load.schema_rule
+    schema_ids = {"toml-unknown-key", "toml-missing-key", "toml-value"}  # core.schema.schema_rule
     assert set(RULES) - used - schema_ids == set(), "registered rule ids no code uses"
     assert "" not in used
 

@@ -22,15 +22,8 @@ from reconciler.core.desired import (
     ProfileFile,
     json_schema,
 )
-from reconciler.core.load import (
-    Evaluation,
-    KeySource,
-    SourceFile,
-    StateInput,
-    check_table,
-    evaluate,
-    parse_toml,
-)
+from reconciler.core.evaluate import Evaluation, KeySource, SourceFile, StateInput, evaluate
+from reconciler.core.schema import check_table, parse_toml
 from reconciler.core.secret import SecretBytes
 
 NOW = dt.datetime.now(dt.UTC)

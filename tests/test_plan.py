@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from reconciler import devpki
 from reconciler.core.desired import DesiredState
-from reconciler.core.load import KeySource, SourceFile, StateInput, evaluate
+from reconciler.core.evaluate import KeySource, SourceFile, StateInput, evaluate
 from reconciler.core.plan import Change, Observed, Plan, digest, plan
 from reconciler.core.render import Layout, Target, render
 from reconciler.core.secret import SecretBytes

@@ -45,7 +45,7 @@ def test_core_modules_really_load_without_adapters() -> None:
     indirectly through pydantic, which is why the contract checks direct imports only)."""
     code = (
         "import sys\n"
-        "import reconciler.core.load, reconciler.core.plan, reconciler.core.render\n"
+        "import reconciler.core.evaluate, reconciler.core.plan, reconciler.core.render\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
         "{'watchdog','psutil','structlog','prometheus_client'} "
         "or m in {'reconciler.snapshot','reconciler.transaction',"

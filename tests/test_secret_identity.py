@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from reconciler import devpki, snapshot
-from reconciler.core.load import evaluate
+from reconciler.core.evaluate import evaluate
 from reconciler.snapshot import read_snapshot
 from tests import test_daemon
 from tests.conftest import Pki, Sandbox, standard_state

@@ -12,10 +12,11 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from reconciler.core.desired import Finding, PolicySection, Profile, ProfileFile
-from reconciler.core.load import KeySource, SourceFile, StateInput, evaluate, parse_toml
+from reconciler.core.evaluate import KeySource, SourceFile, StateInput, evaluate
+from reconciler.core.profile import MAX_CREDENTIAL_BYTES, check_profile
 from reconciler.core.render import Layout, Target, render
+from reconciler.core.schema import parse_toml
 from reconciler.core.secret import SecretBytes
-from reconciler.core.validate import MAX_CREDENTIAL_BYTES, check_profile
 from reconciler.probe import exit_code, format_results, probe_profiles, profile_verdicts
 from reconciler.snapshot import read_snapshot
 from tests.conftest import Pki

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.core.desired import MAX_FILE_BYTES, Finding
-from reconciler.core.load import StateInput
+from reconciler.core.evaluate import StateInput
 from reconciler.snapshot import read_snapshot
 from tests.conftest import GATEWAY_TOML, Pki, StateDir, standard_state
 

@@ -16,10 +16,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from reconciler import devpki
+from reconciler.core.certificates import cert_info
 from reconciler.core.desired import Finding, Identity, PolicySection, ProfileFile
+from reconciler.core.identity import check_identity
 from reconciler.core.pem import PemError, encode_pem, parse_pem
+from reconciler.core.profile import check_profile
 from reconciler.core.secret import SecretBytes
-from reconciler.core.validate import cert_info, check_identity, check_profile, check_trust
+from reconciler.core.trust import check_trust
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 CERT_FILE = "tls/cert.pem"

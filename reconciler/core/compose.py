@@ -21,16 +21,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from reconciler.core.collect import error
 from reconciler.core.desired import NAME_RE, Finding, GatewayFile
-from reconciler.core.load import (
-    GATEWAY_FILE,
-    SourceFile,
-    StateInput,
-    check_table,
-    error,
-    load_toml,
-    schema_rule,
-)
+from reconciler.core.evaluate import GATEWAY_FILE, SourceFile, StateInput
+from reconciler.core.schema import check_table, schema_rule
+from reconciler.core.toml_limits import load_toml
 
 FLEET_FILE = "fleet.toml"
 GATEWAYS_DIR = "gateways"

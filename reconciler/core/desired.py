@@ -6,13 +6,14 @@ import dataclasses
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, get_args
 
 from reconciler.core.secret import SecretBytes
 from reconciler.core.timefmt import rfc3339
 
 Kind = Literal["identity", "console", "smtp_inbound", "trust", "profiles"]
-KINDS: tuple[Kind, ...] = ("identity", "console", "smtp_inbound", "trust", "profiles")
+KINDS: tuple[Kind, ...] = get_args(Kind)
+"""Every kind, in the one order hooks, plans and records list them."""
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 MAX_FILE_BYTES = 1024 * 1024
@@ -22,6 +23,7 @@ InboundTls = Literal["off", "optional", "required"]
 TransportEncryption = Literal["none", "starttls-optional", "starttls-required"]
 ProfileTls = Literal["none", "implicit", "starttls-optional", "starttls-required"]
 ProfileType = Literal["smtp", "core", "vault"]
+Scheme = Literal["http", "https", "smtp", "smtps"]
 ProfileMode = Literal["failover", "round-robin"]
 CREDENTIAL_FIELDS: dict[str, ProfileType] = {"password_file": "smtp", "api_key_file": "vault"}
 """The credential keys of a profile file, and the one type each belongs to."""
@@ -45,7 +47,7 @@ class Rule:
 
 
 class Section:
-    """A TOML table checked against `RULES` (see `core.load.check_table`); unknown keys are
+    """A TOML table checked against `RULES` (see `core.schema.check_table`); unknown keys are
     errors. Subclasses are frozen dataclasses whose fields are the keys, defaults included."""
 
     __slots__ = ()
@@ -283,18 +285,12 @@ class TrustEntry:
 class Server:
     """One server of a profile, normalised: explicit port (the type's default when absent)."""
 
-    scheme: Literal["http", "https", "smtp", "smtps"]
+    scheme: Scheme
     host: str
     """Lowercased; an IPv6 literal without its brackets."""
     port: int
     path: str
     tls: ProfileTls
-
-    @property
-    def address(self) -> str:
-        """scheme://host:port[path] as messages name the server (never anything secret)."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.scheme}://{host}:{self.port}{self.path}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,7 +315,7 @@ class Profile:
 
     name: str
     kind: ProfileType
-    scheme: Literal["http", "https", "smtp", "smtps"]
+    scheme: Scheme
     host: str
     port: int
     path: str

@@ -12,7 +12,10 @@ import binascii
 import re
 from dataclasses import dataclass
 
-__all__ = ["PemBlock", "PemError", "encode_pem", "parse_pem"]
+__all__ = ["CERT_LABELS", "PemBlock", "PemError", "encode_pem", "parse_pem"]
+
+# RFC 7468 names CERTIFICATE; the two legacy spellings are accepted and re-emitted canonically.
+CERT_LABELS = frozenset({"CERTIFICATE", "X509 CERTIFICATE", "X.509 CERTIFICATE"})
 
 # Labels are printable ASCII without "-" (RFC 7468 section 3); anything else after "-----BEGIN"
 # is left as ordinary text, which then shows up as "no CERTIFICATE block" to the operator.

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from reconciler.core.desired import CertInfo, Kind
+from reconciler.core.desired import KINDS, CertInfo, Kind
 from reconciler.core.render import Target
 
 Action = Literal["create", "update", "delete"]
@@ -52,9 +52,8 @@ class Plan:
     @property
     def kinds(self) -> tuple[Kind, ...]:
         """The changed resource kinds, in a stable order (what hooks are matched against)."""
-        order: tuple[Kind, ...] = ("identity", "console", "smtp_inbound", "trust", "profiles")
         present = {c.kind for c in self.changes}
-        return tuple(k for k in order if k in present)
+        return tuple(k for k in KINDS if k in present)
 
     @property
     def empty(self) -> bool:

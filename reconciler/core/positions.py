@@ -15,6 +15,8 @@ import re
 from collections.abc import Iterable, Mapping
 
 from reconciler.core.desired import Finding
+from reconciler.core.pem import CERT_LABELS
+from reconciler.core.secret import is_key_label
 
 _TOML_AT = re.compile(r"\(at line (\d+), column (\d+)\)")
 _HEADER = re.compile(r"^(\s*)\[\[?\s*([^\[\]#]+?)\s*\]\]?\s*(?:#.*)?$")
@@ -24,7 +26,6 @@ _KEY = re.compile(
 _KEY_PART = re.compile(r"\s*(\"[^\"\n]*\"|'[^'\n]*'|[A-Za-z0-9_-]+)\s*(?:\.|$)")
 _BEGIN = re.compile(r"^-----BEGIN ([A-Z0-9 .]+)-----", re.MULTILINE)
 _CERT_NUMBER = re.compile(r"\bcertificate (\d+)\b")
-_CERT_LABELS = frozenset({"CERTIFICATE", "X509 CERTIFICATE", "X.509 CERTIFICATE"})
 
 
 def locate(findings: Iterable[Finding], sources: Mapping[str, bytes]) -> tuple[Finding, ...]:
@@ -65,12 +66,12 @@ def pem_position(reason: str, text: str) -> tuple[int, int] | None:
     blocks = [(m.group(1), text.count("\n", 0, m.start()) + 1) for m in _BEGIN.finditer(text)]
     if not blocks:
         return None
-    certs = [line for label, line in blocks if label in _CERT_LABELS]
+    certs = [line for label, line in blocks if label in CERT_LABELS]
     number = _CERT_NUMBER.search(reason)
     if number and 1 <= int(number.group(1)) <= len(certs):
         return certs[int(number.group(1)) - 1], 1
     if "private key block" in reason:
-        keys = [line for label, line in blocks if label.endswith("PRIVATE KEY")]
+        keys = [line for label, line in blocks if is_key_label(label)]
         if keys:
             return keys[0], 1
     return blocks[0][1], 1

@@ -57,7 +57,7 @@ class Target:
     gid: int | None = None
     sha256: str | None = field(init=False, repr=False, compare=False)
     """Hex SHA-256 of `content` (None with it): computed once, as rendering caches targets, not
-    by every plan and record of every pass (10,000 trust files at a daemon's every pass)."""
+    by every plan and record of every pass (every trust file at each of a daemon's passes)."""
 
     def __post_init__(self) -> None:
         content = self.content
@@ -133,8 +133,8 @@ _TRUST_TARGETS_KEPT = 32768
 
 def _trust_target(entry: TrustEntry, trust_dir: str, prefix: str, gid: int | None) -> Target:
     # Keyed by the name and PEM (the certificates follow from it), not by the whole entry: an
-    # lru_cache would hash every CertInfo of 10,000 entries at every pass; str and bytes keep
-    # their hash.
+    # lru_cache would hash every CertInfo of every entry at every pass; str and bytes keep their
+    # hash.
     key = (entry.name, entry.pem, trust_dir, prefix, gid)
     target = _TRUST_TARGETS.get(key)
     if target is None:

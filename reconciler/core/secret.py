@@ -1,4 +1,4 @@
-"""An opaque carrier for private key bytes: its repr and str never show the key."""
+"""Private key material: an opaque carrier that never shows the key, and the tests for key text."""
 
 from __future__ import annotations
 
@@ -7,6 +7,17 @@ import hashlib
 KEY_MARKER = "PRIVATE KEY-----"
 """What every PEM private-key label ends with: the one test for key text, in any letter case
 (compare with `text.upper()`)."""
+
+
+def is_key_label(label: str) -> bool:
+    """True for a PEM block label naming a private key (`PRIVATE KEY`, `RSA PRIVATE KEY`, ...)."""
+    return f"{label}-----".endswith(KEY_MARKER)
+
+
+def looks_like_key(value: str) -> bool:
+    """Text a message must never quote: it may be a pasted private key."""
+    upper = value.upper()
+    return "PRIVATE KEY" in upper or "-----BEGIN" in upper
 
 
 class SecretBytes:
