@@ -41,7 +41,7 @@ from reconciler.transaction import (
 )
 
 if TYPE_CHECKING:
-    from reconciler.audit import Event
+    from reconciler.auditrecord import Event
 
 Outcome = Literal["converged", "no-change", "rejected", "failed", "suspended", "deferred"]
 

@@ -8,7 +8,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from reconciler.audit import REQUIRED_FIELDS, ZERO_HASH, JsonValue, Record, parse_ts, verify
+from reconciler.auditrecord import REQUIRED_FIELDS, ZERO_HASH, JsonValue, Record, parse_ts
+from reconciler.auditverify import verify
 
 _DURATION = re.compile(r"(?:\d+[smhdw])+")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}

@@ -490,9 +490,10 @@ def _resume(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _audit(settings: Settings, args: argparse.Namespace) -> int:
-    from reconciler import audit, auditview
+    from reconciler import auditview
+    from reconciler.auditfiles import audit_files
 
-    files = audit.audit_files(settings.audit_path)
+    files = audit_files(settings.audit_path)
     if args.audit_command == "verify":
         intact, line = auditview.verify_retained(files)
         print(line, file=sys.stdout if intact else sys.stderr)

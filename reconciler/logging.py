@@ -31,7 +31,8 @@ from reconciler.core.secret import SecretBytes
 from reconciler.redact import scrub, scrub_secrets
 
 if TYPE_CHECKING:
-    from reconciler.audit import AuditLog, Event, Record
+    from reconciler.audit import AuditLog
+    from reconciler.auditrecord import Event, Record
 
 __all__ = ["LogFormat", "Logger", "Recorder", "configure_logging", "get_logger", "redact_secrets"]
 

@@ -17,7 +17,8 @@ import structlog
 from structlog.testing import capture_logs
 
 from reconciler import devpki
-from reconciler.audit import AuditLog, verify
+from reconciler.audit import AuditLog
+from reconciler.auditverify import verify
 from reconciler.core.secret import SecretBytes
 from reconciler.logging import Recorder, configure_logging, get_logger
 
