@@ -102,8 +102,8 @@ def write_new(path: Path, data: bytes) -> None:
     """Create `path` (0600, it must not exist) holding `data`, not fsynced.
 
     For staging in a private directory nothing else reads until the journal names it: no temp
-    file and rename needed (they double the directory work, which dominates with thousands of
-    files); durability comes from the journal's fsync batch.
+    file and rename needed (they double the directory work, which dominates a large pass);
+    durability comes from the journal's fsync batch.
     """
     _fault("write", str(path))
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)

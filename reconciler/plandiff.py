@@ -1,5 +1,4 @@
-"""`plan --diff`: a unified diff per change; certificates as subject and fingerprint lines, key
-material as digests only.
+"""`plan --diff`: a unified diff per change, certificates as fields and key material as digests.
 
 Each side of a change is turned into readable lines first: a PEM file of certificates into one
 group of lines per certificate (subject, issuer, serial, expiry, SHA-256 fingerprint), text files
