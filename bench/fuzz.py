@@ -392,7 +392,7 @@ def check_example(
     world: World, ops: list[Callable[[World], None]], *, through_cli: bool = False
 ) -> None:
     """Damage, run every command, check the properties, repair, check the next push applies."""
-    from reconciler.audit import verify
+    from reconciler.auditverify import verify
 
     with _environment(world):
         for op in ops:

@@ -8,7 +8,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from reconciler.audit import REQUIRED_FIELDS, ZERO_HASH, JsonValue, Record, parse_ts, verify
+from reconciler.auditrecord import REQUIRED_FIELDS, ZERO_HASH, JsonValue, Record, parse_ts
+from reconciler.auditverify import verify
+from reconciler.core.timefmt import rfc3339
 
 _DURATION = re.compile(r"(?:\d+[smhdw])+")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -171,7 +173,7 @@ def _short_revision(revision: JsonValue) -> str:
 
 def _short_ts(ts: JsonValue) -> str:
     moment = parse_ts(ts) if isinstance(ts, str) else None
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if moment else _text(ts)
+    return rfc3339(moment) if moment else _text(ts)
 
 
 def format_records(records: Iterable[Record]) -> str:

@@ -1,28 +1,19 @@
-"""Command line: commands -> application functions; exit codes; output formatting."""
+"""Command line: the parser, start-up, dispatch to a command and errors to exit codes."""
 
 from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import NoReturn
 
+from reconciler import commands
+from reconciler.commands import EXIT_FAILED, EXIT_USAGE
 from reconciler.errors import ReconcilerError, UsageError
-
-if TYPE_CHECKING:
-    from reconciler.core.desired import Finding
-    from reconciler.events import Recorder
-    from reconciler.planning import Planned
-    from reconciler.settings import Settings
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_CHANGES = 2
-EXIT_USAGE = 64
+from reconciler.settingsload import load_settings, quick_state_paths
 
 
 class _Parser(argparse.ArgumentParser):
@@ -161,14 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import os
-
     # reconciler uses no pydantic plugin; without this, pydantic scans every installed package's
     # metadata for one at the first model build (a visible part of every command's start-up).
     # An operator who wants plugins sets the variable themselves.
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
-    # Start-up builds hundreds of thousands of objects (cryptography's bindings, the settings'
-    # pydantic models) and next to no garbage cycles: collecting meanwhile only slows it down.
+    # Start-up builds a great many objects (cryptography's bindings, the settings' pydantic
+    # models) and next to no garbage cycles: collecting meanwhile only slows it down.
     # Commands that go on to real work turn collection back on once settings are loaded.
     collecting = gc.isenabled()
     gc.disable()
@@ -188,8 +177,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         # `reconciler audit show | head`: the reader left; say nothing more, as cat does.
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_FAILED
     finally:
@@ -198,355 +185,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             gc.enable()
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    from reconciler.settings import load_settings
-
-    return load_settings(args.config, state_dir=args.state, root=args.root)
-
-
-# `validate` reads two settings. Importing pydantic-settings to learn them is a large part of
-# its start-up, so where no settings file and no other RECONCILER_* variable is in
-# force (a GitOps repository's CI), they are resolved here by the same precedence: flag >
-# environment > default (with no file, there is no file level).
-# Anything else (a settings file, another variable, a value only pydantic would know how to read)
-# goes through load_settings, which also reports a bad setting. tests/test_settings.py pins this
-# to load_settings across flags, variables and files.
-QUICK_VARIABLES = frozenset({"RECONCILER_CONFIG", "RECONCILER_STATE_DIR", "RECONCILER_KEY_DIRS"})
-DEFAULT_CONFIG = Path("/etc/reconciler/reconciler.toml")
-DEFAULT_STATE_DIR = Path("/etc/reconciler/desired-state")
-
-
-def quick_state_paths(
-    config: Path | None, state: Path | None, environ: Mapping[str, str] | None = None
-) -> tuple[Path, tuple[Path, ...]] | None:
-    """(state_dir, key_dirs) exactly as load_settings would give them, or None: load them."""
-    env = os.environ if environ is None else environ
-    if config is not None or env.get("RECONCILER_CONFIG") or DEFAULT_CONFIG.is_file():
-        return None
-    # pydantic-settings matches variable names case-insensitively: any other spelling, or any
-    # other setting, is left to it.
-    if any(n.upper().startswith("RECONCILER_") and n not in QUICK_VARIABLES for n in env):
-        return None
-    state_dir = state
-    if state_dir is None:
-        from_env = env.get("RECONCILER_STATE_DIR")
-        state_dir = DEFAULT_STATE_DIR if from_env is None else Path(from_env)
-    key_dirs: tuple[Path, ...] = ()
-    listed = env.get("RECONCILER_KEY_DIRS")
-    if listed is not None:
-        try:
-            value = json.loads(listed)  # a list setting comes from the environment as JSON
-        except ValueError:
-            return None
-        if not isinstance(value, list) or not all(isinstance(d, str) for d in value):
-            return None
-        key_dirs = tuple(Path(d) for d in value)
-    cwd = Path.cwd()
-    return cwd / state_dir, tuple(cwd / d for d in key_dirs)
-
-
 def _dispatch(args: argparse.Namespace) -> int:
     name = args.command
     if name == "schema":
-        return _schema()
+        return commands.schema()
     if name == "validate":
+        # `validate` reads two settings: without a settings file or another setting in force,
+        # they are known without loading (and importing) the settings model.
         quick = quick_state_paths(args.config, args.state)
         if quick is not None:
-            return _validate(*quick, args)
-    settings = _settings(args)
+            return commands.validate(*quick, args)
+    settings = load_settings(args.config, state_dir=args.state, root=args.root)
     if name == "validate":
-        return _validate(settings.state_dir, settings.key_dirs, args)
+        return commands.validate(settings.state_dir, settings.key_dirs, args)
     gc.enable()  # passes, the daemon, logs and probes: garbage is collected as usual
-    handlers = {
-        "plan": _plan,
-        "apply": _apply,
-        "run": _run,
-        "status": _status,
-        "suspend": _suspend,
-        "resume": _resume,
-        "audit": _audit,
-        "probe": _probe,
-    }
-    return handlers[name](settings, args)
-
-
-# -- validate / plan / schema ---------------------------------------------------------------------
-
-
-def _print_findings(findings: Sequence[Finding]) -> None:
-    from reconciler.redact import scrub
-
-    for finding in findings:
-        print(scrub(str(finding)), file=sys.stderr)
-
-
-def _validate(state_dir: Path, key_dirs: tuple[Path, ...], args: argparse.Namespace) -> int:
-    from reconciler import findings
-
-    dirs = [Path.cwd() / d for d in args.dirs] or [state_dir]
-    reports = findings.validate_states(dirs, key_dirs, no_secrets=args.no_secrets)
-    findings.write(reports, args.format)
-    return findings.exit_code(reports)
-
-
-def _schema() -> int:
-    from reconciler.core.desired import GatewayFile, ProfileFile, json_schema
-
-    schema = {
-        "gateway.toml": json_schema(GatewayFile),
-        "profiles/NAME.toml": json_schema(ProfileFile),
-    }
-    print(json.dumps(schema, indent=2, sort_keys=True))
-    return EXIT_OK
-
-
-def _short(sha: str | None) -> str:
-    return sha[:12] if sha else "(absent)"
-
-
-def plan_to_json(planned: Planned) -> dict[str, Any]:
-    assert planned.plan is not None
-    return {
-        "revision": planned.plan.revision,
-        "changes": [
-            {
-                "kind": c.kind,
-                "path": c.path,
-                "action": c.action,
-                "cause": c.cause,
-                "before_sha256": c.before_sha256,
-                "after_sha256": c.after_sha256,
-                "mode": f"{c.mode:04o}" if c.mode is not None else None,
-                "certificates": [
-                    {
-                        "subject": i.subject,
-                        "issuer": i.issuer,
-                        "serial": i.serial,
-                        "not_after": i.not_after.isoformat(),
-                        "sha256_fingerprint": i.sha256_fingerprint,
-                    }
-                    for i in c.certs
-                ],
-            }
-            for c in planned.plan.changes
-        ],
-        "warnings": [str(w) for w in planned.evaluation.warnings],
-    }
-
-
-def format_plan(planned: Planned) -> str:
-    assert planned.plan is not None
-    current = planned.plan
-    if current.empty:
-        return f"revision {current.revision}: no changes; the targets match the desired state"
-    lines = [f"revision {current.revision}: {len(current.changes)} change(s)"]
-    width = max(len(c.path) for c in current.changes)
-    for c in current.changes:
-        cause = "  (drift: changed by someone else)" if c.cause == "drift" else ""
-        lines.append(
-            f"  {c.kind:<12} {c.action:<6} {c.path:<{width}}  "
-            f"{_short(c.before_sha256)} -> {_short(c.after_sha256)}{cause}"
-        )
-        if c.certs:
-            leaf = c.certs[0]
-            more = f" (+{len(c.certs) - 1} more)" if len(c.certs) > 1 else ""
-            expires = f"{leaf.not_after:%Y-%m-%d}"
-            lines.append(f"  {'':<12} {'':<6} subject {leaf.subject}, expires {expires}{more}")
-    return "\n".join(lines)
-
-
-def _plan(settings: Settings, args: argparse.Namespace) -> int:
-    from reconciler.planning import make_plan
-
-    planned = make_plan(settings)
-    if planned.plan is None:
-        if args.json:
-            print(
-                json.dumps(
-                    {
-                        "revision": planned.revision,
-                        "valid": False,
-                        "errors": [str(f) for f in planned.evaluation.errors],
-                    },
-                    indent=2,
-                )
-            )
-        _print_findings(planned.evaluation.findings)
-        return EXIT_FAILED
-    diffs = None
-    if args.diff:
-        from reconciler import plandiff
-
-        diffs = plandiff.plan_diffs(planned.plan)
-    if args.json:
-        document = plan_to_json(planned)
-        if diffs is not None:
-            for change, (_, diff) in zip(document["changes"], diffs, strict=True):
-                change["diff"] = diff
-        print(json.dumps(document, indent=2))
-    else:
-        _print_findings(planned.evaluation.warnings)
-        print(format_plan(planned))
-        if diffs:
-            print(plandiff.format_diffs(diffs))
-    return EXIT_OK if planned.plan.empty else EXIT_CHANGES
-
-
-# -- apply / run -----------------------------------------------------------------------------
-
-
-def _recorder(settings: Settings) -> Recorder:
-    from reconciler.audit import AuditLog
-    from reconciler.events import Recorder
-    from reconciler.logging import configure_logging
-
-    configure_logging(settings.log_format)
-    return Recorder(AuditLog(settings.audit_path))
-
-
-def _apply(settings: Settings, args: argparse.Namespace) -> int:
-    from reconciler.core.outcome import Outcome
-    from reconciler.reconcile import Hints, PassMemory, Tools, reconcile
-    from reconciler.transaction import RootLock
-
-    lock = RootLock(settings.var_dir)
-    tools = Tools(_recorder(settings))
-    try:
-        with lock.held(args.lock_timeout):
-            hints = Hints(undisturbed=lock.undisturbed)
-            result, _ = reconcile(settings, PassMemory(), hints, tools)
-    finally:
-        tools.recorder.close()
-    _print_findings(result.findings)
-    if result.outcome is Outcome.NO_CHANGE:
-        print(f"revision {result.revision}: already converged; nothing changed")
-        return EXIT_OK
-    if result.outcome is Outcome.CONVERGED:
-        assert result.plan is not None
-        print(f"revision {result.revision}: applied {len(result.plan.changes)} change(s)")
-        return EXIT_OK
-    if result.outcome is Outcome.SUSPENDED:
-        pending = len(result.plan.changes) if result.plan else 0
-        print(
-            f"revision {result.revision}: suspended; {pending} change(s) pending, "
-            "nothing applied (reconciler resume)",
-            file=sys.stderr,
-        )
-        return EXIT_FAILED
-    if result.outcome is Outcome.DEFERRED:
-        print(
-            "the desired state kept changing while being read; nothing was applied, try again",
-            file=sys.stderr,
-        )
-        return EXIT_FAILED
-    if result.outcome is Outcome.REJECTED:
-        print(
-            "desired state rejected; nothing was applied, the targets are unchanged",
-            file=sys.stderr,
-        )
-        return EXIT_FAILED
-    print(
-        f"revision {result.revision}: failed: {result.reason}; the previous state is back in place",
-        file=sys.stderr,
-    )
-    return EXIT_FAILED
-
-
-def _run(settings: Settings, args: argparse.Namespace) -> int:
-    from reconciler.daemon import run_daemon
-
-    return run_daemon(settings, config=args.config, state=args.state, root=args.root)
-
-
-# -- status / suspend / resume ----------------------------------------------------------------
-
-
-def _status(settings: Settings, args: argparse.Namespace) -> int:
-    from reconciler.status import collect_status, format_status
-
-    status = collect_status(settings)
-    if args.json:
-        print(json.dumps(status, indent=2, sort_keys=True))
-    else:
-        print(format_status(status))
-    return EXIT_OK
-
-
-def _suspend(settings: Settings, args: argparse.Namespace) -> int:
-    from reconciler import records
-
-    records.suspend(settings.var_dir, args.reason)
-    from reconciler.events import Notice
-
-    details = {"suspended": True, "suspend_reason": args.reason}
-    _recorder(settings).record(Notice(revision=None, reason="applying suspended", details=details))
-    print(
-        "suspended: passes validate and report drift but change nothing until `reconciler resume`"
-    )
-    return EXIT_OK
-
-
-def _resume(settings: Settings, args: argparse.Namespace) -> int:
-    from reconciler import records
-
-    if records.resume(settings.var_dir):
-        from reconciler.events import Notice
-
-        resumed = Notice(revision=None, reason="applying resumed", details={"suspended": False})
-        _recorder(settings).record(resumed)
-        print("resumed: the next pass applies the desired state")
-    else:
-        print("not suspended; nothing to do")
-    return EXIT_OK
-
-
-# -- audit / probe ----------------------------------------------------------------------------
-
-
-def _audit(settings: Settings, args: argparse.Namespace) -> int:
-    from reconciler import audit, auditview
-
-    files = audit.audit_files(settings.audit_path)
-    if args.audit_command == "verify":
-        intact, line = auditview.verify_retained(files)
-        print(line, file=sys.stdout if intact else sys.stderr)
-        return EXIT_OK if intact else EXIT_FAILED
-    from datetime import UTC, datetime
-
-    try:
-        since = auditview.parse_since(args.since, datetime.now(UTC)) if args.since else None
-    except ValueError as exc:
-        raise UsageError(f"--since: {exc}") from exc
-    selected = auditview.read_records(
-        files,
-        since=since,
-        kinds=set(args.kind) if args.kind else None,
-        events=set(args.event) if args.event else None,
-        revision=args.revision,
-    )
-    if args.json:
-        for record in selected:
-            print(json.dumps(record, sort_keys=True, ensure_ascii=False))
-    else:
-        print(auditview.format_records(list(selected)))
-    return EXIT_OK
-
-
-def _probe(settings: Settings, args: argparse.Namespace) -> int:
-    from datetime import UTC, datetime
-
-    from reconciler import probe
-    from reconciler.core.evaluate import evaluate
-    from reconciler.snapshot import read_snapshot
-
-    evaluation = evaluate(read_snapshot(settings.state_dir, settings.key_dirs), datetime.now(UTC))
-    if evaluation.desired is None:
-        _print_findings(evaluation.errors)
-        return EXIT_FAILED
-    trust_pem = b"".join(entry.pem for entry in evaluation.desired.trust)
-    results = probe.probe_profiles(evaluation.desired.profiles, trust_pem)
-    if args.json:
-        print(json.dumps(probe.results_to_json(results), indent=2))
-    else:
-        print(probe.format_results(results))
-    return probe.exit_code(results)
+    return commands.WITH_SETTINGS[name](settings, args)

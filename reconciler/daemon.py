@@ -269,7 +269,7 @@ class Daemon:
 
     def _reload_settings(self) -> None:
         from reconciler import nginx
-        from reconciler.settings import load_settings
+        from reconciler.settingsload import load_settings
 
         config, state, root = self._flags
         try:

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, ClassVar, Final
 from reconciler.logging import Level, Logger, get_logger
 
 if TYPE_CHECKING:
-    from reconciler.audit import AuditLog, Event, Record
+    from reconciler.audit import AuditLog
+    from reconciler.auditrecord import Event, Record
     from reconciler.core.desired import CertInfo
     from reconciler.core.plan import Change
     from reconciler.hooks import HookResult
@@ -241,7 +242,7 @@ class RecoveryCompleted(AuditEvent):
         )
 
 
-#: Every event type; each audit event name has at least one (tests/ hold them to `audit.EVENTS`).
+#: Every event type; each audit event name has at least one (tests hold them to `EVENTS`).
 EVENT_TYPES: Final[tuple[type[AuditEvent], ...]] = (
     PassStarted,
     ChangeApplied,

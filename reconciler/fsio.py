@@ -58,10 +58,6 @@ def describe(exc: OSError, path: Path | str) -> str:
     return f"{path}: {reason}"
 
 
-def fsync_dir(directory: Path | str) -> None:
-    _fsync_path(Path(directory))
-
-
 def ensure_private_dir(directory: Path) -> None:
     """Create `directory` (and parents) 0700, and tighten it if it exists more open; ApplyError
     naming it when that fails (a file where the var dir belongs, say)."""
@@ -106,8 +102,8 @@ def write_new(path: Path, data: bytes) -> None:
     """Create `path` (0600, it must not exist) holding `data`, not fsynced.
 
     For staging in a private directory nothing else reads until the journal names it: no temp
-    file and rename needed (they double the directory work, which dominates with thousands of
-    files); durability comes from the journal's fsync batch.
+    file and rename needed (they double the directory work, which dominates a large pass);
+    durability comes from the journal's fsync batch.
     """
     _fault("write", str(path))
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
@@ -152,8 +148,12 @@ def remove_file(path: Path, *, sync_dir: bool = True) -> None:
         raise ApplyError(describe(exc, path)) from exc
 
 
-def _fsync_path(path: Path) -> None:
-    """fsync a file or a directory (through a link: ROOT/data may be one; fsync is harmless)."""
+def fsync_dir(path: Path | str) -> None:
+    """fsync a directory, making its entries (renames, unlinks) durable: the one fsync helper.
+
+    A file's content is made durable by the same call (`fsync_files` uses it). Links are
+    followed: ROOT/data may be one, and fsync through it is harmless.
+    """
     _fault("fsync", str(path))
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
@@ -172,13 +172,13 @@ def _in_parallel(paths: Sequence[Path]) -> None:
     if len(paths) <= 1:
         for path in paths:
             try:
-                _fsync_path(path)
+                fsync_dir(path)
             except OSError as exc:
                 raise ApplyError(describe(exc, path)) from exc
         return
     if _POOL is None:
         _POOL = ThreadPoolExecutor(max_workers=16, thread_name_prefix="fsync")
-    futures = [(_POOL.submit(_fsync_path, path), path) for path in paths]
+    futures = [(_POOL.submit(fsync_dir, path), path) for path in paths]
     failure: ApplyError | None = None
     for future, path in futures:
         try:

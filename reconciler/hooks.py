@@ -30,8 +30,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Literal
 
-from reconciler.core.secret import REDACTED_KEY
-from reconciler.redact import scrub
+from reconciler.core.secret import KEY_MARKER
+from reconciler.redact import REDACTED, scrub
 from reconciler.settings import HookSettings
 
 if TYPE_CHECKING:
@@ -40,7 +40,6 @@ if TYPE_CHECKING:
 OUTPUT_TAIL_BYTES = 4096
 REDACTION_WINDOW_BYTES = 64 * 1024
 """Output read back to find key blocks around the cut: larger than any PEM private key."""
-KEY_MARK = "PRIVATE KEY-----"
 KILL_WAIT_S = 10.0
 """How long to wait for killed processes to be reaped before reporting them as survivors."""
 HookPhase = Literal["apply", "rollback"]
@@ -177,9 +176,9 @@ def _redact(text: str) -> str:
     """Text through the output boundary (`scrub`: keys in any form, odd characters), and what
     its block pattern cannot see: a window that starts inside an END line's dashes."""
     text = scrub(text)
-    while KEY_MARK in text.upper():
-        at = text.upper().index(KEY_MARK)
-        text = REDACTED_KEY + text[at + len(KEY_MARK) :]
+    while KEY_MARKER in text.upper():
+        at = text.upper().index(KEY_MARKER)
+        text = REDACTED + text[at + len(KEY_MARKER) :]
     return text
 
 

@@ -1,5 +1,4 @@
-"""`plan --diff`: a unified diff per change; certificates as subject and fingerprint lines, key
-material as digests only.
+"""`plan --diff`: a unified diff per change, certificates as fields and key material as digests.
 
 Each side of a change is turned into readable lines first: a PEM file of certificates into one
 group of lines per certificate (subject, issuer, serial, expiry, SHA-256 fingerprint), text files
@@ -17,10 +16,12 @@ from collections.abc import Sequence
 from reconciler.core.certificates import cert_info
 from reconciler.core.pem import PemError, parse_pem
 from reconciler.core.plan import Change, Plan
+from reconciler.core.secret import KEY_MARKER
 from reconciler.findings import clean
 
 _CERT_LABELS = frozenset({"CERTIFICATE", "X509 CERTIFICATE", "X.509 CERTIFICATE"})
 _READ_LIMIT = 1024 * 1024 + 1
+_KEY_MARKER_BYTES = KEY_MARKER.encode("ascii")
 
 
 def change_diff(change: Change, before: bytes | None) -> str:
@@ -48,7 +49,7 @@ def view(content: bytes | None) -> list[str]:
     """The lines a side of a diff shows for `content` (None: the file does not exist)."""
     if content is None:
         return []
-    if b"PRIVATE KEY-----" in content.upper():
+    if _KEY_MARKER_BYTES in content.upper():
         return _digest_view(hashlib.sha256(content).hexdigest())
     if b"-----BEGIN" in content:
         certs = _cert_lines(content)
@@ -74,12 +75,13 @@ def _cert_lines(content: bytes) -> list[str] | None:
         except ValueError:
             lines.append(f"unreadable certificate, sha256 {hashlib.sha256(block.der).hexdigest()}")
             continue
+        fields = info.fields()
         lines += [
-            f"subject {info.subject}",
-            f"  issuer {info.issuer}",
-            f"  serial {info.serial}",
-            f"  not after {info.not_after:%Y-%m-%dT%H:%M:%SZ}",
-            f"  sha256 fingerprint {info.sha256_fingerprint}",
+            f"subject {fields['subject']}",
+            f"  issuer {fields['issuer']}",
+            f"  serial {fields['serial']}",
+            f"  not after {fields['not_after']}",
+            f"  sha256 fingerprint {fields['sha256_fingerprint']}",
         ]
     return lines
 

@@ -31,6 +31,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final, TextIO
 
+from reconciler.core.secret import KEY_MARKER
+
 __all__ = ["REDACTED", "forget_all", "remember_key", "remember_secret", "scrub", "scrub_secrets"]
 
 REDACTED: Final = "[private key redacted]"
@@ -40,6 +42,7 @@ _MAX_REMEMBERED: Final = 64
 """Values kept (newest win): a daemon re-reads the same key every pass, and a rotated one
 replaces it; a bound keeps a long-lived process from growing."""
 
+_KEY_MARKER_BYTES: Final = KEY_MARKER.encode("ascii")
 _MIN_B64_RUN: Final = 16
 _MIN_HEX_BYTES: Final = 8
 
@@ -70,6 +73,7 @@ _hex: OrderedDict[str, None] = OrderedDict()
 """Lower-case hex of remembered private numbers (with and without a leading 00)."""
 _secrets: OrderedDict[str, None] = OrderedDict()
 _seen: OrderedDict[bytes, None] = OrderedDict()
+"""sha256 of key files already remembered: a daemon re-reads the same key every pass."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,9 +103,6 @@ def _rebuild() -> None:
     )
 
 
-"""sha256 of key files already remembered: a daemon re-reads the same key every pass."""
-
-
 def _add(store: OrderedDict[str, None], value: str) -> None:
     store[value] = None
     store.move_to_end(value)
@@ -119,7 +120,7 @@ def remember_key(pem: bytes) -> None:
 
 
 def _remember_key(pem: bytes) -> None:
-    if b"PRIVATE KEY" not in pem.upper():
+    if _KEY_MARKER_BYTES not in pem.upper():
         return
     digest = hashlib.sha256(pem).digest()
     with _lock:
@@ -250,7 +251,7 @@ def _scrub(text: str, *, escape: bool = True) -> str:
     if not isinstance(text, str):
         text = str(text)
     text = _escape(text) if escape else _SURROGATE.sub(_escape_char, text)
-    if "PRIVATE KEY" in text.upper():
+    if KEY_MARKER in text.upper():
         text = _PEM_BLOCK.sub(REDACTED, text)
     view = _view
     for secret in view.secrets:

@@ -1,12 +1,12 @@
-"""Settings: defaults < TOML file < RECONCILER_* environment < command-line flags."""
+"""The settings model: every setting, its type, default and check (loaded by `settingsload`)."""
 
 from __future__ import annotations
 
-import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -15,9 +15,7 @@ from pydantic_settings import (
 )
 
 from reconciler.core.desired import Kind
-from reconciler.errors import SettingsError
-
-DEFAULT_CONFIG = Path("/etc/reconciler/reconciler.toml")
+from reconciler.settingsload import DEFAULT_STATE_DIR
 
 TrustStoreName = Literal["debian", "rhel", "directory"]
 
@@ -77,7 +75,7 @@ class Settings(BaseSettings):
         frozen=True,
     )
 
-    state_dir: Path = Path("/etc/reconciler/desired-state")
+    state_dir: Path = DEFAULT_STATE_DIR
     """The desired-state directory (a git checkout, git-sync link or ConfigMap volume)."""
     root: Path = Path("/opt/gateway")
     """The gateway's install base (ROOT): data/ and nginx/ live under it."""
@@ -179,105 +177,15 @@ class Settings(BaseSettings):
         return tuple(sources)
 
 
-# The file chosen by load_settings(); pydantic-settings asks for sources through a classmethod.
+# The file chosen by build_settings(); pydantic-settings asks for sources through a classmethod.
 _CONFIG_FILE: dict[str, Path | None] = {"path": None}
 
 
-def config_path(explicit: Path | None) -> Path | None:
-    """The settings file in force: --config, then RECONCILER_CONFIG, then the default if present."""
-    if explicit is not None:
-        return explicit
-    from_env = os.environ.get("RECONCILER_CONFIG")
-    if from_env:
-        return Path(from_env)
-    return DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
-
-
-def load_settings(config: Path | None = None, **flags: Any) -> Settings:
-    """Load settings from every source; raise SettingsError with one line naming the bad setting."""
-    path = config_path(config)
-    if path is not None and not path.is_file():
-        raise SettingsError(f"settings file {path}: not found or not a regular file")
-    _check_environment()
-    overrides = {key: value for key, value in flags.items() if value is not None}
+def build_settings(path: Path | None, overrides: Mapping[str, Any]) -> Settings:
+    """Settings from `overrides` > the environment > the TOML file at `path`, unchecked and
+    relative; `reconciler.settingsload.load_settings` is the loader to call."""
     _CONFIG_FILE["path"] = path
     try:
-        settings = Settings(**overrides)
-    except ValidationError as exc:
-        raise SettingsError(_one_line(exc, path)) from exc
-    except (OSError, ValueError) as exc:  # TOML syntax errors and unreadable files
-        where = f"settings file {path}" if path is not None else "settings"
-        raise SettingsError(f"{where}: {exc}") from exc
+        return Settings(**overrides)
     finally:
         _CONFIG_FILE["path"] = None
-    return _absolutise(settings, path)
-
-
-#: RECONCILER_* variables that are not settings: the settings file's name, what a hook is given
-#: (a hook may run `reconciler status`), and test fault injection (RECONCILER_TEST_*).
-NOT_SETTINGS = frozenset(
-    {"RECONCILER_CONFIG", "RECONCILER_REVISION", "RECONCILER_PHASE", "RECONCILER_CHANGED"}
-)
-
-
-def _check_environment() -> None:
-    """An unknown RECONCILER_* variable (a misspelt setting, say one underscore where `__`
-    nests) is an error: ignoring it would run with a default the operator meant to change."""
-    fields = Settings.model_fields
-    unknown = []
-    for name in sorted(os.environ):
-        if not name.startswith("RECONCILER_") or name in NOT_SETTINGS:
-            continue
-        if name.startswith(("RECONCILER_TEST_", "RECONCILER_REQUIRE_")):
-            continue
-        top = name.removeprefix("RECONCILER_").lower().partition("__")[0]
-        if top not in fields:
-            unknown.append(name)
-    if unknown:
-        known = ", ".join(f"RECONCILER_{field.upper()}" for field in fields)
-        raise SettingsError(
-            f"environment: unknown setting variable {', '.join(unknown)} "
-            f"(settings: {known}; nest with __, e.g. RECONCILER_VERIFY__CONSOLE)"
-        )
-
-
-def _one_line(exc: ValidationError, path: Path | None) -> str:
-    where = f"settings file {path}" if path is not None else "settings"
-    parts = []
-    for error in exc.errors():
-        name = ".".join(str(part) for part in error["loc"]) or "(top level)"
-        variable = "RECONCILER_" + "__".join(str(part) for part in error["loc"]).upper()
-        if error["loc"] and variable in os.environ:
-            name += f" (environment variable {variable})"
-        if error["type"] == "extra_forbidden":
-            parts.append(f"{name}: unknown setting")
-        else:
-            parts.append(f"{name}: {error['msg']}")
-    return f"{where}: " + "; ".join(parts)
-
-
-def _absolutise(settings: Settings, path: Path | None) -> Settings:
-    """Make paths absolute, and hook commands with a slash relative to the settings file."""
-    base = path.parent.resolve() if path is not None else Path.cwd()
-
-    def argv(command: tuple[str, ...] | None) -> tuple[str, ...] | None:
-        if command is None or "/" not in command[0] or Path(command[0]).is_absolute():
-            return command
-        return (str(base / command[0]), *command[1:])
-
-    hooks = tuple(
-        hook.model_copy(update={"run": argv(hook.run), "check": argv(hook.check)})
-        for hook in settings.hooks
-    )
-    updates: dict[str, Any] = {
-        "state_dir": Path.cwd() / settings.state_dir,
-        "root": Path.cwd() / settings.root,
-        "var_dir": Path.cwd() / settings.var_dir,
-        "key_dirs": tuple(Path.cwd() / d for d in settings.key_dirs),
-        "hooks": hooks,
-    }
-    if settings.audit_log is not None:
-        updates["audit_log"] = Path.cwd() / settings.audit_log
-    if settings.trust_dir is not None:
-        updates["trust_dir"] = Path.cwd() / settings.trust_dir
-    return settings.model_copy(update=updates)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler import records
+from reconciler.core.timefmt import rfc3339
 from reconciler.errors import ReconcilerError
 from reconciler.settings import Settings
 from reconciler.transaction import Transaction
@@ -23,7 +24,7 @@ def _expiry(path: Path, now: datetime) -> dict[str, Any] | None:
     return {
         "path": str(path),
         "subject": soonest.subject.rfc4514_string(),
-        "not_after": not_after.isoformat().replace("+00:00", "Z"),
+        "not_after": rfc3339(not_after),
         "days_left": round((not_after - now).total_seconds() / 86400, 1),
     }
 

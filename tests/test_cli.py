@@ -360,11 +360,16 @@ def test_plan_exit_codes_and_json(
     assert cert["action"] == "create"
     assert cert["before_sha256"] is None
     assert cert["certificates"][0]["subject"] == "CN=gateway.test"
+    not_after = cert["certificates"][0]["not_after"]
+    assert not_after.endswith("Z"), not_after
     assert cert["mode"] == "0644"
     assert by_path[str(sandbox.root / "data/key.pem")]["mode"] == "0600"
     assert by_path[str(sandbox.trust_dir / "reconciler-partner-ca.crt")]["kind"] == "trust"
 
     assert run_cli(sandbox, monkeypatch, capsys, "apply")[0] == 0
+    records = [json.loads(line) for line in (sandbox.var / "audit.jsonl").read_text().splitlines()]
+    applied = [r for r in records if r["event"] == "change.applied" and r["path"] == cert["path"]]
+    assert applied[0]["not_after"] == not_after  # one time format: the plan's and the record's
     code, out, _ = run_cli(sandbox, monkeypatch, capsys, "plan")
     assert code == 0
     assert "no changes" in out

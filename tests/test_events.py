@@ -15,7 +15,9 @@ import structlog
 from structlog.testing import capture_logs
 
 from reconciler import devpki
-from reconciler.audit import EVENTS, AuditLog, verify
+from reconciler.audit import AuditLog
+from reconciler.auditrecord import EVENTS
+from reconciler.auditverify import verify
 from reconciler.core.desired import CertInfo
 from reconciler.core.secret import SecretBytes
 from reconciler.events import (

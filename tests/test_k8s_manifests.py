@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from reconciler.settings import load_settings
+from reconciler.settingsload import load_settings
 from tests.conftest import REPO, Pki
 from tests.gitops import ConfigMapVolume
 

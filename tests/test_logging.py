@@ -167,5 +167,3 @@ def test_secrets_are_redacted_as_defence_in_depth(fmt: str, key_pem: bytes) -> N
     assert body.decode()[:40] not in text
     for line in key_body_lines(key_pem):
         assert line not in text
-
-

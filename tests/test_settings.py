@@ -16,7 +16,8 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from reconciler.errors import SettingsError
-from reconciler.settings import Settings, load_settings
+from reconciler.settings import Settings
+from reconciler.settingsload import load_settings
 from tests.conftest import REPO, Pki, standard_state
 
 
@@ -387,18 +388,16 @@ def test_settings_are_frozen(tmp_path: Path) -> None:
 @pytest.fixture
 def default_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """/etc/reconciler/reconciler.toml, moved where a test may create it; absent at first."""
-    from reconciler import cli
-    from reconciler import settings as settings_module
+    from reconciler import settingsload
 
     path = tmp_path / "etc-reconciler" / "reconciler.toml"
-    monkeypatch.setattr(settings_module, "DEFAULT_CONFIG", path)
-    monkeypatch.setattr(cli, "DEFAULT_CONFIG", path)
+    monkeypatch.setattr(settingsload, "DEFAULT_CONFIG", path)
     return path
 
 
 def _both(state: Path | None, config: Path | None = None) -> tuple[object, object]:
     """(quick path, load_settings) for state_dir and key_dirs; an exception stands for itself."""
-    from reconciler.cli import quick_state_paths
+    from reconciler.settingsload import quick_state_paths
 
     quick = quick_state_paths(config, state)
     try:
@@ -452,19 +451,12 @@ def test_quick_state_paths_defaults(default_config: Path) -> None:
     assert quick == full == (Path("/etc/reconciler/desired-state"), ())
 
 
-def test_quick_path_knows_the_same_default_settings_file() -> None:
-    from reconciler import cli
-    from reconciler import settings as settings_module
-
-    assert cli.DEFAULT_CONFIG == settings_module.DEFAULT_CONFIG
-
-
 @pytest.mark.parametrize("how", ["flag", "variable", "default-file"])
 def test_a_settings_file_in_force_is_left_to_load_settings(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, default_config: Path, how: str
 ) -> None:
     """With a file there is more to check (a bad setting fails even `validate`): no quick path."""
-    from reconciler.cli import quick_state_paths
+    from reconciler.settingsload import quick_state_paths
 
     text = 'state_dir = "/from/file"\nkey_dirs = ["/run/file"]\n'
     explicit = None
@@ -487,7 +479,7 @@ def test_any_other_variable_is_left_to_load_settings(
     monkeypatch: pytest.MonkeyPatch, default_config: Path, name: str
 ) -> None:
     """Another setting may be bad, and names match case-insensitively: pydantic-settings decides."""
-    from reconciler.cli import quick_state_paths
+    from reconciler.settingsload import quick_state_paths
 
     monkeypatch.setenv(name, "soon")
     assert quick_state_paths(None, None) is None
