@@ -21,7 +21,7 @@ from reconciler.credentials import credentials_dir
 from reconciler.fleet import fleet_root, shared_layers
 from reconciler.logging import get_logger
 from reconciler.records import SUSPENDED
-from reconciler.snapshot import K8S_DATA
+from reconciler.statelinks import K8S_DATA
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
