@@ -521,7 +521,7 @@ def _audit(settings: Settings, args: argparse.Namespace) -> int:
 def _probe(settings: Settings, args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
-    from reconciler import probe
+    from reconciler import probe, probereport
     from reconciler.core.load import evaluate
     from reconciler.snapshot import read_snapshot
 
@@ -532,7 +532,7 @@ def _probe(settings: Settings, args: argparse.Namespace) -> int:
     trust_pem = b"".join(entry.pem for entry in evaluation.desired.trust)
     results = probe.probe_profiles(evaluation.desired.profiles, trust_pem)
     if args.json:
-        print(json.dumps(probe.results_to_json(results), indent=2))
+        print(json.dumps(probereport.results_to_json(results), indent=2))
     else:
-        print(probe.format_results(results))
-    return probe.exit_code(results)
+        print(probereport.format_results(results))
+    return probereport.exit_code(results)

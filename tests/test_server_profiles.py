@@ -16,7 +16,8 @@ from reconciler.core.load import KeySource, SourceFile, StateInput, evaluate, pa
 from reconciler.core.render import Layout, Target, render
 from reconciler.core.secret import SecretBytes
 from reconciler.core.validate import MAX_CREDENTIAL_BYTES, check_profile
-from reconciler.probe import exit_code, format_results, probe_profiles, profile_verdicts
+from reconciler.probe import probe_profiles
+from reconciler.probereport import exit_code, format_results, profile_verdicts
 from reconciler.snapshot import read_snapshot
 from tests.conftest import Pki
 from tests.tls_servers import TlsServer, closed_port, server_context
