@@ -29,16 +29,12 @@ from reconciler.credentials import (
 )
 from reconciler.errors import ApplyError, HookFailedError
 from reconciler.hooks import HookResult, hook_environment, hooks_for, run_hook
+from reconciler.journal import Journal
+from reconciler.rootlock import RootLock, crashpoint
 from reconciler.settings import Settings
 from reconciler.snapshot import read_snapshot
-from reconciler.transaction import (
-    Journal,
-    RootLock,
-    Transaction,
-    crashpoint,
-    ensure_target_dirs,
-    remove_orphan_staging,
-)
+from reconciler.staging import ensure_target_dirs, remove_orphan_staging
+from reconciler.transaction import Transaction
 
 if TYPE_CHECKING:
     from reconciler.audit import Event
@@ -522,7 +518,7 @@ class Reconciler:
             )
             return []
         if journal.trust_changed:
-            from reconciler.truststore import trust_store_from_settings
+            from reconciler.trustbackends import trust_store_from_settings
 
             try:
                 trust_store_from_settings(self.settings).refresh(removed=True)
@@ -552,7 +548,7 @@ class Reconciler:
     # -- steps after the swap --------------------------------------------------------------------
 
     def _refresh_trust(self, journal: Journal, several: Sequence[Path] | None) -> None:
-        from reconciler.truststore import trust_store_from_settings
+        from reconciler.trustbackends import trust_store_from_settings
 
         store = trust_store_from_settings(self.settings)
         store.refresh(removed=journal.trust_removed, several=several)
@@ -644,7 +640,7 @@ class Reconciler:
 
 def _leaf_fingerprint(cert_path: Path) -> str | None:
     """SHA-256 of the first certificate in `cert_path` (the leaf), as verification compares it."""
-    from reconciler.truststore import certificates_in
+    from reconciler.certfiles import certificates_in
     from reconciler.verify import fingerprint_of
 
     certs = certificates_in(cert_path)

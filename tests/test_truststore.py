@@ -14,19 +14,19 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from reconciler.certfiles import pem_cert_digests
 from reconciler.devpki import Issued, issue, make_ca
 from reconciler.errors import ApplyError
 from reconciler.settings import Settings
-from reconciler.truststore import (
+from reconciler.trustbackends import (
     DEFAULT_DEBIAN_BUNDLE,
     DEFAULT_RHEL_BUNDLE,
     DebianTrustStore,
-    DirectoryTrustStore,
     RhelTrustStore,
-    TrustRefreshError,
-    pem_cert_digests,
     trust_store_from_settings,
 )
+from reconciler.trustdirectory import DirectoryTrustStore
+from reconciler.truststore import TrustRefreshError
 from tests.conftest import REPO, DebianSandbox
 
 needs_update_ca_certificates = pytest.mark.skipif(
