@@ -63,10 +63,6 @@ class TrustStore:
         """NAME -> path for each `PREFIX+NAME.crt` in TRUST_DIR (see `managed_files`)."""
         return managed_files(self.trust_dir, self.prefix)
 
-    def path_for(self, name: str) -> Path:
-        """Where the entry NAME lives."""
-        return self.trust_dir / f"{self.prefix}{name}.crt"
-
     # -- refreshing the OS store ------------------------------------------------------------
 
     def argv_for(self, *, removed: bool) -> tuple[str, ...]:
