@@ -57,7 +57,7 @@ def results_to_json(results: Sequence[ProbeResult]) -> list[dict[str, object]]:
             "ok": not r.failed,
             "detail": r.detail,
             "leaf_subject": r.leaf_subject,
-            "leaf_not_after": _iso(r.leaf_not_after),
+            "leaf_not_after": _rfc3339_or_none(r.leaf_not_after),
             "duration_ms": r.duration_ms,
             "downgrade_warning": r.downgrade_warning,
         }
@@ -77,7 +77,7 @@ def format_results(results: Sequence[ProbeResult]) -> str:
             r.tls,
             r.status if not r.failed else f"{r.status} !",
             r.leaf_subject or "-",
-            _iso(r.leaf_not_after) or "-",
+            _rfc3339_or_none(r.leaf_not_after) or "-",
             r.detail,
         )
         for r in results
@@ -115,5 +115,5 @@ def _verdict_detail(name: str, results: Sequence[ProbeResult]) -> str:
     return "; ".join(parts) + f" ({mine[0].mode})" if mine else ""
 
 
-def _iso(moment: datetime | None) -> str | None:
+def _rfc3339_or_none(moment: datetime | None) -> str | None:
     return rfc3339(moment) if moment else None

@@ -54,7 +54,7 @@ def read_snapshot(
     last: SnapshotMovedError | None = None
     for attempt in range(RETRIES):
         try:
-            return _read(state_dir, key_dirs, no_secrets)
+            return _read_once(state_dir, key_dirs, no_secrets)
         except SnapshotMovedError as exc:
             last = exc
             # The swapper is mid-way: give it a moment (no event marks the end of a swap).
@@ -64,7 +64,7 @@ def read_snapshot(
     return StateInput("unknown", None, findings=(finding,), in_transit=True)
 
 
-def _read(state_dir: Path, key_dirs: Sequence[Path], no_secrets: bool = False) -> StateInput:
+def _read_once(state_dir: Path, key_dirs: Sequence[Path], no_secrets: bool = False) -> StateInput:
     if not state_dir.exists():
         return _unusable(state_dir, "desired-state directory does not exist")
     if not state_dir.is_dir():
