@@ -48,9 +48,7 @@ class FileReader:
                 )
             return None
         except OSError as exc:
-            self.findings.append(
-                error(shown, field, f"cannot be read: {strerror(exc)}", rule="file-unreadable")
-            )
+            self._unreadable(shown, field, exc)
             return None
         return self._read_open(fd, shown, field)
 
@@ -79,9 +77,7 @@ class FileReader:
             if len(data) > info.st_size:
                 data = read_up_to(fd, MAX_FILE_BYTES, data)
         except OSError as exc:
-            self.findings.append(
-                error(shown, field, f"cannot be read: {strerror(exc)}", rule="file-unreadable")
-            )
+            self._unreadable(shown, field, exc)
             return None
         finally:
             os.close(fd)
@@ -102,15 +98,19 @@ class FileReader:
             if len(data) == _READ_BYTES:
                 data = read_up_to(fd, MAX_FILE_BYTES, data)
         except OSError as exc:
-            self.findings.append(
-                error(shown, None, f"cannot be read: {strerror(exc)}", rule="file-unreadable")
-            )
+            self._unreadable(shown, None, exc)
             return None
         finally:
             os.close(fd)
         if len(data) > MAX_FILE_BYTES:
             return self.load(path, shown, None)  # says how large, as for any other file
         return self._counted(shown, data)
+
+    def _unreadable(self, shown: str, field: str | None, exc: OSError) -> None:
+        """A finding: `shown` exists but cannot be opened or read."""
+        self.findings.append(
+            error(shown, field, f"cannot be read: {strerror(exc)}", rule="file-unreadable")
+        )
 
     def _counted(self, shown: str, data: bytes) -> bytes:
         """`data` read for `shown`, counted into the content digest (the revision without git):
