@@ -27,9 +27,12 @@ from reconciler.events import (
     applied_change,
 )
 from reconciler.hooks import HookPhase, HookResult, hook_environment, hooks_for, run_hook
+from reconciler.journal import Journal
 from reconciler.planning import group_id
+from reconciler.rootlock import crashpoint
 from reconciler.settings import Settings
-from reconciler.transaction import Journal, Transaction, crashpoint, ensure_target_dirs
+from reconciler.staging import ensure_target_dirs
+from reconciler.transaction import Transaction
 
 __all__ = ["Applied", "apply_plan", "complete", "roll_back"]
 
@@ -119,7 +122,7 @@ def roll_back(
         recorder.record(Notice(revision=journal.revision, reason=reason))
         return []
     if journal.trust_changed:
-        from reconciler.truststore import trust_store_from_settings
+        from reconciler.trustbackends import trust_store_from_settings
 
         try:
             trust_store_from_settings(settings).refresh(removed=True)
@@ -143,7 +146,7 @@ def _failed(recorder: Recorder, revision: str, reason: str) -> Applied:
 
 
 def _refresh_trust(settings: Settings, journal: Journal, several: Sequence[Path] | None) -> None:
-    from reconciler.truststore import trust_store_from_settings
+    from reconciler.trustbackends import trust_store_from_settings
 
     store = trust_store_from_settings(settings)
     store.refresh(removed=journal.trust_removed, several=several)
@@ -219,7 +222,7 @@ def _verify(settings: Settings, journal: Journal) -> None:
 
 def _leaf_fingerprint(cert_path: Path) -> str | None:
     """SHA-256 of the first certificate in `cert_path` (the leaf), as verification compares it."""
-    from reconciler.truststore import certificates_in
+    from reconciler.certfiles import certificates_in
     from reconciler.verify import fingerprint_of
 
     certs = certificates_in(cert_path)

@@ -102,7 +102,7 @@ def _recorder(settings: Settings) -> Recorder:
 def _apply(settings: Settings, args: argparse.Namespace) -> int:
     from reconciler.core.outcome import Outcome
     from reconciler.reconcile import Hints, PassMemory, Tools, reconcile
-    from reconciler.transaction import RootLock
+    from reconciler.rootlock import RootLock
 
     lock = RootLock(settings.var_dir)
     tools = Tools(_recorder(settings))
@@ -232,7 +232,7 @@ def _audit(settings: Settings, args: argparse.Namespace) -> int:
 def _probe(settings: Settings, args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
-    from reconciler import probe
+    from reconciler import probe, probereport
     from reconciler.core.evaluate import evaluate
     from reconciler.snapshot import read_snapshot
 
@@ -243,10 +243,10 @@ def _probe(settings: Settings, args: argparse.Namespace) -> int:
     trust_pem = b"".join(entry.pem for entry in evaluation.desired.trust)
     results = probe.probe_profiles(evaluation.desired.profiles, trust_pem)
     if args.json:
-        print(json.dumps(probe.results_to_json(results), indent=2))
+        print(json.dumps(probereport.results_to_json(results), indent=2))
     else:
-        print(probe.format_results(results))
-    return probe.exit_code(results)
+        print(probereport.format_results(results))
+    return probereport.exit_code(results)
 
 
 #: Every command that needs the settings loaded, by name.

@@ -48,9 +48,9 @@ from reconciler.events import Recorder
 from reconciler.logging import configure_logging, get_logger
 from reconciler.observe import ObservationCache, TargetEvents
 from reconciler.reconcile import Hints, PassMemory, PassResult, Tools, reconcile, state_key
+from reconciler.rootlock import RootLock
 from reconciler.service import Liveness, PassReporter, Services, SystemdNotifier
 from reconciler.settings import Settings
-from reconciler.transaction import RootLock
 from reconciler.watch import PendingEvents, Wakeup, WatchdogLogHandler, Watcher, watch_specs
 
 __all__ = ["Daemon", "run_daemon"]

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from reconciler.core.desired import CertInfo
     from reconciler.core.plan import Change
     from reconciler.hooks import HookResult
-    from reconciler.transaction import Journal
+    from reconciler.journal import Journal
 
 __all__ = [
     "AuditEvent",

@@ -36,13 +36,12 @@ from reconciler.core.compose import (
 from reconciler.core.desired import Finding
 from reconciler.core.evaluate import StateInput
 from reconciler.fsio import RefusedFileError, read_safe
+from reconciler.statelinks import RETRIES, RETRY_PAUSE_S, git_revision, inside
 
 __all__ = ["fleet_root", "gateways_of", "read_composed", "shared_layers"]
 
 #: fleet.toml is a few lines; anything larger is a mistake.
 MAX_FLEET_FILE_BYTES = 65536
-RETRIES = 8
-RETRY_PAUSE_S = 0.01
 
 
 def fleet_root(state_dir: Path) -> Path | None:
@@ -89,7 +88,7 @@ def read_composed(
 def _read_once(
     repo: Path, real: str, state_dir: Path, key_dirs: Sequence[Path], no_secrets: bool
 ) -> StateInput:
-    from reconciler.snapshot import _git_revision, read_snapshot
+    from reconciler.snapshot import read_snapshot
 
     name = os.path.basename(os.path.abspath(state_dir))
     if not is_gateway_name(name) or "\n" in name:
@@ -98,7 +97,7 @@ def _read_once(
         return StateInput("unknown", None, findings=(finding,))
     # Every layer is read through REPO resolved once (`real`): one commit for all of them.
     own_dir = Path(real) / GATEWAYS_DIR / name
-    if not _inside(os.path.realpath(own_dir), real):
+    if not inside(os.path.realpath(own_dir), real):
         reason = "the gateway's directory leads outside the fleet repository"
         finding = error(str(state_dir), None, reason, rule="path-escape")
         return StateInput("unknown", None, findings=(finding,))
@@ -110,7 +109,7 @@ def _read_once(
         shown = f"../../{layer}"
         path = Path(real) / layer
         where = os.path.realpath(path)
-        if not _inside(where, real) or where == real:
+        if not inside(where, real) or where == real:
             reason = f"{layer}: leads outside the repository"
             problems.append(error(FLEET_FILE, "shared", reason, rule="path-escape"))
             continue
@@ -124,7 +123,7 @@ def _read_once(
         layers.append(Layer(shown, inp))
         digest.update(f"\0{layer}\0{inp.content_digest}".encode())
     content = digest.hexdigest()
-    revision = _git_revision(Path(real)) or "sha256:" + content
+    revision = git_revision(Path(real)) or "sha256:" + content
     composed = compose(layers, own, revision=revision, content_digest=content)
     if problems:
         # Named relative to STATE, as every other message is.
@@ -146,10 +145,6 @@ def _fleet_file(real: Path) -> tuple[FleetFile | None, list[Finding]]:
     if data is None:
         return None, [error(FLEET_FILE, None, "file does not exist", rule="file-missing")]
     return parse_fleet(data)
-
-
-def _inside(path: str, directory: str) -> bool:
-    return path == directory or path.startswith(directory.rstrip(os.sep) + os.sep)
 
 
 def shared_layers(repo: Path) -> list[Path]:

@@ -382,7 +382,8 @@ def applied_expiry(settings: Settings) -> list[CertExpiry]:
     Read from the targets rather than the desired state, so the gauges show what the gateway
     serves even while a newer desired state is rejected or suspended.
     """
-    from reconciler.truststore import certificates_in, managed_files
+    from reconciler.certfiles import certificates_in
+    from reconciler.truststore import managed_files
 
     found: list[CertExpiry] = []
     leaf = settings.root / "data" / "cert.pem"

@@ -27,8 +27,10 @@ from reconciler.hooks import HookResult
 from reconciler.logging import get_logger
 from reconciler.observe import ObservationCache, Observations, TargetEvents
 from reconciler.planning import Planned, make_plan
+from reconciler.rootlock import crashpoint
 from reconciler.settings import Settings
-from reconciler.transaction import Transaction, crashpoint, remove_orphan_staging
+from reconciler.staging import remove_orphan_staging
+from reconciler.transaction import Transaction
 
 __all__ = ["Hints", "PassMemory", "PassResult", "Tools", "reconcile", "state_key"]
 

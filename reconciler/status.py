@@ -14,7 +14,7 @@ from reconciler.transaction import Transaction
 
 
 def _expiry(path: Path, now: datetime) -> dict[str, Any] | None:
-    from reconciler.truststore import certificates_in
+    from reconciler.certfiles import certificates_in
 
     certs = certificates_in(path)
     if not certs:

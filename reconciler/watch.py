@@ -21,7 +21,7 @@ from reconciler.credentials import credentials_dir
 from reconciler.fleet import fleet_root, shared_layers
 from reconciler.logging import get_logger
 from reconciler.records import SUSPENDED
-from reconciler.snapshot import K8S_DATA
+from reconciler.statelinks import K8S_DATA
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -205,7 +205,7 @@ class WatchdogLogHandler(logging.Handler):
 # -- watches ------------------------------------------------------------------------------------
 
 
-def _event_types() -> list[type[FileSystemEvent]]:
+def _watched_event_types() -> list[type[FileSystemEvent]]:
     from watchdog import events as e
 
     # Opens and reads are left out: every pass reads STATE and the targets, and must not wake
@@ -217,7 +217,7 @@ def _event_types() -> list[type[FileSystemEvent]]:
     ]  # fmt: skip
 
 
-class _Handler:
+class _EventClassifier:
     """Classifies one watch's events into hints for the loop."""
 
     def __init__(self, spec: WatchSpec, pending: PendingEvents) -> None:
@@ -288,10 +288,10 @@ class Watcher:
                 continue
             try:
                 self._watches[spec] = observer.schedule(
-                    _Handler(spec, self._pending),  # type: ignore[arg-type]
+                    _EventClassifier(spec, self._pending),  # type: ignore[arg-type]
                     spec.path,
                     recursive=spec.recursive,
-                    event_filter=_event_types(),
+                    event_filter=_watched_event_types(),
                 )
             except OSError as exc:
                 if spec not in self._failed:

@@ -15,7 +15,7 @@ from reconciler import devpki
 from reconciler.devpki import Issued, make_ca
 from reconciler.settings import Settings
 from reconciler.settingsload import load_settings
-from reconciler.truststore import DebianTrustStore, trust_store_from_settings
+from reconciler.trustbackends import DebianTrustStore, trust_store_from_settings
 
 REPO = Path(__file__).resolve().parent.parent
 

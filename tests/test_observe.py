@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 from reconciler.core.plan import digest
 from reconciler.core.render import PUBLIC_MODE, Layout, Target
 from reconciler.observe import ObservationCache, Observations, TargetEvents
-from reconciler.transaction import RootLock
+from reconciler.rootlock import RootLock
 from tests.conftest import REPO
 
 
@@ -133,7 +133,7 @@ def test_the_lock_knows_whether_another_process_held_it(tmp_path: Path) -> None:
     with lock.held(5):
         assert lock.undisturbed
     other = (
-        "import sys; from pathlib import Path; from reconciler.transaction import RootLock\n"
+        "import sys; from pathlib import Path; from reconciler.rootlock import RootLock\n"
         "lock = RootLock(Path(sys.argv[1])); lock.acquire(5); lock.release()\n"
     )
     subprocess.run([sys.executable, "-c", other, str(tmp_path)], cwd=REPO, check=True, timeout=60)
@@ -142,7 +142,7 @@ def test_the_lock_knows_whether_another_process_held_it(tmp_path: Path) -> None:
     with lock.held(5):
         assert lock.undisturbed
     crashed = (
-        "import os, sys; from pathlib import Path; from reconciler.transaction import RootLock\n"
+        "import os, sys; from pathlib import Path; from reconciler.rootlock import RootLock\n"
         "RootLock(Path(sys.argv[1])).acquire(5); os._exit(9)\n"
     )
     subprocess.run(

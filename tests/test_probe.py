@@ -11,14 +11,8 @@ import pytest
 from reconciler.core.desired import DesiredState, GatewayFile, Profile, ProfileTls, TrustEntry
 from reconciler.devpki import issue
 from reconciler.errors import StateRejectedError
-from reconciler.probe import (
-    ProbeResult,
-    exit_code,
-    format_results,
-    probe_desired,
-    probe_profiles,
-    results_to_json,
-)
+from reconciler.probe import ProbeResult, probe_desired, probe_profiles
+from reconciler.probereport import exit_code, format_results, results_to_json
 from tests.conftest import Pki
 from tests.tls_servers import SilentServer, SmtpServer, TlsServer, closed_port, server_context
 

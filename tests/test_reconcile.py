@@ -13,7 +13,7 @@ from reconciler.audit import AuditLog
 from reconciler.core.outcome import Outcome
 from reconciler.events import Recorder
 from reconciler.reconcile import Hints, PassMemory, PassResult, Tools, reconcile
-from reconciler.transaction import RootLock
+from reconciler.rootlock import RootLock
 from tests.conftest import Pki, Sandbox
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import devpki, snapshot
+from reconciler import devpki, statefiles
 from reconciler.core.evaluate import evaluate
 from reconciler.snapshot import read_snapshot
 from tests import test_daemon
@@ -126,17 +126,17 @@ def test_a_renewal_between_the_cert_and_the_key_is_read_again(
     volume = ConfigMapVolume(tmp_path)
     volume.push(cert_manager_secret(pki))
     state.gateway(secret_identity(volume.root))
-    real_load = snapshot._Reader._load
+    real_load = statefiles.FileReader.load
     swapped: list[str] = []
 
-    def load_then_renew(self: snapshot._Reader, real: str, shown: str, *args, **kw):  # type: ignore[no-untyped-def]
+    def load_then_renew(self: statefiles.FileReader, real: str, shown: str, *args, **kw):  # type: ignore[no-untyped-def]
         data = real_load(self, real, shown, *args, **kw)
         if shown.endswith("tls.crt") and not swapped:
             swapped.append(shown)  # the renewal lands between the two reads, once
             volume.push(cert_manager_secret(pki, pki.leaf2))
         return data
 
-    monkeypatch.setattr(snapshot._Reader, "_load", load_then_renew)
+    monkeypatch.setattr(statefiles.FileReader, "load", load_then_renew)
     inp = read_snapshot(state.path, [volume.root])
     assert swapped
     assert inp.findings == ()

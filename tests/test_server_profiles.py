@@ -17,7 +17,8 @@ from reconciler.core.profile import MAX_CREDENTIAL_BYTES, check_profile
 from reconciler.core.render import Layout, Target, render
 from reconciler.core.schema import parse_toml
 from reconciler.core.secret import SecretBytes
-from reconciler.probe import exit_code, format_results, probe_profiles, profile_verdicts
+from reconciler.probe import probe_profiles
+from reconciler.probereport import exit_code, format_results, profile_verdicts
 from reconciler.snapshot import read_snapshot
 from tests.conftest import Pki
 from tests.tls_servers import TlsServer, closed_port, server_context
@@ -493,7 +494,7 @@ def test_probe_checks_every_server_and_a_failing_preferred_one_is_degraded(
 def test_a_secret_volume_swapped_while_its_credential_is_read_is_read_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from reconciler import snapshot
+    from reconciler import statefiles
     from tests.gitops import ConfigMapVolume
 
     volume = ConfigMapVolume(tmp_path)
@@ -501,7 +502,7 @@ def test_a_secret_volume_swapped_while_its_credential_is_read_is_read_again(
     state = _state_with(
         tmp_path, RELAY.replace("/run/secrets/relay/password", f"{volume.state_dir}/password")
     )
-    real_load = snapshot._Reader._load
+    real_load = statefiles.FileReader.load
     swapped: list[bool] = []
 
     def load_during_a_swap(
@@ -512,7 +513,7 @@ def test_a_secret_volume_swapped_while_its_credential_is_read_is_read_again(
             volume.push({"password": b"second"})  # the old ..TIMESTAMP directory is gone now
         return real_load(self, real, shown, field, **options)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(snapshot._Reader, "_load", load_during_a_swap)
+    monkeypatch.setattr(statefiles.FileReader, "load", load_during_a_swap)
     inp = read_snapshot(state, [volume.state_dir])
     assert swapped
     assert inp.findings == ()

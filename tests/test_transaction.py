@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from reconciler import devpki
-from reconciler.transaction import RootLock
+from reconciler.rootlock import RootLock
 from tests.conftest import REPO, Pki, Sandbox
 
 HOOK = """\

@@ -14,20 +14,26 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from reconciler.certfiles import pem_cert_digests
 from reconciler.devpki import Issued, issue, make_ca
 from reconciler.errors import ApplyError
 from reconciler.settings import Settings
-from reconciler.truststore import (
+from reconciler.trustbackends import (
     DEFAULT_DEBIAN_BUNDLE,
     DEFAULT_RHEL_BUNDLE,
     DebianTrustStore,
-    DirectoryTrustStore,
     RhelTrustStore,
-    TrustRefreshError,
-    pem_cert_digests,
     trust_store_from_settings,
 )
+from reconciler.trustdirectory import DirectoryTrustStore
+from reconciler.truststore import TrustRefreshError, TrustStore
 from tests.conftest import REPO, DebianSandbox
+
+
+def _entry(store: TrustStore, name: str) -> Path:
+    """Where the pass writes the trust entry NAME."""
+    return store.trust_dir / f"{store.prefix}{name}.crt"
+
 
 needs_update_ca_certificates = pytest.mark.skipif(
     shutil.which("update-ca-certificates") is None, reason="update-ca-certificates not installed"
@@ -58,8 +64,8 @@ def test_debian_add_change_remove_keeps_bundle_exact_and_foreign_files(
     foreign_prefixed_txt.write_bytes(b"not a trust entry")
 
     # add
-    store.path_for("a").write_bytes(ca_a.cert_pem)
-    store.path_for("relay").write_bytes(server.cert_pem)
+    _entry(store, "a").write_bytes(ca_a.cert_pem)
+    _entry(store, "relay").write_bytes(server.cert_pem)
     result = store.refresh(removed=False, timeout_s=60)
     assert result.exit_code == 0
     assert "--fresh" not in result.argv
@@ -72,7 +78,7 @@ def test_debian_add_change_remove_keeps_bundle_exact_and_foreign_files(
     assert store.missing_after_refresh([der(ca_a), der(server)]) == []
 
     # change
-    store.path_for("a").write_bytes(ca_a2.cert_pem)
+    _entry(store, "a").write_bytes(ca_a2.cert_pem)
     store.refresh(removed=False, timeout_s=60)
     assert bundle_ders(store.bundle) == {
         der(debian.system_ca),
@@ -83,7 +89,7 @@ def test_debian_add_change_remove_keeps_bundle_exact_and_foreign_files(
     assert store.missing_after_refresh([der(ca_a2), der(server)]) == []
 
     # remove
-    store.path_for("relay").unlink()
+    _entry(store, "relay").unlink()
     result = store.refresh(removed=True, timeout_s=60)
     assert result.argv[-1] == "--fresh"
     assert bundle_ders(store.bundle) == {der(debian.system_ca), der(ca_a2), der(other_ca)}
@@ -100,7 +106,7 @@ def test_debian_add_change_remove_keeps_bundle_exact_and_foreign_files(
 def test_debian_missing_after_refresh_names_the_missing_subject(debian: DebianSandbox) -> None:
     store = debian.store()
     present, absent = make_ca("Written CA"), make_ca("Never Written CA")
-    store.path_for("written").write_bytes(present.cert_pem)
+    _entry(store, "written").write_bytes(present.cert_pem)
     store.refresh(removed=False, timeout_s=60)
     assert store.missing_after_refresh([der(present), der(absent)]) == ["CN=Never Written CA"]
 
@@ -109,7 +115,7 @@ def test_debian_missing_after_refresh_names_the_missing_subject(debian: DebianSa
 def test_debian_multi_certificate_entry_is_in_the_bundle(debian: DebianSandbox) -> None:
     store = debian.store()
     first, second = make_ca("Bundle One"), make_ca("Bundle Two")
-    store.path_for("pair").write_bytes(first.cert_pem + second.cert_pem)
+    _entry(store, "pair").write_bytes(first.cert_pem + second.cert_pem)
     store.refresh(removed=False, timeout_s=60)
     assert store.missing_after_refresh([der(first), der(second)]) == []
 
@@ -200,15 +206,15 @@ def test_directory_backend_rehash_makes_hash_links(tmp_path: Path) -> None:
     leaf = issue(make_ca("Unshipped"), "direct.example.test")
     foreign = trust_dir / "foreign.crt"
     foreign.write_bytes(other.cert_pem)
-    store.path_for("ca").write_bytes(ca.cert_pem)
-    store.path_for("leaf").write_bytes(leaf.cert_pem)
+    _entry(store, "ca").write_bytes(ca.cert_pem)
+    _entry(store, "leaf").write_bytes(leaf.cert_pem)
 
     store.refresh(removed=False, timeout_s=60)
     links = sorted(p.name for p in trust_dir.iterdir() if p.is_symlink())
     assert len(links) == 3
     assert store.missing_after_refresh([der(ca), der(leaf), der(other)]) == []
 
-    store.path_for("leaf").unlink()
+    _entry(store, "leaf").unlink()
     store.refresh(removed=True, timeout_s=60)
     assert store.missing_after_refresh([der(ca), der(leaf)]) == ["CN=direct.example.test"]
     assert foreign.read_bytes() == other.cert_pem
@@ -221,10 +227,10 @@ def test_directory_backend_trusts_every_certificate_of_a_multi_certificate_entry
     certificate of such a file itself, and OpenSSL then finds both through CApath."""
     store = DirectoryTrustStore(tmp_path, "reconciler-", ("openssl", "rehash", str(tmp_path)))
     first, second = make_ca("Pair One"), make_ca("Pair Two")
-    store.path_for("pair").write_bytes(first.cert_pem + second.cert_pem)
+    _entry(store, "pair").write_bytes(first.cert_pem + second.cert_pem)
     store.refresh(removed=False, timeout_s=60)
     assert store.missing_after_refresh([der(first), der(second)]) == []
-    assert store.missing_files_after_refresh([store.path_for("pair")]) == []
+    assert store.missing_files_after_refresh([_entry(store, "pair")]) == []
     for ca in (first, second):
         leaf = tmp_path.parent / f"leaf-{ca.cert.subject.rfc4514_string()}.pem"
         leaf.write_bytes(issue(ca, "svc.example.com").cert_pem)
@@ -318,7 +324,7 @@ def test_directory_backend_finds_written_files_by_their_hash_links(tmp_path: Pat
     settings = Settings(trust_store="directory", trust_dir=tmp_path)
     store = trust_store_from_settings(settings)
     linked_relative, linked_absolute, unlinked = (make_ca(f"CA {n}") for n in range(3))
-    paths = [store.path_for(name) for name in ("rel", "abs", "none")]
+    paths = [_entry(store, name) for name in ("rel", "abs", "none")]
     for path, ca in zip(paths, (linked_relative, linked_absolute, unlinked), strict=True):
         path.write_bytes(ca.cert_pem)
     (tmp_path / "0badcafe.0").symlink_to(paths[0].name)
@@ -338,7 +344,7 @@ def test_directory_proof_finds_written_entries_by_their_subject_hash(
     other links the store holds."""
     store = DirectoryTrustStore(tmp_path, "reconciler-", ("openssl", "rehash", str(tmp_path)))
     ca = make_ca("Lookup CA")
-    store.path_for("ca").write_bytes(ca.cert_pem)
+    _entry(store, "ca").write_bytes(ca.cert_pem)
     store.refresh(removed=False, timeout_s=60)
     assert list(_links(tmp_path).values()) == ["reconciler-ca.crt"]
     for counter in range(50):
@@ -351,7 +357,7 @@ def test_directory_proof_finds_written_entries_by_their_subject_hash(
         return real_readlink(path)
 
     monkeypatch.setattr(os, "readlink", counted)
-    assert store.missing_files_after_refresh([store.path_for("ca")]) == []
+    assert store.missing_files_after_refresh([_entry(store, "ca")]) == []
     assert len(read) == 1
 
 
@@ -360,10 +366,10 @@ def test_directory_proof_falls_back_to_every_link(tmp_path: Path) -> None:
     a file no link names is reported by its subject."""
     store = DirectoryTrustStore(tmp_path, "reconciler-", ("true",))
     linked, unlinked = make_ca("Renamed Link CA"), make_ca("Unlinked CA")
-    store.path_for("linked").write_bytes(linked.cert_pem)
-    store.path_for("unlinked").write_bytes(unlinked.cert_pem)
+    _entry(store, "linked").write_bytes(linked.cert_pem)
+    _entry(store, "unlinked").write_bytes(unlinked.cert_pem)
     (tmp_path / "abcdef01.0").symlink_to("reconciler-linked.crt")
-    written = [store.path_for("linked"), store.path_for("unlinked")]
+    written = [_entry(store, "linked"), _entry(store, "unlinked")]
     assert store.missing_files_after_refresh(written) == ["CN=Unlinked CA"]
 
 
@@ -407,14 +413,14 @@ def test_given_the_files_with_several_certificates_only_those_are_linked(tmp_pat
     `openssl rehash` drops the links made for them earlier, and each refresh puts them back."""
     store = DirectoryTrustStore(tmp_path, "reconciler-", ("openssl", "rehash", str(tmp_path)))
     first, second = make_ca("Kept One"), make_ca("Kept Two")
-    pair = store.path_for("pair")
+    pair = _entry(store, "pair")
     pair.write_bytes(first.cert_pem + second.cert_pem)
     store.refresh(removed=False, timeout_s=60, several=[pair])
     assert store.missing_after_refresh([der(first), der(second)]) == []
 
     # A later pass changes only a single-certificate entry; rehash rebuilds every link.
     single = make_ca("Single")
-    store.path_for("single").write_bytes(single.cert_pem)
+    _entry(store, "single").write_bytes(single.cert_pem)
     store.refresh(removed=True, timeout_s=60, several=[pair])
     assert store.missing_after_refresh([der(first), der(second), der(single)]) == []
 
