@@ -33,6 +33,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bench.workspace import gateway_toml
 from reconciler import cli, devpki
 
 EXIT_CODES = frozenset({0, 1, 2})
@@ -41,18 +42,7 @@ CLI_EVERY = 4
 """One example in this many runs its commands through `python -m reconciler` processes."""
 DAEMON_WAIT_S = 30.0
 
-GATEWAY = """\
-[identity]
-cert = "tls/cert.pem"
-key = "tls/key.pem"
-
-[console]
-https = true
-tls_policy = "intermediate"
-
-[smtp_inbound]
-tls = "optional"
-"""
+GATEWAY = gateway_toml().decode()
 
 
 @dataclass

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, Pki, StateDir
-from tests.test_gitops_validate import GITOPS_GATEWAY
-from tests.test_precommit import project_clone
+from tests.helpers import REPO
+from tests.helpers.clone import project_clone
+from tests.helpers.state import GITOPS_GATEWAY, Pki, StateDir
 
 ACTION = yaml.safe_load((REPO / "action.yml").read_text())
 _EXPRESSION = re.compile(r"\$\{\{\s*inputs\.([a-z0-9-]+)\s*\}\}")

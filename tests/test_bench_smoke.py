@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 
 def test_bench_startup_quick_runs_and_writes_json(tmp_path: Path) -> None:

@@ -3,7 +3,7 @@
 The image runs as Kubernetes would run it: systemd-nspawn on the image's mounted root file system
 (podman cannot run containers on these machines), read-only, as the image's non-root user, with a
 tmpfs on /tmp, the volumes bound in, and SIGTERM for a stop. The desired state and the TLS Secret
-are kubelet-style volumes (tests.gitops.ConfigMapVolume: `..data` swapped by rename).
+are kubelet-style volumes (tests.helpers.gitops.ConfigMapVolume: `..data` swapped by rename).
 
 Where buildah or systemd-nspawn cannot run (not root, not installed) the tests skip, saying why;
 RECONCILER_REQUIRE_BUILDAH=1 (set by .ci/run) turns that into a failure.
@@ -28,11 +28,11 @@ import pytest
 import yaml
 
 from reconciler import devpki
-from tests.conftest import REPO, Pki
-from tests.gitops import ConfigMapVolume
-from tests.nginx_util import free_port
-from tests.test_daemon import http_get
-from tests.waiting import wait_for
+from tests.helpers import REPO
+from tests.helpers.gitops import ConfigMapVolume
+from tests.helpers.net import free_port, http_get
+from tests.helpers.state import Pki
+from tests.helpers.waiting import wait_for
 
 REQUIRE_ENV = "RECONCILER_REQUIRE_BUILDAH"
 IMAGE = "localhost/reconciler:dev"  # what `make image` builds

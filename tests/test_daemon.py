@@ -8,38 +8,24 @@ targets, the hook log, its own JSON log lines. No fixed sleeps stand in for sync
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import signal
 import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from reconciler import devpki
-from tests.conftest import GATEWAY_TOML, REPO, Pki, Sandbox, StateDir
-from tests.gitops import LAYOUTS, Files
-from tests.test_transaction import install_record_hook
-from tests.waiting import wait_for as _wait
-
-QUIET = "quiet_period_ms = 100\nmax_wait_ms = 1000\n"
-
-
-def wait_for(
-    condition: Callable[[], Any], what: str, daemon: Daemon | None = None, timeout: float = 20
-) -> Any:
-    """`tests.waiting.wait_for`, showing the daemon's log tail on a timeout."""
-    detail = (lambda: daemon.log_text()[-3000:]) if daemon else None
-    return _wait(condition, what, timeout, detail)
+from tests.helpers.daemon import Daemon, wait_for
+from tests.helpers.gitops import LAYOUTS, Files
+from tests.helpers.net import free_port, http_get
+from tests.helpers.passes import install_record_hook
+from tests.helpers.sandbox import Sandbox
+from tests.helpers.state import GATEWAY_TOML, Pki, StateDir
 
 
 def state_files(pki: Pki, leaf: devpki.Issued | None = None, relay: str = "relay") -> Files:
@@ -53,118 +39,11 @@ def state_files(pki: Pki, leaf: devpki.Issued | None = None, relay: str = "relay
     }
 
 
-@dataclass
-class Daemon:
-    """One `reconciler run` child process and what it left behind."""
-
-    box: Sandbox
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def log_events(self, event: str | None = None, **match: object) -> list[dict[str, Any]]:
-        found = []
-        for line in self.log_text().splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if not isinstance(record, dict):
-                continue
-            if event is not None and record.get("event") != event:
-                continue
-            if all(record.get(key) == value for key, value in match.items()):
-                found.append(record)
-        return found
-
-    def passes(self, **match: object) -> list[dict[str, Any]]:
-        return self.log_events("pass.finished", **match)
-
-    def audit(self, event: str | None = None) -> list[dict[str, Any]]:
-        path = self.box.var / "audit.jsonl"
-        if not path.exists():
-            return []
-        records = [json.loads(line) for line in path.read_text().splitlines() if line]
-        return [r for r in records if event is None or r["event"] == event]
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def stop(self, signum: int = signal.SIGTERM) -> int:
-        self.process.send_signal(signum)
-        return self.process.wait(timeout=30)
-
-    def wait_started(self) -> None:
-        wait_for(lambda: self.passes(trigger="start"), "the first pass", self)
-
-    def wait_idle_after(self, count: int) -> None:
-        """Wait until a pass after the first `count` found nothing to do: our own writes' echo."""
-        wait_for(
-            lambda: any(p["outcome"] == "no-change" for p in self.passes()[count:]),
-            "a no-change pass",
-            self,
-        )
-
-
-@pytest.fixture
-def start_daemon(sandbox: Sandbox) -> Iterator[Callable[..., Daemon]]:
-    started: list[Daemon] = []
-
-    def start(env: dict[str, str] | None = None, *, wait: bool = True) -> Daemon:
-        sandbox.extra = QUIET + sandbox.extra if QUIET not in sandbox.extra else sandbox.extra
-        config = sandbox.write_config()
-        log_path = sandbox.base / f"daemon-{len(started)}.log"
-        inherited = {
-            k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "WATCHDOG_"))
-        }
-        full_env = {**inherited, **sandbox.env, **(env or {}), "RECONCILER_CONFIG": str(config)}
-        with log_path.open("wb") as log_file:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "reconciler", "run"],
-                env=full_env,
-                cwd=REPO,
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-            )
-        daemon = Daemon(sandbox, process, log_path)
-        started.append(daemon)
-        if wait:
-            daemon.wait_started()
-        return daemon
-
-    yield start
-    for daemon in started:
-        if daemon.alive():
-            daemon.process.kill()
-            daemon.process.wait()
-
-
 def hook_apply_runs(log: Path) -> list[str]:
     """RECONCILER_REVISION of each apply-phase hook run."""
     if not log.exists():
         return []
     return [line.split()[1] for line in log.read_text().splitlines() if line.startswith("apply ")]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def http_get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 (our own loopback)
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
 
 
 # -- GitOps layouts -------------------------------------------------------------------------------

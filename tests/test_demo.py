@@ -9,9 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import REPO
-from tests.nginx_util import free_port
-from tests.waiting import wait_for
+from tests.helpers import REPO
+from tests.helpers.net import free_port
+from tests.helpers.waiting import wait_for
 
 
 def test_demo_script_applies_the_example_state_then_exits_0_on_sigterm(tmp_path: Path) -> None:

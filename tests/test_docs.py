@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from tests.conftest import Sandbox
+    from tests.helpers.sandbox import Sandbox
 
 REPO = Path(__file__).resolve().parent.parent
 DOCS = REPO / "docs"

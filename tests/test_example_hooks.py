@@ -2,105 +2,20 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import psutil
 import pytest
 
-from reconciler.devpki import Issued
-from tests.conftest import REPO, Pki
-from tests.nginx_util import NginxServer, free_port, require_nginx
-from tests.test_nginx_integration import leaf_fingerprint, pem_fingerprint
-from tests.waiting import wait_for
-
-HOOKS = REPO / "hooks"
-T = TypeVar("T")
-
-# A tiny TCP service: listens, answers a banner, exits on SIGTERM, survives SIGHUP (a reload).
-SERVER = """\
-import signal, socket, sys
-signal.signal(signal.SIGHUP, lambda *_: None)
-sock = socket.socket()
-sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-sock.bind(("127.0.0.1", int(sys.argv[1])))
-sock.listen()
-while True:
-    conn, _ = sock.accept()
-    conn.sendall(b"220 demo\\r\\n")
-    conn.close()
-"""
-
-# The supervisor the hook relies on: starts the service again whenever it exits.
-SUPERVISOR = """\
-import subprocess, sys
-while True:
-    subprocess.run(sys.argv[1:], check=False)
-"""
-
-
-def run_hook(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """An example hook as a [[hooks]] entry runs it: [python, script, args...], no shell."""
-    return subprocess.run(
-        [sys.executable, *argv],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
-
-
-def listener_on(port: int, name: str) -> psutil.Process | None:
-    """The process running the script `name` listening on `port`, if any."""
-    for process in psutil.process_iter():
-        with contextlib.suppress(psutil.Error):
-            cmdline = process.cmdline()
-            if len(cmdline) > 1 and Path(cmdline[1]).name == name:
-                for conn in process.net_connections(kind="tcp"):
-                    if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port:
-                        return process
-    return None
-
-
-def kill_tree(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(psutil.NoSuchProcess):
-        for child in psutil.Process(proc.pid).children(recursive=True):
-            with contextlib.suppress(psutil.NoSuchProcess):
-                child.kill()
-    proc.kill()
-    proc.wait()
-
-
-@pytest.fixture
-def service_script(tmp_path: Path) -> Path:
-    """The demo service, named uniquely: the hook signals every process of that name."""
-    path = tmp_path / f"demo-smtpd-{os.getpid()}-{free_port()}"
-    path.write_text(SERVER)
-    return path
-
-
-@pytest.fixture
-def supervised(tmp_path: Path, service_script: Path) -> Iterator[tuple[int, str]]:
-    """The demo service under a restart-forever supervisor; yields its port and name."""
-    supervisor = tmp_path / "supervisor.py"
-    supervisor.write_text(SUPERVISOR)
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, str(supervisor), sys.executable, str(service_script), str(port)],
-        start_new_session=True,
-    )
-    try:
-        wait_for(lambda: listener_on(port, service_script.name), "the service did not listen")
-        yield port, service_script.name
-    finally:
-        kill_tree(proc)
-
+from tests.helpers.hook_scripts import HOOKS, kill_tree, listener_on, run_hook, write_identity
+from tests.helpers.net import free_port
+from tests.helpers.nginx import NginxServer
+from tests.helpers.state import Pki
+from tests.helpers.tls import leaf_fingerprint, pem_fingerprint
+from tests.helpers.waiting import wait_for
 
 # -- restart-service -----------------------------------------------------------------------------
 
@@ -169,27 +84,6 @@ def test_restart_service_with_no_such_process_fails() -> None:
 
 
 # -- nginx-reload ----------------------------------------------------------------------------------
-
-
-def write_identity(root: Path, leaf: Issued, pki: Pki) -> None:
-    (root / "data" / "cert.pem").write_bytes(pki.chain(leaf))
-    key = root / "data" / "key.pem"
-    key.touch(mode=0o600)
-    key.write_bytes(leaf.key_pem)
-
-
-@pytest.fixture
-def nginx(tmp_path: Path, pki: Pki) -> Iterator[NginxServer]:
-    require_nginx()
-    root = tmp_path / "root"
-    (root / "data").mkdir(parents=True)
-    (root / "nginx").mkdir()
-    write_identity(root, pki.leaf, pki)
-    (root / "nginx" / "ssl.conf").write_text(
-        f'ssl_certificate "{root}/data/cert.pem";\nssl_certificate_key "{root}/data/key.pem";\n'
-    )
-    with NginxServer(tmp_path, root).start() as server:
-        yield server
 
 
 def nginx_args(server: NginxServer) -> list[str]:

@@ -14,7 +14,9 @@ from reconciler.core.compose import merge_gateway, parse_fleet, render_tables
 from reconciler.core.load import Evaluation, SourceFile, StateInput, evaluate
 from reconciler.fleet import fleet_root, gateways_of, shared_layers
 from reconciler.snapshot import read_snapshot
-from tests.conftest import REPO, Pki, Sandbox, StateDir
+from tests.helpers import REPO
+from tests.helpers.sandbox import Sandbox
+from tests.helpers.state import Pki, StateDir
 
 IDENTITY = """\
 [identity]

@@ -10,10 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-from tests.conftest import REPO
-from tests.test_prometheus_rules import REQUIRE_ENV
+from tests.helpers import REPO
+from tests.helpers.prometheus import require_prometheus_tool
 
 
 def processes_mentioning(text: str) -> list[int]:
@@ -33,10 +31,7 @@ def processes_mentioning(text: str) -> list[int]:
 
 
 def test_fleet_bench_tiny(tmp_path: Path) -> None:
-    if shutil.which("prometheus") is None:
-        if os.environ.get(REQUIRE_ENV) == "1":
-            pytest.fail(f"prometheus is not installed and {REQUIRE_ENV}=1")
-        pytest.skip("prometheus is not installed (apt-get install prometheus)")
+    require_prometheus_tool("prometheus")
     out = tmp_path / "fleet.json"
     done = subprocess.run(
         [

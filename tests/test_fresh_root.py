@@ -6,7 +6,8 @@ import os
 import stat
 from pathlib import Path
 
-from tests.conftest import Pki, Sandbox, standard_state
+from tests.helpers.sandbox import Sandbox
+from tests.helpers.state import Pki, standard_state
 
 
 def test_apply_on_an_empty_root_creates_data_and_nginx_0755(tmp_path: Path, pki: Pki) -> None:

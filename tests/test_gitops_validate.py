@@ -17,22 +17,9 @@ from reconciler.core.load import evaluate
 from reconciler.core.positions import toml_key_position
 from reconciler.core.rules import RULES, secret_rules
 from reconciler.snapshot import read_snapshot
-from tests.conftest import REPO, Pki, StateDir, standard_state
-from tests.test_cli import REJECTED, WARNED
-
-SECRET_KEY_PATH = "/run/secrets/gateway/tls.key"
-
-GITOPS_GATEWAY = f"""\
-[identity]
-cert = "tls/cert.pem"
-key = "{SECRET_KEY_PATH}"
-
-[console]
-https = true
-
-[smtp_inbound]
-tls = "required"
-"""
+from tests.helpers import REPO
+from tests.helpers.cli import REJECTED, WARNED
+from tests.helpers.state import GITOPS_GATEWAY, SECRET_KEY_PATH, Pki, StateDir, standard_state
 
 
 def _git(repo: Path, *args: str) -> None:

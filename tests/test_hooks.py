@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -27,19 +26,15 @@ from reconciler.hooks import (
 )
 from reconciler.redact import scrub
 from reconciler.settings import HookSettings
-from tests.conftest import Pki, Sandbox
+from tests.helpers.passes import Recorder, audit, revision_of, script
+from tests.helpers.sandbox import Sandbox
+from tests.helpers.state import Pki
 
 ENV = hook_environment(("identity", "console"), "sha256:abc", "/opt/gateway", "apply")
 
 
 def hook(name: str, on: tuple[str, ...], run: list[str], **more: object) -> HookSettings:
     return HookSettings.model_validate({"name": name, "on": on, "run": run, **more})
-
-
-def script(path: Path, body: str) -> Path:
-    path.write_text("#!/bin/sh\n" + body)
-    path.chmod(0o755)
-    return path
 
 
 # -- choosing hooks ------------------------------------------------------------------------------
@@ -233,52 +228,6 @@ def test_passing_check_then_run(tmp_path: Path) -> None:
 
 
 # -- through the real command line ---------------------------------------------------------------
-
-RECORDER = """\
-echo "$1 $RECONCILER_PHASE $RECONCILER_CHANGED $RECONCILER_REVISION $RECONCILER_ROOT" >> "{log}"
-case "$RECONCILER_PHASE:$2" in
-    apply:fail) echo "failing on purpose" ; exit 3 ;;
-    apply:hang) sleep 1000 ;;
-esac
-exit 0
-"""
-
-
-class Recorder:
-    """A hook script that appends `NAME PHASE CHANGED REVISION ROOT` per run to a log."""
-
-    def __init__(self, box: Sandbox) -> None:
-        self.box = box
-        self.log = box.base / "hook-runs.log"
-        self.script = script(box.base / "recorder.sh", RECORDER.format(log=self.log))
-
-    def hook(
-        self, name: str, on: list[str], mode: str = "ok", check: str | None = None, timeout_s=30
-    ) -> str:
-        text = (
-            f'[[hooks]]\nname = "{name}"\non = {json.dumps(on)}\n'
-            f'run = ["{self.script}", "{name}", "{mode}"]\ntimeout_s = {timeout_s}\n'
-        )
-        if check is not None:
-            text += f'check = ["{self.script}", "{name}-check", "{check}"]\n'
-        return text
-
-    def runs(self) -> list[list[str]]:
-        if not self.log.exists():
-            return []
-        return [line.split() for line in self.log.read_text().splitlines()]
-
-    def clear(self) -> None:
-        self.log.unlink(missing_ok=True)
-
-
-def audit(box: Sandbox) -> list[dict[str, object]]:
-    path = box.var / "audit.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-def revision_of(box: Sandbox) -> str:
-    return str(json.loads(box.run("plan", "--json").stdout)["revision"])
 
 
 def test_each_hook_runs_once_per_pass_in_order_for_its_kinds_only(

@@ -12,7 +12,9 @@ import pytest
 
 from reconciler import cli
 from reconciler.audit import verify
-from tests.conftest import REPO, Pki, Sandbox
+from tests.helpers import REPO
+from tests.helpers.sandbox import Sandbox
+from tests.helpers.state import Pki
 
 TIMEOUT_S = 120  # generous: the machine is shared; a hang still fails
 
@@ -182,7 +184,7 @@ def test_git_head_linked_to_dev_zero_is_not_read(applied: Sandbox) -> None:
 
 
 def test_root_with_non_ascii_characters_applies(tmp_path: Path, pki: Pki) -> None:
-    from tests.conftest import standard_state
+    from tests.helpers.state import standard_state
 
     box = Sandbox(tmp_path, standard_state(tmp_path / "state", pki), root_dir=tmp_path / "rööt-€")
     for directory in (box.root / "data", box.root / "nginx", box.trust_dir):

@@ -22,8 +22,9 @@ import pytest
 import yaml
 
 from reconciler.settings import load_settings
-from tests.conftest import REPO, Pki
-from tests.gitops import ConfigMapVolume
+from tests.helpers import REPO
+from tests.helpers.gitops import ConfigMapVolume
+from tests.helpers.state import Pki
 
 DEPLOY = REPO / "deploy" / "kubernetes"
 OVERLAYS = sorted(p.parent.name for p in (DEPLOY / "overlays").glob("*/kustomization.yaml"))

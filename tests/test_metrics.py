@@ -12,14 +12,11 @@ from reconciler.app import PassResult
 from reconciler.core.plan import Change, Plan
 from reconciler.hooks import HookResult
 from reconciler.metrics import CertExpiry, Metrics
-from tests.conftest import Pki, Sandbox
-from tests.test_daemon import (
-    Daemon,
-    free_port,
-    http_get,
-    start_daemon,  # noqa: F401 (a fixture)
-)
-from tests.waiting import wait_for
+from tests.helpers.daemon import Daemon
+from tests.helpers.net import free_port, http_get
+from tests.helpers.sandbox import Sandbox
+from tests.helpers.state import Pki
+from tests.helpers.waiting import wait_for
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -131,7 +128,7 @@ def test_expiry_is_the_soonest_and_per_entry_series_only_when_asked() -> None:
 def test_a_daemon_exports_them_for_real(
     sandbox: Sandbox,
     pki: Pki,
-    start_daemon: Callable[..., Daemon],  # noqa: F811 (the fixture)
+    start_daemon: Callable[..., Daemon],
 ) -> None:
     port = free_port()
     sandbox.extra = f'metrics_address = "127.0.0.1:{port}"\n'

@@ -7,7 +7,6 @@ and its presence, with `ssl on;`, turns HTTPS on. Hooks reload it with hooks/ngi
 
 from __future__ import annotations
 
-import hashlib
 import socket
 import ssl
 import sys
@@ -16,9 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, Pki, Sandbox
-from tests.nginx_util import NginxServer, require_nginx
-from tests.test_hooks import Recorder, audit, revision_of
+from tests.helpers import REPO
+from tests.helpers.nginx import NginxServer, require_nginx
+from tests.helpers.passes import Recorder, audit, revision_of
+from tests.helpers.sandbox import Sandbox
+from tests.helpers.state import Pki
+from tests.helpers.tls import leaf_fingerprint, pem_fingerprint
 
 pytestmark = pytest.mark.nginx
 
@@ -58,25 +60,6 @@ class ConsoleNginx(NginxServer):
 
 def toml_list(argv: list[str]) -> str:
     return "[" + ", ".join(f'"{arg}"' for arg in argv) + "]"
-
-
-def leaf_fingerprint(address: tuple[str, int]) -> str:
-    """The test's own TLS handshake: SHA-256 of the leaf the console presents."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    with (
-        socket.create_connection(address, timeout=10) as raw,
-        context.wrap_socket(raw) as tls,
-    ):
-        der = tls.getpeercert(binary_form=True)
-    assert der is not None
-    return hashlib.sha256(der).hexdigest()
-
-
-def pem_fingerprint(pem: bytes) -> str:
-    der = ssl.PEM_cert_to_DER_cert(pem.decode())
-    return hashlib.sha256(der).hexdigest()
 
 
 def plain_http_get(address: tuple[str, int]) -> bytes:

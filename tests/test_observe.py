@@ -17,7 +17,7 @@ from reconciler.app import Observations, TargetEvents
 from reconciler.core.plan import digest
 from reconciler.core.render import PUBLIC_MODE, Layout, Target
 from reconciler.transaction import RootLock
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 
 def _layout(tmp_path: Path) -> Layout:

@@ -12,8 +12,9 @@ from cryptography import x509
 
 from reconciler import devpki
 from reconciler.core.pem import parse_pem
-from tests.conftest import Pki, Sandbox
-from tests.test_cli import run_cli
+from tests.helpers.cli import run_cli
+from tests.helpers.sandbox import Sandbox
+from tests.helpers.state import Pki
 
 
 def _key_material(key_pem: bytes) -> list[str]:

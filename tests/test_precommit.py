@@ -8,54 +8,16 @@ takes a while the first time, so one test walks through every step with one envi
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, Pki, StateDir
-from tests.test_gitops_validate import GITOPS_GATEWAY
+from tests.helpers.clone import GIT_ENV, git, project_clone
+from tests.helpers.state import GITOPS_GATEWAY, Pki, StateDir
 
-GIT_ENV = {
-    "GIT_AUTHOR_NAME": "t",
-    "GIT_AUTHOR_EMAIL": "t@example.test",
-    "GIT_COMMITTER_NAME": "t",
-    "GIT_COMMITTER_EMAIL": "t@example.test",
-    "GIT_CONFIG_GLOBAL": os.devnull,
-}
 ENV_BUILD_TIMEOUT = 600
-
-
-def git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **GIT_ENV}
-    return subprocess.run(
-        ["git", "-C", str(repo), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=check,
-        timeout=ENV_BUILD_TIMEOUT,
-    )
-
-
-def project_clone(dest: Path) -> str:
-    """A clone of this project with the working tree's current files committed on top (what the
-    tests must exercise is the code as it is now); returns the commit."""
-    subprocess.run(["git", "clone", "-q", str(REPO), str(dest)], check=True, timeout=120)
-    listed = git(REPO, "ls-files", "-z", "--cached", "--others", "--exclude-standard").stdout
-    for rel in filter(None, listed.split("\0")):
-        source = REPO / rel
-        target = dest / rel
-        if source.is_file():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target)
-        elif not source.exists() and target.exists():
-            target.unlink()  # deleted in the working tree, not yet committed
-    git(dest, "add", "-A")
-    git(dest, "commit", "-q", "--allow-empty", "-m", "working tree under test")
-    return git(dest, "rev-parse", "HEAD").stdout.strip()
 
 
 def _pre_commit(cwd: Path, home: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -19,8 +19,8 @@ from reconciler.probe import (
     probe_profiles,
     results_to_json,
 )
-from tests.conftest import Pki
-from tests.tls_servers import SilentServer, SmtpServer, TlsServer, closed_port, server_context
+from tests.helpers.state import Pki
+from tests.helpers.tls import SilentServer, SmtpServer, TlsServer, closed_port, server_context
 
 TIMEOUT_S = 3.0
 

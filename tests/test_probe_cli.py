@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 
-from tests.conftest import Pki, Sandbox
-from tests.tls_servers import SmtpServer, TlsServer, closed_port, server_context
+from tests.helpers.sandbox import Sandbox
+from tests.helpers.state import Pki
+from tests.helpers.tls import SmtpServer, TlsServer, closed_port, server_context
 
 
 def _profiles_only(sandbox: Sandbox, profiles: dict[str, str]) -> None:

@@ -16,21 +16,19 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, Pki, Sandbox
-from tests.gitops import ConfigMapVolume
-from tests.test_daemon import (
-    Daemon,
-    start_daemon,  # noqa: F401 (the fixture)
-    wait_for,
-)
-from tests.test_transaction import (
+from tests.helpers import REPO
+from tests.helpers.daemon import Daemon, wait_for
+from tests.helpers.gitops import ConfigMapVolume
+from tests.helpers.passes import (
     CRASH_POINTS,
     assert_one_key_pair,
     hook_runs,
     install_record_hook,
     revision_of,
 )
-from tests.tls_servers import closed_port
+from tests.helpers.sandbox import Sandbox
+from tests.helpers.state import Pki
+from tests.helpers.tls import closed_port
 
 
 def new_secret(what: str) -> bytes:
@@ -210,7 +208,7 @@ def test_a_credential_value_never_reaches_any_output(sandbox: Sandbox, tmp_path:
 
 def test_a_secret_volume_rotation_is_applied_and_runs_the_profiles_hooks(
     sandbox: Sandbox,
-    start_daemon: Callable[..., Daemon],  # noqa: F811 (the fixture imported above)
+    start_daemon: Callable[..., Daemon],
 ) -> None:
     store = with_credentials(sandbox)
     log = install_record_hook(sandbox)

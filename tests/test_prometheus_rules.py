@@ -2,30 +2,20 @@
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-
-from tests.conftest import REPO
+from tests.helpers import REPO
+from tests.helpers.prometheus import require_prometheus_tool
 
 RULES_DIR = REPO / "deploy" / "prometheus"
 RULES = RULES_DIR / "reconciler.rules.yml"
 RULE_TESTS = RULES_DIR / "reconciler.rules.test.yml"
-REQUIRE_ENV = "RECONCILER_REQUIRE_PROMETHEUS"
 
 
 def promtool() -> str:
-    """Debian's promtool (package `prometheus`); skips without it unless CI requires it."""
-    found = shutil.which("promtool")
-    if found is None:
-        if os.environ.get(REQUIRE_ENV) == "1":
-            pytest.fail(f"promtool is not installed and {REQUIRE_ENV}=1")
-        pytest.skip("promtool is not installed (apt-get install prometheus)")
-    return found
+    return require_prometheus_tool("promtool")
 
 
 def run(*args: str, cwd: Path = RULES_DIR) -> subprocess.CompletedProcess[str]:

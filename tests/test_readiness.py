@@ -14,11 +14,10 @@ from collections.abc import Callable
 import pytest
 
 from reconciler.readiness import decide, from_status
-from tests import test_daemon
-from tests.conftest import Pki, Sandbox
-from tests.test_daemon import Daemon, free_port, http_get, wait_for
-
-start_daemon = test_daemon.start_daemon  # the fixture, shared
+from tests.helpers.daemon import Daemon, wait_for
+from tests.helpers.net import free_port, http_get
+from tests.helpers.sandbox import Sandbox
+from tests.helpers.state import Pki
 
 
 @pytest.mark.parametrize(

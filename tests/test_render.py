@@ -39,7 +39,7 @@ from reconciler.core.mozilla import POLICIES
 from reconciler.core.render import Layout, Target, render, ssl_on_supported
 from reconciler.core.secret import SecretBytes
 from reconciler.errors import SettingsError
-from tests.nginx_util import NginxError, NginxServer, require_nginx
+from tests.helpers.nginx import NginxError, NginxServer, require_nginx
 
 GOLDEN = Path(__file__).parent / "golden"
 POLICY_NAMES: tuple[TlsPolicy, ...] = ("modern", "intermediate", "old")

@@ -1,7 +1,7 @@
 """The identity from a mounted TLS Secret (cert-manager's tls.crt / tls.key / ca.crt in key_dirs).
 
-The Secret volume is written the way the kubelet writes it (tests.gitops.ConfigMapVolume): a new
-`..TIMESTAMP` directory, `..data` swapped by rename, the old directory removed at once.
+The Secret volume is written the way the kubelet writes it (tests.helpers.gitops.ConfigMapVolume):
+a new `..TIMESTAMP` directory, `..data` swapped by rename, the old directory removed at once.
 """
 
 from __future__ import annotations
@@ -16,13 +16,11 @@ import pytest
 from reconciler import devpki, snapshot
 from reconciler.core.load import evaluate
 from reconciler.snapshot import read_snapshot
-from tests import test_daemon
-from tests.conftest import Pki, Sandbox, standard_state
-from tests.gitops import ConfigMapVolume
-from tests.test_daemon import Daemon, wait_for
-from tests.test_transaction import install_record_hook
-
-start_daemon = test_daemon.start_daemon  # the fixture, shared
+from tests.helpers.daemon import Daemon, wait_for
+from tests.helpers.gitops import ConfigMapVolume
+from tests.helpers.passes import install_record_hook
+from tests.helpers.sandbox import Sandbox
+from tests.helpers.state import Pki, standard_state
 
 
 def cert_manager_secret(pki: Pki, leaf: devpki.Issued | None = None) -> dict[str, bytes]:

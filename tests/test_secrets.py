@@ -5,8 +5,9 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from tests.conftest import Pki, Sandbox
-from tests.nginx_util import free_port
+from tests.helpers.net import free_port
+from tests.helpers.sandbox import Sandbox
+from tests.helpers.state import Pki
 
 FAILING_HOOK = """
 [[hooks]]

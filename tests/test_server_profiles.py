@@ -18,8 +18,8 @@ from reconciler.core.secret import SecretBytes
 from reconciler.core.validate import MAX_CREDENTIAL_BYTES, check_profile
 from reconciler.probe import exit_code, format_results, probe_profiles, profile_verdicts
 from reconciler.snapshot import read_snapshot
-from tests.conftest import Pki
-from tests.tls_servers import TlsServer, closed_port, server_context
+from tests.helpers.state import Pki
+from tests.helpers.tls import TlsServer, closed_port, server_context
 
 FILE = "profiles/relay.toml"
 POLICY = PolicySection()
@@ -493,7 +493,7 @@ def test_a_secret_volume_swapped_while_its_credential_is_read_is_read_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from reconciler import snapshot
-    from tests.gitops import ConfigMapVolume
+    from tests.helpers.gitops import ConfigMapVolume
 
     volume = ConfigMapVolume(tmp_path)
     volume.push({"password": b"first"})

@@ -27,8 +27,10 @@ from reconciler.service import (
     WatchdogPinger,
     applied_expiry,
 )
-from tests.conftest import REPO, Pki, Sandbox
-from tests.waiting import wait_for
+from tests.helpers import REPO
+from tests.helpers.sandbox import Sandbox
+from tests.helpers.state import Pki
+from tests.helpers.waiting import wait_for
 
 UNIT = REPO / "systemd" / "reconciler.service"
 

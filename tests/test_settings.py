@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 from reconciler.errors import SettingsError
 from reconciler.settings import Settings, load_settings
-from tests.conftest import REPO, Pki, standard_state
+from tests.helpers import REPO
+from tests.helpers.state import Pki, standard_state
 
 
 @pytest.fixture(autouse=True)

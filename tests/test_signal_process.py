@@ -12,25 +12,14 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests import test_example_hooks
-from tests.conftest import Pki
-from tests.nginx_util import NginxServer, free_port
-from tests.test_example_hooks import (
-    HOOKS,
-    kill_tree,
-    listener_on,
-    run_hook,
-    write_identity,
-)
-from tests.test_nginx_integration import leaf_fingerprint, pem_fingerprint
-from tests.waiting import wait_for
+from tests.helpers.hook_scripts import HOOKS, kill_tree, listener_on, run_hook, write_identity
+from tests.helpers.net import free_port
+from tests.helpers.nginx import NginxServer
+from tests.helpers.state import Pki
+from tests.helpers.tls import leaf_fingerprint, pem_fingerprint
+from tests.helpers.waiting import wait_for
 
 HOOK = str(HOOKS / "signal-process")
-
-# The fixtures of the other example hooks' tests, shared.
-nginx = test_example_hooks.nginx
-service_script = test_example_hooks.service_script
-supervised = test_example_hooks.supervised
 
 
 def signal_process(*args: str) -> subprocess.CompletedProcess[str]:

@@ -17,7 +17,7 @@ import pytest
 from reconciler.core.desired import MAX_FILE_BYTES, Finding
 from reconciler.core.load import StateInput
 from reconciler.snapshot import read_snapshot
-from tests.conftest import GATEWAY_TOML, Pki, StateDir, standard_state
+from tests.helpers.state import GATEWAY_TOML, Pki, StateDir, standard_state
 
 SHA256_REVISION = re.compile(r"^sha256:[0-9a-f]{64}$")
 
@@ -808,7 +808,7 @@ def test_non_git_revision_changes_with_any_input(tmp_path: Path, pki: Pki, edit:
 def test_a_dangling_trust_folder_link_is_an_error_not_a_state_in_transit(
     tmp_path: Path, pki: Pki
 ) -> None:
-    from tests.conftest import standard_state
+    from tests.helpers.state import standard_state
 
     state = standard_state(tmp_path / "state", pki)
     for path in (state.path / "trust").iterdir():

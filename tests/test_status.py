@@ -12,7 +12,8 @@ import pytest
 
 from reconciler import cli
 from reconciler.snapshot import read_snapshot
-from tests.conftest import Pki, Sandbox
+from tests.helpers.sandbox import Sandbox
+from tests.helpers.state import Pki
 
 FAILING_HOOK = """\
 [[hooks]]

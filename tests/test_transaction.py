@@ -16,39 +16,17 @@ import pytest
 
 from reconciler import devpki
 from reconciler.transaction import RootLock
-from tests.conftest import REPO, Pki, Sandbox
-
-HOOK = """\
-[[hooks]]
-name = "record"
-on = ["identity", "console", "smtp_inbound", "trust", "profiles"]
-run = ["{script}"]
-timeout_s = 30
-"""
-
-RECORD_HOOK = """#!/bin/sh
-echo "$RECONCILER_PHASE $RECONCILER_REVISION $RECONCILER_CHANGED" >> "{log}"
-"""
-
-
-def install_record_hook(box: Sandbox) -> Path:
-    log = box.base / "hooks.log"
-    script = box.base / "record-hook.sh"
-    script.write_text(RECORD_HOOK.format(log=log))
-    script.chmod(0o755)
-    box.hooks = HOOK.format(script=script)
-    return log
-
-
-def hook_runs(log: Path) -> list[tuple[str, str]]:
-    if not log.exists():
-        return []
-    return [tuple(line.split()[:2]) for line in log.read_text().splitlines()]  # type: ignore[misc]
-
-
-def revision_of(box: Sandbox) -> str:
-    result = box.run("plan", "--json")
-    return str(json.loads(result.stdout)["revision"])
+from tests.helpers import REPO
+from tests.helpers.passes import (
+    CRASH_POINTS,
+    HOOK,
+    assert_one_key_pair,
+    hook_runs,
+    install_record_hook,
+    revision_of,
+)
+from tests.helpers.sandbox import Sandbox
+from tests.helpers.state import Pki
 
 
 def change_everything(box: Sandbox, pki: Pki) -> None:
@@ -57,19 +35,6 @@ def change_everything(box: Sandbox, pki: Pki) -> None:
     box.state.remove("trust/partner-ca.pem")
     box.state.trust("root-ca", pki.root.cert_pem)
     box.state.profile("relay", 'url = "smtps://relay2.example.com:465"\n')
-
-
-def assert_one_key_pair(box: Sandbox) -> None:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
-
-    data = box.root / "data"
-    key = serialization.load_pem_private_key((data / "key.pem").read_bytes(), None)
-    leaf = x509.load_pem_x509_certificates((data / "cert.pem").read_bytes())[0]
-    assert key.public_key() == leaf.public_key()
-    assert (data / "tls.pem").read_bytes() == (data / "key.pem").read_bytes() + (
-        data / "cert.pem"
-    ).read_bytes()
 
 
 def key_body_lines(pki: Pki) -> list[bytes]:
@@ -89,18 +54,6 @@ def assert_no_readable_key_material(box: Sandbox, pki: Pki) -> None:
                 content = path.read_bytes()
                 if any(line in content for line in body):
                     assert path.stat().st_mode & 0o077 == 0, path
-
-
-CRASH_POINTS = [
-    "staged",
-    "journal-prepared",
-    "swap-first",
-    "swap-done",
-    "swapped",
-    "refreshed",
-    "hooks-done",
-    "committing",
-]
 
 
 @pytest.mark.parametrize("step", CRASH_POINTS)

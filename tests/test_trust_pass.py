@@ -10,7 +10,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from reconciler.devpki import make_ca
-from tests.conftest import DebianSandbox, Pki, Sandbox
+from tests.helpers.sandbox import DebianSandbox, Sandbox
+from tests.helpers.state import Pki
 
 pytestmark = pytest.mark.skipif(
     shutil.which("update-ca-certificates") is None, reason="update-ca-certificates not installed"

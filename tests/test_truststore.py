@@ -27,7 +27,8 @@ from reconciler.truststore import (
     pem_cert_digests,
     trust_store_from_settings,
 )
-from tests.conftest import REPO, DebianSandbox
+from tests.helpers import REPO
+from tests.helpers.sandbox import DebianSandbox
 
 needs_update_ca_certificates = pytest.mark.skipif(
     shutil.which("update-ca-certificates") is None, reason="update-ca-certificates not installed"

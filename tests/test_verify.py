@@ -11,8 +11,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from reconciler.devpki import Issued
 from reconciler.verify import check_once, fingerprint_of, split_address, verify_console
-from tests.conftest import Pki
-from tests.tls_servers import LoopbackServer, SilentServer, TlsServer, closed_port, server_context
+from tests.helpers.state import Pki
+from tests.helpers.tls import LoopbackServer, SilentServer, TlsServer, closed_port, server_context
 
 
 def fingerprint(issued: Issued) -> str:

@@ -1,4 +1,4 @@
-"""Real TLS and SMTP servers on 127.0.0.1 for tests: implicit TLS, SMTP with and without STARTTLS.
+"""Real TLS and SMTP servers on 127.0.0.1 for tests, and the fingerprint of the leaf one presents.
 
 Each server is a context manager running an accept loop in a thread and one thread per
 connection. Stopping wakes the accept loop through a socket pair (no polling), shuts every open
@@ -9,6 +9,7 @@ turns a leaked socket's ResourceWarning into a failure).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import selectors
 import socket
 import ssl
@@ -25,6 +26,8 @@ __all__ = [
     "SmtpServer",
     "SilentServer",
     "closed_port",
+    "leaf_fingerprint",
+    "pem_fingerprint",
 ]
 
 # A connection the client abandons must not keep a handler thread (and the test) waiting.
@@ -208,3 +211,22 @@ class SmtpServer(LoopbackServer):
                     tls.sendall(b"221 2.0.0 bye\r\n")
                     return
                 tls.sendall(b"502 5.5.2 command not recognised\r\n")
+
+
+def leaf_fingerprint(address: tuple[str, int]) -> str:
+    """The test's own TLS handshake: SHA-256 of the leaf the console presents."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with (
+        socket.create_connection(address, timeout=10) as raw,
+        context.wrap_socket(raw) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return hashlib.sha256(der).hexdigest()
+
+
+def pem_fingerprint(pem: bytes) -> str:
+    der = ssl.PEM_cert_to_DER_cert(pem.decode())
+    return hashlib.sha256(der).hexdigest()

@@ -26,6 +26,8 @@ from types import TracebackType
 import psutil
 import pytest
 
+from tests.helpers.net import free_port
+
 REQUIRE_ENV = "RECONCILER_REQUIRE_NGINX"
 START_TIMEOUT_S = 15.0
 
@@ -51,14 +53,6 @@ def require_nginx() -> str:
             pytest.fail(f"{reason}, and {REQUIRE_ENV}=1 says the nginx tests must run")
         pytest.skip(f"{reason}; set {REQUIRE_ENV}=1 to make this a failure")
     return found
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nobody listened on a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def nginx_t(conf: Path, *, binary: str | None = None) -> subprocess.CompletedProcess[str]:
