@@ -8,7 +8,7 @@ STATE and checks that the next good push applies; then one daemon goes through d
 a row and must apply the good push after each. Properties:
 no uncaught exception, exit codes only 0, 1 or 2, nothing written when the state is rejected,
 no key material in any output or in the audit log, every command back within its time limit,
-the audit chain intact. tests/test_fuzz.py runs a few hundred examples; this runs many more
+the audit chain intact. tests/e2e/test_fuzz.py runs a few hundred examples; this runs many more
 and reports how many ran and what was found.
 """
 

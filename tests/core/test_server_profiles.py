@@ -18,6 +18,7 @@ from reconciler.core.secret import SecretBytes
 from reconciler.core.validate import MAX_CREDENTIAL_BYTES, check_profile
 from reconciler.probe import exit_code, format_results, probe_profiles, profile_verdicts
 from reconciler.snapshot import read_snapshot
+from tests.helpers import REPO
 from tests.helpers.state import Pki
 from tests.helpers.tls import TlsServer, closed_port, server_context
 
@@ -138,7 +139,7 @@ def test_the_one_server_shorthand_is_the_same_profile_as_one_server_in_servers()
 
 
 def test_every_existing_example_profile_keeps_validating() -> None:
-    for path in sorted((Path(__file__).parent.parent / "desired-state" / "profiles").glob("*")):
+    for path in sorted((REPO / "desired-state" / "profiles").glob("*")):
         model, findings = parse_toml(path.read_bytes(), path.name, ProfileFile)
         assert findings == [], (path, findings)
         assert model is not None

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from reconciler.distribution import DISTRIBUTION
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
 # Building the sdist and a wheel from it (isolated build environments) takes a minute or two.

@@ -1,7 +1,7 @@
 """render(): every managed target, byte for byte; ssl.conf accepted by the real nginx.
 
-Goldens live in tests/golden/; regenerate them with UPDATE_GOLDEN=1 and review the diff. They hold
-no key material: the PEM targets are compared with the inputs instead.
+Goldens live in tests/core/golden/; regenerate them with UPDATE_GOLDEN=1 and review the diff. They
+hold no key material: the PEM targets are compared with the inputs instead.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ import pytest
 from tests.helpers import REPO
 
 BIN = Path(sys.executable).parent
+LINTED = ("reconciler", "tests", "tests_host", "bench", "hooks")
 
 
 def _run(*argv: str) -> subprocess.CompletedProcess[str]:
@@ -18,12 +19,12 @@ def _run(*argv: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_ruff_check_passes() -> None:
-    result = _run(str(BIN / "ruff"), "check", "reconciler", "tests", "bench", "hooks")
+    result = _run(str(BIN / "ruff"), "check", *LINTED)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_ruff_format_is_clean() -> None:
-    result = _run(str(BIN / "ruff"), "format", "--check", "reconciler", "tests", "bench", "hooks")
+    result = _run(str(BIN / "ruff"), "format", "--check", *LINTED)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

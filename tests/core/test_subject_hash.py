@@ -16,7 +16,6 @@ import sys
 import textwrap
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -29,6 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from reconciler.core.subject_hash import certificate_subject, name_hash, subject_hash
+from tests.helpers import REPO
 
 ASN1 = _ASN1Type  # cryptography's only spelling of an explicit string type (NameAttribute _type)
 CN, ORG, OU, EMAIL = (
@@ -42,7 +42,6 @@ ISSUER = x509.Name([x509.NameAttribute(CN, "subject-hash test issuer")])
 PLACEHOLDER = x509.Name([x509.NameAttribute(CN, "subject-hash placeholder")])
 
 OpensslHash = Callable[[bytes], str | None]
-REPO = Path(__file__).resolve().parent.parent
 
 
 # -- certificates and the openssl oracle ---------------------------------------------------------
