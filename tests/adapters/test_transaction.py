@@ -6,10 +6,8 @@ import itertools
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -23,6 +21,7 @@ from tests.helpers.passes import (
     assert_one_key_pair,
     hook_runs,
     install_record_hook,
+    kill_an_apply_at_random,
     revision_of,
 )
 from tests.helpers.sandbox import Sandbox
@@ -117,23 +116,13 @@ def test_kill_9_at_random_moments_never_leaves_a_mixed_set(sandbox: Sandbox, pki
     states = [sandbox.targets()]
     rng = random.Random(1234)
     leaves = [pki.leaf, pki.leaf2]
-    env = {**os.environ, "RECONCILER_CONFIG": str(sandbox.write_config())}
     for attempt in range(8):
         sandbox.state.identity(pki, leaves[(attempt + 1) % 2])
         for n in rng.sample(range(30), 5):
             sandbox.state.profile(
                 f"relay-{n:02d}", f'url = "smtps://relay{n}-{attempt}.example.com"\n'
             )
-        process = subprocess.Popen(
-            [sys.executable, "-m", "reconciler", "apply"],
-            env=env,
-            cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        time.sleep(rng.uniform(0.15, 0.9))  # a random moment to kill at: the point of this test
-        process.send_signal(signal.SIGKILL)
-        process.wait()
+        kill_an_apply_at_random(sandbox, rng)
         sandbox.env["RECONCILER_TEST_CRASH_AT"] = "recovered"
         assert sandbox.run("apply").returncode == 86
         del sandbox.env["RECONCILER_TEST_CRASH_AT"]

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import cli
 from reconciler.audit import verify
 from tests.helpers import REPO
+from tests.helpers.cli import run_cli
 from tests.helpers.sandbox import Sandbox
 from tests.helpers.state import Pki
 
@@ -35,16 +35,6 @@ def run(
         cwd=REPO,
         errors="surrogateescape",
     )
-
-
-def run_in(
-    box: Sandbox, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str
-) -> tuple[int, str, str]:
-    box.write_config()
-    monkeypatch.setenv("RECONCILER_CONFIG", str(box.config))
-    code = cli.main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def no_traceback(result: subprocess.CompletedProcess[str]) -> None:
@@ -360,17 +350,17 @@ def test_audit_verify_after_retention_deleted_the_oldest_file(
                 assert log.rotate() is not None
     files = audit_files(path)
     assert len(files) == 3
-    code, out, err = run_in(sandbox, monkeypatch, capsys, "audit", "verify")
+    code, out, err = run_cli(sandbox, monkeypatch, capsys, "audit", "verify")
     assert code == 0, err
     assert "from seq 1, the log's beginning" in out
     files[0].unlink()  # logrotate's retention: the oldest rotated file goes first
-    code, out, err = run_in(sandbox, monkeypatch, capsys, "audit", "verify")
+    code, out, err = run_cli(sandbox, monkeypatch, capsys, "audit", "verify")
     assert code == 0, err
     assert "8 records in 2 file(s), from seq 5" in out
     assert "not the log's beginning" in out
     lines = files[1].read_text().splitlines()
     lines[1] = lines[1].replace("record 1", "record X")
     files[1].write_text("\n".join(lines) + "\n")
-    code, out, err = run_in(sandbox, monkeypatch, capsys, "audit", "verify")
+    code, out, err = run_cli(sandbox, monkeypatch, capsys, "audit", "verify")
     assert code == 1
     assert "hash mismatch" in err

@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import secrets
-import signal
 import subprocess
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO
 from tests.helpers.daemon import Daemon, wait_for
 from tests.helpers.gitops import ConfigMapVolume
 from tests.helpers.passes import (
@@ -24,7 +19,9 @@ from tests.helpers.passes import (
     assert_one_key_pair,
     hook_runs,
     install_record_hook,
+    kill_an_apply_at_random,
     revision_of,
+    secret_haystacks,
 )
 from tests.helpers.sandbox import Sandbox
 from tests.helpers.state import Pki
@@ -143,21 +140,6 @@ def test_a_rejected_credential_changes_nothing(sandbox: Sandbox, case: str) -> N
     assert re.search(r"profiles/relay\.toml(:\d+)?: password_file: ", shown), shown
 
 
-def _haystacks(sandbox: Sandbox, outputs: list[subprocess.CompletedProcess[str]]) -> dict[str, str]:
-    found = {f"output of {r.args[3:]}": r.stdout + r.stderr for r in outputs}
-    for path in sandbox.var.rglob("*"):
-        if not path.is_file():
-            continue
-        relative = path.relative_to(sandbox.var)
-        if relative.parts[0] in ("txn", "generations"):
-            # Staged targets and backups hold the copies by design (what a rollback restores):
-            # 0600 in 0700 directories, like key.pem's.
-            assert path.stat().st_mode & 0o077 == 0, path
-            continue
-        found[str(relative)] = path.read_text(errors="replace")
-    return found
-
-
 def test_a_credential_value_never_reaches_any_output(sandbox: Sandbox, tmp_path: Path) -> None:
     store = with_credentials(sandbox)
     first = dict(store.values)
@@ -197,7 +179,7 @@ def test_a_credential_value_never_reaches_any_output(sandbox: Sandbox, tmp_path:
         ("probe", "--json"),
     ):
         run(*args)
-    haystacks = _haystacks(sandbox, outputs)
+    haystacks = secret_haystacks(sandbox, outputs)
     assert any("hook.ran" in text for text in haystacks.values())
     values = {*first.values(), *store.values.values()} - {b""}
     for value in values:
@@ -294,21 +276,11 @@ def test_kill_9_at_random_moments_during_credential_rotations(sandbox: Sandbox, 
     assert sandbox.run("apply").returncode == 0
     versions = [dict(store.values)]
     rng = random.Random(18)
-    env = {**os.environ, "RECONCILER_CONFIG": str(sandbox.write_config())}
     for attempt in range(4):
         rotate(sandbox, store, pki, attempt)
         versions.append(dict(store.values))
         before = sandbox.targets()
-        process = subprocess.Popen(
-            [sys.executable, "-m", "reconciler", "apply"],
-            env=env,
-            cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        time.sleep(rng.uniform(0.15, 0.9))  # a random moment to kill at: the point of this test
-        process.send_signal(signal.SIGKILL)
-        process.wait()
+        kill_an_apply_at_random(sandbox, rng)
         assert_credential_is_one_of(sandbox, versions)
         sandbox.env["RECONCILER_TEST_CRASH_AT"] = "recovered"
         assert sandbox.run("apply").returncode == 86

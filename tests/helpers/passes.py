@@ -1,10 +1,17 @@
-"""What a pass did, seen from outside: hooks that record their runs, the audit log, the revision."""
+"""What a pass did, seen from outside: recording hooks, the audit log, kills, leaked secrets."""
 
 from __future__ import annotations
 
 import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+from tests.helpers import REPO
 from tests.helpers.sandbox import Sandbox
 
 #: Where RECONCILER_TEST_CRASH_AT can stop a pass dead, in the order a pass reaches them.
@@ -113,3 +120,37 @@ def assert_one_key_pair(box: Sandbox) -> None:
     assert (data / "tls.pem").read_bytes() == (data / "key.pem").read_bytes() + (
         data / "cert.pem"
     ).read_bytes()
+
+
+def kill_an_apply_at_random(box: Sandbox, rng: random.Random) -> None:
+    """`kill -9` of a real `reconciler apply` at a random moment of its pass."""
+    env = {**os.environ, "RECONCILER_CONFIG": str(box.write_config())}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "reconciler", "apply"],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(rng.uniform(0.15, 0.9))  # a random moment to kill at: the point of these tests
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
+def secret_haystacks(
+    box: Sandbox, outputs: list[subprocess.CompletedProcess[str]]
+) -> dict[str, str]:
+    """Where no secret may appear: every command's output and every file under var_dir, by name.
+
+    Staged targets and backups (txn/, generations/) hold the copies by design, being what a
+    rollback restores: they are left out, and must be 0600 in 0700 directories."""
+    found = {f"output of {r.args[3:]}": r.stdout + r.stderr for r in outputs}
+    for path in box.var.rglob("*"):
+        if not path.is_file():
+            continue
+        relative = path.relative_to(box.var)
+        if relative.parts[0] in ("txn", "generations"):
+            assert path.stat().st_mode & 0o077 == 0, path
+            continue
+        found[str(relative)] = path.read_text(errors="replace")
+    return found
