@@ -8,7 +8,7 @@ STATE and checks that the next good push applies; then one daemon goes through d
 a row and must apply the good push after each. Properties:
 no uncaught exception, exit codes only 0, 1 or 2, nothing written when the state is rejected,
 no key material in any output or in the audit log, every command back within its time limit,
-the audit chain intact. tests/test_fuzz.py runs a few hundred examples; this runs many more
+the audit chain intact. tests/e2e/test_fuzz.py runs a few hundred examples; this runs many more
 and reports how many ran and what was found.
 """
 
@@ -33,6 +33,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bench.workspace import gateway_toml
 from reconciler import cli, devpki
 
 EXIT_CODES = frozenset({0, 1, 2})
@@ -41,18 +42,7 @@ CLI_EVERY = 4
 """One example in this many runs its commands through `python -m reconciler` processes."""
 DAEMON_WAIT_S = 30.0
 
-GATEWAY = """\
-[identity]
-cert = "tls/cert.pem"
-key = "tls/key.pem"
-
-[console]
-https = true
-tls_policy = "intermediate"
-
-[smtp_inbound]
-tls = "optional"
-"""
+GATEWAY = gateway_toml().decode()
 
 
 @dataclass

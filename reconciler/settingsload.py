@@ -4,8 +4,9 @@
 every source and reports a bad setting in one line. `quick_state_paths` answers the two settings
 `validate` reads by the same precedence without importing pydantic-settings, which is a large
 part of a command's start-up, wherever it can be sure to give the same answer (a GitOps
-repository's CI: no settings file, no other setting in the environment); tests/test_settings.py
-pins it to `load_settings` across flags, variables and files. Importing this module is cheap.
+repository's CI: no settings file, no other setting in the environment);
+tests/adapters/test_settings.py pins it to `load_settings` across flags, variables and files.
+Importing this module is cheap.
 """
 
 from __future__ import annotations

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import subprocess
-import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from bench.workspace import gateway_toml
 from reconciler import devpki
-from tests.gitops import InPlaceCheckout
+from tests.helpers.gitops import InPlaceCheckout
 from tests_host.machine import Machine, booted, free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -44,22 +44,8 @@ class Host:
 
     def desired(self, leaf: devpki.Issued) -> dict[str, bytes]:
         """The whole desired state with `leaf` as the gateway's identity."""
-        gateway = textwrap.dedent(
-            """\
-            [identity]
-            cert = "tls/cert.pem"
-            key = "tls/key.pem"
-
-            [console]
-            https = true
-            tls_policy = "intermediate"
-
-            [smtp_inbound]
-            tls = "optional"
-            """
-        )
         return {
-            "gateway.toml": gateway.encode(),
+            "gateway.toml": gateway_toml(),
             "tls/cert.pem": self.pki.chain(leaf),
             "tls/key.pem": leaf.key_pem,
             "trust/partner-ca.pem": self.pki.partner_ca.cert_pem,

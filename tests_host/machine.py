@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.waiting import wait_for
+from tests.helpers.waiting import wait_for
 
 SUITE = "bookworm"
 PACKAGES = "systemd,systemd-sysv,dbus,python3,python3-venv,ca-certificates,nginx-light,openssl"

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from reconciler import devpki
-from tests.tls_servers import TlsServer, server_context
-from tests.waiting import wait_for
+from tests.helpers.tls import TlsServer, server_context
+from tests.helpers.waiting import wait_for
 from tests_host.conftest import WHEELHOUSE, Host
 
 pytestmark = pytest.mark.timeout(600)

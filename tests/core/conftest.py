@@ -1,0 +1,1 @@
+"""Fixtures for the pure core's tests: none of their own yet; they take values, and `pki`."""

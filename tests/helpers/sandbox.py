@@ -1,0 +1,122 @@
+"""Sandboxed installs for tests: ROOT, var and trust dirs, settings; a Debian trust store."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from reconciler.devpki import Issued
+from reconciler.settings import Settings
+from reconciler.settingsload import load_settings
+from reconciler.trustbackends import DebianTrustStore, trust_store_from_settings
+from tests.helpers import REPO
+from tests.helpers.state import StateDir
+
+
+@dataclass
+class Sandbox:
+    """An install base, var dir and trust dir under tmp_path, with a settings file for them."""
+
+    base: Path
+    state: StateDir
+    hooks: str = ""
+    extra: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+    root_dir: Path | None = None
+    """ROOT somewhere else than BASE/root (a small file system, say)."""
+    trust_settings: str | None = None
+    """Trust store settings instead of the default directory backend on BASE/trust."""
+
+    @property
+    def root(self) -> Path:
+        return self.root_dir or self.base / "root"
+
+    @property
+    def var(self) -> Path:
+        return self.base / "var"
+
+    @property
+    def trust_dir(self) -> Path:
+        return self.base / "trust"
+
+    @property
+    def config(self) -> Path:
+        return self.base / "reconciler.toml"
+
+    def write_config(self) -> Path:
+        trust = self.trust_settings or (
+            f'trust_store = "directory"\ntrust_dir = "{self.trust_dir}"\n'
+        )
+        self.config.write_text(
+            f'state_dir = "{self.state.path}"\n'
+            f'root = "{self.root}"\n'
+            f'var_dir = "{self.var}"\n'
+            f"{trust}"
+            "nginx_ssl_on = false\n"
+            'log_format = "json"\n'
+            f"{self.extra}\n{self.hooks}\n"
+        )
+        return self.config
+
+    def settings(self) -> Settings:
+        return load_settings(self.write_config())
+
+    def run(
+        self, *args: str, check: bool = False, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        """The real command line, in a child process."""
+        self.write_config()
+        env = {**os.environ, **self.env, "RECONCILER_CONFIG": str(self.config)}
+        return subprocess.run(
+            [sys.executable, "-m", "reconciler", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout,
+            check=check,
+            cwd=REPO,
+        )
+
+    def targets(self) -> dict[str, bytes]:
+        """Every file under ROOT and the trust dir: what a pass may change."""
+        found = {}
+        for top in (self.root, self.trust_dir):
+            for path in sorted(top.rglob("*")):
+                if path.is_file() or path.is_symlink():
+                    found[str(path.relative_to(self.base))] = (
+                        path.read_bytes() if path.is_file() else b"-> " + os.readlink(path).encode()
+                    )
+        return found
+
+
+@dataclass
+class DebianSandbox:
+    """update-ca-certificates pointed at temporary directories, with one 'system' CA."""
+
+    certsdir: Path
+    localdir: Path
+    etcdir: Path
+    hooksdir: Path
+    conf: Path
+    system_ca: Issued
+
+    @property
+    def argv(self) -> tuple[str, ...]:
+        return (
+            "update-ca-certificates",
+            # --certsconf: the script reads /etc/ca-certificates.conf unless told otherwise.
+            "--certsconf", str(self.conf),
+            "--certsdir", str(self.certsdir),
+            "--localcertsdir", str(self.localdir),
+            "--etccertsdir", str(self.etcdir),
+            "--hooksdir", str(self.hooksdir),
+        )  # fmt: skip
+
+    def store(self) -> DebianTrustStore:
+        settings = Settings(trust_store="debian", trust_dir=self.localdir, trust_refresh=self.argv)
+        store = trust_store_from_settings(settings)
+        assert isinstance(store, DebianTrustStore)
+        return store
