@@ -12,6 +12,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from reconciler import fsio
 from reconciler.core.plan import Plan
 from reconciler.core.render import Target
 from reconciler.credentials import ensure_credentials_dir
@@ -36,6 +37,9 @@ from reconciler.transaction import Transaction
 
 __all__ = ["Applied", "apply_plan", "complete", "roll_back"]
 
+TrustLinks = fsio.StatCache[frozenset[bytes]]
+"""What the trust store's hash links hold, cached by their stat key."""
+
 
 @dataclass(frozen=True, slots=True)
 class Applied:
@@ -49,9 +53,16 @@ class Applied:
 
 
 def apply_plan(
-    settings: Settings, recorder: Recorder, current: Plan, targets: Sequence[Target]
+    settings: Settings,
+    recorder: Recorder,
+    current: Plan,
+    targets: Sequence[Target],
+    *,
+    trust_links: TrustLinks | None = None,
 ) -> Applied:
-    """Apply `current`: every change in place and the services told, or none of it."""
+    """Apply `current`: every change in place and the services told, or none of it.
+
+    `trust_links`: the process's cache of the trust store's hash links (see observe.Caches)."""
     revision = current.revision
     recorder.record(
         PassStarted(revision=revision, kinds=tuple(current.kinds), changes=len(current.changes))
@@ -62,7 +73,7 @@ def apply_plan(
     except ApplyError as exc:
         return _failed(recorder, revision, str(exc))
     several = tuple(Path(t.path) for t in targets if t.kind == "trust" and len(t.certs) > 1)
-    return complete(settings, recorder, txn, current, several)
+    return complete(settings, recorder, txn, current, several, trust_links=trust_links)
 
 
 def complete(
@@ -71,6 +82,8 @@ def complete(
     txn: Transaction,
     current: Plan | None = None,
     several: Sequence[Path] | None = None,
+    *,
+    trust_links: TrustLinks | None = None,
 ) -> Applied:
     """From a prepared transaction (`current`: its plan, to swap) or a swapped one (a recovery,
     `current` None): swap, refresh, hooks, verification, then commit or roll back.
@@ -87,14 +100,16 @@ def complete(
             # One audit write for all of them: the records are durable before the hooks run.
             recorder.record_many([applied_change(journal.revision, c) for c in current.changes])
         if journal.trust_changed:
-            _refresh_trust(settings, journal, several)
+            _refresh_trust(settings, journal, several, trust_links)
         crashpoint("refreshed")
         _run_hooks(settings, recorder, journal, "apply", hooks)
         crashpoint("hooks-done")
         _verify(settings, journal)
     except (ApplyError, HookFailedError, VerificationError) as exc:
         hooks_ran = bool(hooks) or not isinstance(exc, ApplyError)
-        rollback_hooks = roll_back(settings, recorder, txn, hooks_ran=hooks_ran)
+        rollback_hooks = roll_back(
+            settings, recorder, txn, hooks_ran=hooks_ran, trust_links=trust_links
+        )
         failed = _failed(recorder, journal.revision, str(exc))
         return Applied(False, failed.reason, tuple(hooks + rollback_hooks))
     # Audited before the commit point: a crash in between re-runs the hooks, never loses them.
@@ -109,7 +124,12 @@ def complete(
 
 
 def roll_back(
-    settings: Settings, recorder: Recorder, txn: Transaction, *, hooks_ran: bool
+    settings: Settings,
+    recorder: Recorder,
+    txn: Transaction,
+    *,
+    hooks_ran: bool,
+    trust_links: TrustLinks | None = None,
 ) -> list[HookResult]:
     """Put the previous generation back and tell the services. The one cleanup path."""
     journal = txn.journal
@@ -125,7 +145,7 @@ def roll_back(
         from reconciler.trustbackends import trust_store_from_settings
 
         try:
-            trust_store_from_settings(settings).refresh(removed=True)
+            trust_store_from_settings(settings, trust_links).refresh(removed=True)
         except ApplyError as exc:
             reason = f"trust refresh during rollback: {exc}"
             recorder.record(Notice(revision=journal.revision, reason=reason))
@@ -145,10 +165,15 @@ def _failed(recorder: Recorder, revision: str, reason: str) -> Applied:
     return Applied(False, reason)
 
 
-def _refresh_trust(settings: Settings, journal: Journal, several: Sequence[Path] | None) -> None:
+def _refresh_trust(
+    settings: Settings,
+    journal: Journal,
+    several: Sequence[Path] | None,
+    trust_links: TrustLinks | None,
+) -> None:
     from reconciler.trustbackends import trust_store_from_settings
 
-    store = trust_store_from_settings(settings)
+    store = trust_store_from_settings(settings, trust_links)
     store.refresh(removed=journal.trust_removed, several=several)
     written = [Path(e.path) for e in journal.entries if e.kind == "trust" and e.staged]
     missing = store.missing_files_after_refresh(written)

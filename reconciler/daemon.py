@@ -46,7 +46,7 @@ from reconciler.core.schedule import Backoff, Trigger, next_action
 from reconciler.errors import LockHeldError, ReconcilerError
 from reconciler.events import Recorder
 from reconciler.logging import configure_logging, get_logger
-from reconciler.observe import ObservationCache, TargetEvents
+from reconciler.observe import Caches, TargetEvents
 from reconciler.reconcile import Hints, PassMemory, PassResult, Tools, reconcile, state_key
 from reconciler.rootlock import RootLock
 from reconciler.service import Liveness, PassReporter, Services, SystemdNotifier
@@ -79,7 +79,7 @@ class Daemon:
     ) -> None:
         self.settings = settings
         self._flags = (config, state, root)
-        self._tools = Tools(_open_recorder(settings), ObservationCache())
+        self._tools = Tools(_open_recorder(settings), Caches())
         self._lock = RootLock(settings.var_dir)
         self._memory = PassMemory()
         self._wakeup = Wakeup()
@@ -284,7 +284,7 @@ class Daemon:
         previous = self._tools.recorder
         self.settings = settings
         configure_logging(settings.log_format)
-        self._tools = Tools(recorder, self._tools.cache)
+        self._tools = Tools(recorder, self._tools.caches)
         previous.close()
         self._lock = RootLock(settings.var_dir)
         # What was reported stays reported across a reload; nothing else the passes knew holds.

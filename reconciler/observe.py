@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from reconciler import fsio
@@ -14,7 +14,7 @@ from reconciler.core.plan import Observed, digest
 from reconciler.core.render import Layout, Target
 from reconciler.credentials import leftover_kind, managed_credentials
 
-__all__ = ["ObservationCache", "Observations", "TargetEvents"]
+__all__ = ["Caches", "ObservationCache", "Observations", "TargetEvents"]
 
 
 class ObservationCache:
@@ -46,6 +46,19 @@ class ObservationCache:
         seen = Observed(kind, digest(content), info.st_mode & 0o7777, info.st_gid)
         self._files.put(path, info, seen, read_at)
         return seen
+
+
+@dataclass(frozen=True, slots=True)
+class Caches:
+    """Every file cache a process keeps between its passes, handed to each pass as one object.
+
+    Each trusts what it read from a file while the file's stat key holds, so files nobody
+    touched are not read again: the targets, and the trust store's hash links (the directory
+    backend proves a refresh by reading them).
+    """
+
+    targets: ObservationCache = field(default_factory=ObservationCache)
+    trust_links: fsio.StatCache[frozenset[bytes]] = field(default_factory=fsio.StatCache)
 
 
 @dataclass(frozen=True, slots=True)

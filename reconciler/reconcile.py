@@ -25,7 +25,7 @@ from reconciler.credentials import credentials_dir
 from reconciler.events import Notice, Recorder, RecoveryCompleted, StateRejected, StateWarning
 from reconciler.hooks import HookResult
 from reconciler.logging import get_logger
-from reconciler.observe import ObservationCache, Observations, TargetEvents
+from reconciler.observe import Caches, Observations, TargetEvents
 from reconciler.planning import Planned, make_plan
 from reconciler.rootlock import crashpoint
 from reconciler.settings import Settings
@@ -91,10 +91,10 @@ class Hints:
 
 @dataclass(frozen=True, slots=True)
 class Tools:
-    """The pass's long-lived collaborators: where its events go, and what it caches."""
+    """The pass's long-lived collaborators: where its events go, and the process's caches."""
 
     recorder: Recorder
-    cache: ObservationCache = field(default_factory=ObservationCache)
+    caches: Caches = field(default_factory=Caches)
 
 
 def reconcile(
@@ -106,13 +106,14 @@ def reconcile(
     must hear that the interrupted pass was undone.
     """
     reported = set(memory.reported)
-    recovered, memory = _recover(settings, memory, hints, tools.recorder)
+    recovered, memory = _recover(settings, memory, hints, tools)
     if recovered is not None:
         log.warning("recovery.result", outcome=recovered.outcome, reason=recovered.reason)
     crashpoint("recovered")
     prior = memory.observations if hints.undisturbed else None
-    planned = make_plan(settings, hints.now, cache=tools.cache, prior=prior, events=hints.events)
-    result = _decide(settings, planned, tools.recorder, reported)
+    caches = tools.caches
+    planned = make_plan(settings, hints.now, cache=caches.targets, prior=prior, events=hints.events)
+    result = _decide(settings, planned, tools, reported)
     observations = None
     if planned.observations is not None:
         # What this pass wrote (or put back) is looked at again, whatever its events do.
@@ -140,9 +141,10 @@ def state_key(revision: str, content_digest: str) -> str:
 
 
 def _recover(
-    settings: Settings, memory: PassMemory, hints: Hints, recorder: Recorder
+    settings: Settings, memory: PassMemory, hints: Hints, tools: Tools
 ) -> tuple[PassResult | None, PassMemory]:
     """Resolve an interrupted pass (see transaction's docstring)."""
+    recorder, links = tools.recorder, tools.caches.trust_links
     var_dir = settings.var_dir
     txn = Transaction.load(var_dir)
     removed: list[Path] = []
@@ -166,12 +168,12 @@ def _recover(
         reason = "interrupted before its files were all in place; undone"
         result = PassResult(Outcome.FAILED, revision, reason=reason)
     elif journal.phase == "swapped":
-        applied = complete(settings, recorder, txn)
+        applied = complete(settings, recorder, txn, trust_links=links)
         _note_attempt(settings, revision, applied, len(journal.entries))
         action = "completed" if applied.ok else "rolled-back"
         result = _result_of(applied, revision, None)
     else:
-        hooks = roll_back(settings, recorder, txn, hooks_ran=True)
+        hooks = roll_back(settings, recorder, txn, hooks_ran=True, trust_links=links)
         action = "rolled-back"
         reason = "interrupted during rollback; rolled back"
         result = PassResult(Outcome.FAILED, revision, reason=reason, hooks=tuple(hooks))
@@ -183,12 +185,13 @@ def _recover(
 
 
 def _decide(
-    settings: Settings, planned: Planned, recorder: Recorder, reported: set[Hashable]
+    settings: Settings, planned: Planned, tools: Tools, reported: set[Hashable]
 ) -> PassResult:
     """What the pass does with what it planned: defer, reject, nothing, hold, or apply."""
     evaluation = planned.evaluation
     revision = planned.revision
     var_dir = settings.var_dir
+    recorder = tools.recorder
     if planned.in_transit:
         # Being swapped as we read it: not a rejection; the next read will see it whole.
         return PassResult(
@@ -224,7 +227,8 @@ def _decide(
         return PassResult(
             Outcome.SUSPENDED, revision, current, evaluation.findings, reason="suspended"
         )
-    applied = apply_plan(settings, recorder, current, planned.targets)
+    links = tools.caches.trust_links
+    applied = apply_plan(settings, recorder, current, planned.targets, trust_links=links)
     _note_attempt(settings, revision, applied, len(current.changes))
     if applied.ok:
         _remember(settings, revision, planned.targets, None)

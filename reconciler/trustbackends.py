@@ -5,12 +5,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from reconciler.certfiles import pem_cert_digests
 from reconciler.errors import ApplyError
 from reconciler.settings import Settings
 from reconciler.trustdirectory import DirectoryTrustStore
 from reconciler.truststore import UPDATE_CA_CERTIFICATES, TrustStore
+
+if TYPE_CHECKING:
+    from reconciler.fsio import StatCache
 
 DEFAULT_DEBIAN_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 DEFAULT_RHEL_BUNDLE = Path("/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem")
@@ -45,15 +49,20 @@ class RhelTrustStore(_BundleTrustStore):
     bundle: Path = DEFAULT_RHEL_BUNDLE
 
 
-def trust_store_from_settings(settings: Settings) -> TrustStore:
-    """The backend the settings choose, with their directory, refresh command and prefix."""
+def trust_store_from_settings(
+    settings: Settings, link_cache: StatCache[frozenset[bytes]] | None = None
+) -> TrustStore:
+    """The backend the settings choose, with their directory, refresh command and prefix;
+    `link_cache`: the directory backend's cache of what its hash links hold (see Caches)."""
     argv = settings.trust_refresh_argv
     trust_dir, prefix = settings.trust_path, settings.trust_prefix
     if settings.trust_store == "debian":
         return DebianTrustStore(trust_dir, prefix, argv, bundle=_debian_bundle(argv))
     if settings.trust_store == "rhel":
         return RhelTrustStore(trust_dir, prefix, argv)
-    return DirectoryTrustStore(trust_dir, prefix, argv)
+    if link_cache is None:
+        return DirectoryTrustStore(trust_dir, prefix, argv)
+    return DirectoryTrustStore(trust_dir, prefix, argv, link_cache)
 
 
 def _debian_bundle(argv: Sequence[str]) -> Path:

@@ -6,7 +6,7 @@ import hashlib
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from reconciler import fsio
@@ -31,6 +31,10 @@ class DirectoryTrustStore(TrustStore):
     `openssl rehash` skips a file holding more than one certificate (with a warning and exit 0),
     so a multi-certificate entry is reported missing here rather than silently not trusted.
     """
+
+    link_cache: fsio.StatCache[frozenset[bytes]] = field(default_factory=fsio.StatCache)
+    """The certificate digests behind each hash link, by the link's stat key. A daemon hands
+    every pass the same one, so proving a refresh reads only the links that changed."""
 
     def refresh(
         self, removed: bool, timeout_s: float = 120, several: Sequence[Path] | None = None
@@ -153,7 +157,7 @@ class DirectoryTrustStore(TrustStore):
                 # Through the link: a re-pointed link shows a different inode, so the cache
                 # never answers for the wrong certificate.
                 info = os.stat(entry.path)
-                cached = _LINK_DIGESTS.get(entry.path, info)
+                cached = self.link_cache.get(entry.path, info)
                 if cached is not None:
                     present |= cached
                     continue
@@ -162,11 +166,6 @@ class DirectoryTrustStore(TrustStore):
             except OSError:
                 continue  # a dangling link trusts nothing: its certificate counts as missing
             digests = frozenset(pem_cert_digests(data))
-            _LINK_DIGESTS.put(entry.path, info, digests, read_at)
+            self.link_cache.put(entry.path, info, digests, read_at)
             present |= digests
         return present
-
-
-# Proving a refresh reads every hash link in the directory; in a daemon, only the links to files
-# that changed since the last pass need reading again.
-_LINK_DIGESTS: fsio.StatCache[frozenset[bytes]] = fsio.StatCache()
