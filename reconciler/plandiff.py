@@ -14,12 +14,11 @@ import os
 from collections.abc import Sequence
 
 from reconciler.core.certificates import cert_info
-from reconciler.core.pem import PemError, parse_pem
+from reconciler.core.pem import CERT_LABELS, PemError, parse_pem
 from reconciler.core.plan import Change, Plan
 from reconciler.core.secret import KEY_MARKER
 from reconciler.findings import clean
 
-_CERT_LABELS = frozenset({"CERTIFICATE", "X509 CERTIFICATE", "X.509 CERTIFICATE"})
 _READ_LIMIT = 1024 * 1024 + 1
 _KEY_MARKER_BYTES = KEY_MARKER.encode("ascii")
 
@@ -66,7 +65,7 @@ def _cert_lines(content: bytes) -> list[str] | None:
         blocks = parse_pem(content)
     except PemError:
         return None
-    if not blocks or any(b.label not in _CERT_LABELS for b in blocks):
+    if not blocks or any(b.label not in CERT_LABELS for b in blocks):
         return None
     lines: list[str] = []
     for block in blocks:

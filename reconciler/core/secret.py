@@ -51,6 +51,3 @@ class SecretBytes:
 
     def __reduce__(self) -> tuple[object, ...]:
         raise TypeError("SecretBytes cannot be pickled")
-
-
-REDACTED_KEY = "[private key redacted]"
