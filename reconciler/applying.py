@@ -110,8 +110,7 @@ def complete(
         rollback_hooks = roll_back(
             settings, recorder, txn, hooks_ran=hooks_ran, trust_links=trust_links
         )
-        failed = _failed(recorder, journal.revision, str(exc))
-        return Applied(False, failed.reason, tuple(hooks + rollback_hooks))
+        return _failed(recorder, journal.revision, str(exc), (*hooks, *rollback_hooks))
     # Audited before the commit point: a crash in between re-runs the hooks, never loses them.
     recorder.record(
         PassSucceeded(
@@ -160,9 +159,11 @@ def roll_back(
     return hooks
 
 
-def _failed(recorder: Recorder, revision: str, reason: str) -> Applied:
+def _failed(
+    recorder: Recorder, revision: str, reason: str, hooks: tuple[HookResult, ...] = ()
+) -> Applied:
     recorder.record(PassFailed(revision=revision, reason=reason))
-    return Applied(False, reason)
+    return Applied(False, reason, hooks)
 
 
 def _refresh_trust(

@@ -175,15 +175,12 @@ class Daemon:
             return
         if action.kind == "check":
             self._pending.take()
-            revision = self._peek_revision()
+            revision = peek_state(self.settings)
             if backoff.holds(revision, now):
                 log.debug("pass.held_back", revision=revision, retry_in_s=_retry_in(backoff, now))
                 return
         assert action.trigger is not None
         self._cycle(action.trigger)
-
-    def _peek_revision(self) -> str | None:
-        return peek_state(self.settings)
 
     def _stopping(self) -> bool:
         return self._signals is not None and self._signals.stopping
@@ -210,7 +207,7 @@ class Daemon:
             return
         self._resync_at = ended + self.settings.resync_interval_s
         if result is None:
-            revision = self._peek_revision()
+            revision = peek_state(self.settings)
             cap = self.settings.resync_interval_s
             self._memory = self._memory.after_error(revision, ended, cap)
             retry_in = _retry_in(self._memory.backoff, ended)
