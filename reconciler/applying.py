@@ -12,7 +12,6 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from reconciler import fsio
 from reconciler.core.plan import Plan
 from reconciler.core.render import Target
 from reconciler.credentials import ensure_credentials_dir
@@ -34,11 +33,9 @@ from reconciler.rootlock import crashpoint
 from reconciler.settings import Settings
 from reconciler.staging import ensure_target_dirs
 from reconciler.transaction import Transaction
+from reconciler.trustdirectory import TrustLinks
 
 __all__ = ["Applied", "apply_plan", "complete", "roll_back"]
-
-TrustLinks = fsio.StatCache[frozenset[bytes]]
-"""What the trust store's hash links hold, cached by their stat key."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -189,12 +189,12 @@ class Daemon:
         """One pass: run it under the lock, keep its memory, report. Never raises for bad input
         or a failing pass."""
         self._pending.take()
-        hints = Hints(events=self._target_events(trigger))
+        events = self._target_events(trigger)
         started = time.monotonic()
         self._liveness.pass_started(started)
         result: PassResult | None = None
         try:
-            result = self._locked_pass(hints)
+            result = self._locked_pass(events)
         except ReconcilerError as exc:
             log.error("pass.error", trigger=trigger, error=str(exc))
         except Exception as exc:
@@ -241,12 +241,12 @@ class Daemon:
             return None
         return TargetEvents(steady, touched)
 
-    def _locked_pass(self, hints: Hints) -> PassResult | None:
+    def _locked_pass(self, events: TargetEvents | None) -> PassResult | None:
         """One pass under the ROOT lock; None when stopping while another process held it."""
         with lock_for_pass(self._lock, self._stopping) as held:
             if not held:
                 return None
-            hints = Hints(events=hints.events, undisturbed=self._lock.undisturbed)
+            hints = Hints(events=events, undisturbed=self._lock.undisturbed)
             result, self._memory = reconcile(self.settings, self._memory, hints, self._tools)
         return result
 

@@ -13,6 +13,7 @@ from reconciler.core.desired import Kind
 from reconciler.core.plan import Observed, digest
 from reconciler.core.render import Layout, Target
 from reconciler.credentials import leftover_kind, managed_credentials
+from reconciler.trustdirectory import TrustLinks
 
 __all__ = ["Caches", "ObservationCache", "Observations", "TargetEvents"]
 
@@ -58,7 +59,7 @@ class Caches:
     """
 
     targets: ObservationCache = field(default_factory=ObservationCache)
-    trust_links: fsio.StatCache[frozenset[bytes]] = field(default_factory=fsio.StatCache)
+    trust_links: TrustLinks = field(default_factory=TrustLinks)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 from pathlib import Path
 
 from reconciler import fsio, records
@@ -85,8 +84,6 @@ class Hints:
     """What the daemon's watches saw at the targets since the previous pass began."""
     undisturbed: bool = False
     """The ROOT lock says no other process held it since our previous pass (see RootLock)."""
-    now: datetime | None = None
-    """The time certificates are judged at (default: now)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +109,7 @@ def reconcile(
     crashpoint("recovered")
     prior = memory.observations if hints.undisturbed else None
     caches = tools.caches
-    planned = make_plan(settings, hints.now, cache=caches.targets, prior=prior, events=hints.events)
+    planned = make_plan(settings, cache=caches.targets, prior=prior, events=hints.events)
     result = _decide(settings, planned, tools, reported)
     observations = None
     if planned.observations is not None:

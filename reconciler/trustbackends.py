@@ -5,16 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from reconciler.certfiles import pem_cert_digests
 from reconciler.errors import ApplyError
 from reconciler.settings import Settings
-from reconciler.trustdirectory import DirectoryTrustStore
+from reconciler.trustdirectory import DirectoryTrustStore, TrustLinks
 from reconciler.truststore import UPDATE_CA_CERTIFICATES, TrustStore
-
-if TYPE_CHECKING:
-    from reconciler.fsio import StatCache
 
 DEFAULT_DEBIAN_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 DEFAULT_RHEL_BUNDLE = Path("/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem")
@@ -50,7 +46,7 @@ class RhelTrustStore(_BundleTrustStore):
 
 
 def trust_store_from_settings(
-    settings: Settings, link_cache: StatCache[frozenset[bytes]] | None = None
+    settings: Settings, link_cache: TrustLinks | None = None
 ) -> TrustStore:
     """The backend the settings choose, with their directory, refresh command and prefix;
     `link_cache`: the directory backend's cache of what its hash links hold (see Caches)."""

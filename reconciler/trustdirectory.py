@@ -15,6 +15,9 @@ from reconciler.core.subject_hash import subject_hash
 from reconciler.errors import ApplyError
 from reconciler.truststore import RefreshResult, TrustStore
 
+TrustLinks = fsio.StatCache[frozenset[bytes]]
+"""The certificate digests behind each hash link, cached by the link's stat key."""
+
 # What `openssl rehash` names its links: the subject hash, a dot, a collision counter.
 _HASH_LINK_RE = re.compile(r"^[0-9a-f]{8}\.[0-9]+$")
 # Up to this many written entries, the proof looks up each one's links by subject hash; beyond,
@@ -32,7 +35,7 @@ class DirectoryTrustStore(TrustStore):
     so a multi-certificate entry is reported missing here rather than silently not trusted.
     """
 
-    link_cache: fsio.StatCache[frozenset[bytes]] = field(default_factory=fsio.StatCache)
+    link_cache: TrustLinks = field(default_factory=TrustLinks)
     """The certificate digests behind each hash link, by the link's stat key. A daemon hands
     every pass the same one, so proving a refresh reads only the links that changed."""
 
