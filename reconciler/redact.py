@@ -138,7 +138,7 @@ def _remember_key(pem: bytes) -> None:
             der = base64.b64decode(body + b"=" * (-len(body) % 4))
         except (binascii.Error, ValueError):
             continue
-        found_hex.extend(_private_numbers(der))
+        found_hex.extend(_private_numbers(match.group(1).decode("ascii").upper(), der))
     with _lock:
         for item in found_b64:
             if len(item) >= _MIN_B64_RUN:
@@ -153,11 +153,17 @@ def _remember_key(pem: bytes) -> None:
         _rebuild()
 
 
-def _private_numbers(der: bytes) -> list[str]:
+def _private_numbers(label: str, der: bytes) -> list[str]:
     """Hex of a DER private key's secret numbers (RSA d, p, q, dp, dq, qinv; EC/EdDSA scalar)."""
     from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa, x448, x25519
+    from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa, x448, x25519
 
+    from reconciler.core.key_algorithm import dsa_private_value
+
+    # A DSA key is read without cryptography, which deprecates DSA (and warns on loading one).
+    x = dsa_private_value(label, der)
+    if x is not None:
+        return _hex_numbers([x])
     try:
         key = serialization.load_der_private_key(der, password=None)
     except Exception:  # an unreadable key still has its base64 remembered
@@ -169,8 +175,6 @@ def _private_numbers(der: bytes) -> list[str]:
         numbers = [n.d, n.p, n.q, n.dmp1, n.dmq1, n.iqmp]
     elif isinstance(key, ec.EllipticCurvePrivateKey):
         numbers = [key.private_numbers().private_value]
-    elif isinstance(key, dsa.DSAPrivateKey):
-        numbers = [key.private_numbers().x]
     elif isinstance(
         key,
         ed25519.Ed25519PrivateKey
@@ -185,9 +189,12 @@ def _private_numbers(der: bytes) -> list[str]:
                 serialization.NoEncryption(),
             )
         ]
+    return _hex_numbers(numbers) + [item.hex() for item in raw]
+
+
+def _hex_numbers(numbers: list[int]) -> list[str]:
     out = [format(value, "x") for value in numbers if value > 0]
-    out = [("0" + item) if len(item) % 2 else item for item in out]
-    return out + [item.hex() for item in raw]
+    return [("0" + item) if len(item) % 2 else item for item in out]
 
 
 def remember_secret(value: bytes) -> None:

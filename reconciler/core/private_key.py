@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from reconciler.core.certificates import CRYPTO_ERRORS
 from reconciler.core.collect import Findings
+from reconciler.core.key_algorithm import EC, RSA, key_algorithm
 from reconciler.core.pem import PemBlock, PemError, encode_pem, parse_pem
 from reconciler.core.secret import SecretBytes, is_key_label
 
@@ -23,6 +24,15 @@ def read_key(
     block = _key_block(key_data, file, out)
     if block is None:
         return None
+    # Decided by type before loading: only RSA and EC keys reach cryptography. Ed25519/Ed448
+    # (and X25519/X448) are not accepted by common TLS clients for server certificates, so the
+    # digital ID would not work as both server and client; DSA is gone from TLS 1.3.
+    algorithm = key_algorithm(block.label, block.der)
+    if algorithm is not None and algorithm not in (RSA, EC):
+        out.error(
+            file, KEY_FIELD, f"{algorithm} keys are not allowed; {_KEY_ADVICE}", rule="key-type"
+        )
+        return None
     canonical = encode_pem(block.label, block.der)
     try:
         private_key = serialization.load_pem_private_key(canonical, password=None)
@@ -35,9 +45,6 @@ def read_key(
             "private key",
             rule="key-unreadable",
         )
-        return None
-    if isinstance(private_key, dsa.DSAPrivateKey):
-        out.error(file, KEY_FIELD, f"DSA keys are not allowed; {_KEY_ADVICE}", rule="key-type")
         return None
     if isinstance(private_key, rsa.RSAPrivateKey):
         if private_key.key_size < MIN_RSA_BITS:
@@ -61,10 +68,9 @@ def read_key(
             )
             return None
         return SecretBytes(canonical), private_key
-    # Ed25519/Ed448 (and X25519/X448) are not accepted by common TLS clients for server
-    # certificates, so the digital ID would not work as both server and client.
-    kind = type(private_key).__name__.removeprefix("_").removesuffix("PrivateKey") or "unknown"
-    out.error(file, KEY_FIELD, f"unsupported key type {kind}; {_KEY_ADVICE}", rule="key-type")
+    # The label or OID said RSA or EC and the DER loaded as something else.
+    kind = type(private_key).__name__.removesuffix("PrivateKey") or "unknown"
+    out.error(file, KEY_FIELD, f"{kind} keys are not allowed; {_KEY_ADVICE}", rule="key-type")
     return None
 
 

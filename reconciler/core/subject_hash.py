@@ -29,23 +29,11 @@ from __future__ import annotations
 
 import hashlib
 
-# Not typing.TYPE_CHECKING: importing `typing` costs more than this module (mypy reads any
-# constant of that name as True).
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from collections.abc import Iterator
+from reconciler.core import der
 
 __all__ = ["certificate_subject", "name_hash", "subject_hash"]
 
-_UNIVERSAL = 0x00
-_CONTEXT = 0x80
-
-_BIT_STRING = 3
-_OBJECT_IDENTIFIER = 6
-_INTEGER = 2
 _UTF8_STRING = 12
-_SEQUENCE = 16
-_SET = 17
 _NUMERIC_STRING = 18
 _PRINTABLE_STRING = 19
 _T61_STRING = 20
@@ -57,7 +45,7 @@ _BMP_STRING = 30
 # MSTRING mask mapped through `ASN1_tag2bit()`, whose table files 7-9, 11, 13-15 and 29 under
 # B_ASN1_UNKNOWN (which the mask includes). Any other tag makes the whole certificate unreadable.
 _ACCEPTED_VALUE_TAGS = frozenset(
-    {_BIT_STRING, 7, 8, 9, 11, _UTF8_STRING, 13, 14, 15, _SEQUENCE, _NUMERIC_STRING}
+    {der.BIT_STRING, 7, 8, 9, 11, _UTF8_STRING, 13, 14, 15, der.SEQUENCE, _NUMERIC_STRING}
     | {_PRINTABLE_STRING, _T61_STRING, _IA5_STRING, _UNIVERSAL_STRING, 29, _BMP_STRING}
 )
 
@@ -70,25 +58,6 @@ _SURROGATES = range(0xD800, 0xE000)
 _MAX_CODE_POINT = 0x10FFFF
 
 
-class _Tlv:
-    """One DER element located in a buffer: identifier fields and the offsets that bound it.
-
-    A plain class, not a NamedTuple or dataclass: importing `typing` or `dataclasses` would
-    cost more than this module, in the benchmark helper that starts for every trust refresh."""
-
-    __slots__ = ("body", "constructed", "end", "number", "start", "tag_class")
-
-    def __init__(
-        self, tag_class: int, constructed: bool, number: int, start: int, body: int, end: int
-    ) -> None:
-        self.tag_class = tag_class
-        self.constructed = constructed
-        self.number = number
-        self.start = start
-        self.body = body
-        self.end = end
-
-
 def certificate_subject(cert_der: bytes) -> bytes:
     """The DER of the subject Name of an X.509 certificate, as encoded in the certificate.
 
@@ -96,23 +65,23 @@ def certificate_subject(cert_der: bytes) -> bytes:
     version, serialNumber, signature, issuer, validity); raises ValueError when it is malformed.
     """
     data = bytes(cert_der)
-    cert = _read(data, 0, len(data))
-    _expect(cert, _SEQUENCE, "Certificate")
+    cert = der.read(data, 0, len(data))
+    der.expect(cert, der.SEQUENCE, "Certificate")
     if cert.end != len(data):
         raise ValueError("trailing bytes after the Certificate")
-    tbs = _read(data, cert.body, cert.end)
-    _expect(tbs, _SEQUENCE, "tbsCertificate")
-    fields = _elements(data, tbs.body, tbs.end)
-    element = _next(fields, "serialNumber")
-    if element.tag_class == _CONTEXT and element.number == 0:
+    tbs = der.read(data, cert.body, cert.end)
+    der.expect(tbs, der.SEQUENCE, "tbsCertificate")
+    fields = der.elements(data, tbs.body, tbs.end)
+    element = der.next_element(fields, "serialNumber")
+    if element.tag_class == der.CONTEXT and element.number == 0:
         if not element.constructed:
             raise ValueError("tbsCertificate version: the [0] tag must be constructed")
-        element = _next(fields, "serialNumber")
-    _expect(element, _INTEGER, "serialNumber", constructed=False)
+        element = der.next_element(fields, "serialNumber")
+    der.expect(element, der.INTEGER, "serialNumber", constructed=False)
     for field in ("signature", "issuer", "validity"):
-        _expect(_next(fields, field), _SEQUENCE, field)
-    subject = _next(fields, "subject")
-    _expect(subject, _SEQUENCE, "subject")
+        der.expect(der.next_element(fields, field), der.SEQUENCE, field)
+    subject = der.next_element(fields, "subject")
+    der.expect(subject, der.SEQUENCE, "subject")
     return data[subject.start : subject.end]
 
 
@@ -131,46 +100,46 @@ def subject_hash(cert_der: bytes) -> str:
 
 
 def _canonical_name(data: bytes) -> bytes:
-    name = _read(data, 0, len(data))
-    _expect(name, _SEQUENCE, "Name")
+    name = der.read(data, 0, len(data))
+    der.expect(name, der.SEQUENCE, "Name")
     if name.end != len(data):
         raise ValueError("trailing bytes after the Name")
     rdns: list[bytes] = []
-    for rdn in _elements(data, name.body, name.end):
-        _expect(rdn, _SET, "RelativeDistinguishedName")
+    for rdn in der.elements(data, name.body, name.end):
+        der.expect(rdn, der.SET, "RelativeDistinguishedName")
         # DER orders a SET OF by the members' encodings; OpenSSL's encoder sorts the canonical
         # members, so the order in the certificate does not matter.
         members = sorted(
-            _canonical_attribute(data, atv) for atv in _elements(data, rdn.body, rdn.end)
+            _canonical_attribute(data, atv) for atv in der.elements(data, rdn.body, rdn.end)
         )
         # OpenSSL keeps a flat list of entries tagged with their RDN's index: an empty SET
         # leaves no entry behind, so it vanishes from the canonical form.
         if members:
-            rdns.append(_encode(_SET, b"".join(members), constructed=True))
+            rdns.append(der.encode(der.SET, b"".join(members), constructed=True))
     return b"".join(rdns)
 
 
-def _canonical_attribute(data: bytes, atv: _Tlv) -> bytes:
-    _expect(atv, _SEQUENCE, "AttributeTypeAndValue")
-    parts = _elements(data, atv.body, atv.end)
-    oid = _next(parts, "attribute type")
-    value = _next(parts, "attribute value")
+def _canonical_attribute(data: bytes, atv: der.Tlv) -> bytes:
+    der.expect(atv, der.SEQUENCE, "AttributeTypeAndValue")
+    parts = der.elements(data, atv.body, atv.end)
+    oid = der.next_element(parts, "attribute type")
+    value = der.next_element(parts, "attribute value")
     if next(parts, None) is not None:
         raise ValueError("AttributeTypeAndValue has more than a type and a value")
-    _expect(oid, _OBJECT_IDENTIFIER, "attribute type", constructed=False)
+    der.expect(oid, der.OBJECT_IDENTIFIER, "attribute type", constructed=False)
     oid_content = data[oid.body : oid.end]
     _check_oid(oid_content)
-    encoded = _encode(_OBJECT_IDENTIFIER, oid_content) + _canonical_value(data, value)
-    return _encode(_SEQUENCE, encoded, constructed=True)
+    encoded = der.encode(der.OBJECT_IDENTIFIER, oid_content) + _canonical_value(data, value)
+    return der.encode(der.SEQUENCE, encoded, constructed=True)
 
 
-def _canonical_value(data: bytes, value: _Tlv) -> bytes:
-    if value.tag_class != _UNIVERSAL or value.number not in _ACCEPTED_VALUE_TAGS:
+def _canonical_value(data: bytes, value: der.Tlv) -> bytes:
+    if value.tag_class != der.UNIVERSAL or value.number not in _ACCEPTED_VALUE_TAGS:
         raise ValueError(
             f"attribute value has tag class {value.tag_class:#x} number {value.number}, "
             "which OpenSSL does not accept in a Name"
         )
-    if value.number == _SEQUENCE:
+    if value.number == der.SEQUENCE:
         if not value.constructed:
             raise ValueError("attribute value: a SEQUENCE must be constructed")
         # OpenSSL keeps a SEQUENCE value as its original bytes, header included.
@@ -180,10 +149,10 @@ def _canonical_value(data: bytes, value: _Tlv) -> bytes:
     content = data[value.body : value.end]
     text = _decode_text(value.number, content)
     if text is not None:
-        return _encode(_UTF8_STRING, _fold(text.encode("utf-8")))
-    if value.number == _BIT_STRING:
+        return der.encode(_UTF8_STRING, _fold(text.encode("utf-8")))
+    if value.number == der.BIT_STRING:
         content = _decoded_bit_string(content)
-    return _encode(value.number, content)
+    return der.encode(value.number, content)
 
 
 def _decode_text(number: int, content: bytes) -> str | None:
@@ -226,7 +195,7 @@ def _fold(utf8: bytes) -> bytes:
 
 
 def _decoded_bit_string(content: bytes) -> bytes:
-    # c2i_ASN1_BIT_STRING keeps the unused-bits count and masks those bits off the last byte;
+    # c2i_ASN1der.BIT_STRING keeps the unused-bits count and masks those bits off the last byte;
     # an empty bit string is re-encoded with a count of 0 whatever the input said.
     if not content:
         raise ValueError("attribute value: BIT STRING has no unused-bits octet")
@@ -246,77 +215,3 @@ def _check_oid(content: bytes) -> None:
     for index, octet in enumerate(content):
         if octet == 0x80 and (index == 0 or not content[index - 1] & 0x80):
             raise ValueError("attribute type: OBJECT IDENTIFIER has a padded subidentifier")
-
-
-def _read(data: bytes, pos: int, end: int) -> _Tlv:
-    """The element starting at `pos`, which must end by `end`."""
-    start = pos
-    if pos >= end:
-        raise ValueError(f"DER truncated at offset {pos}: expected a tag")
-    identifier = data[pos]
-    pos += 1
-    number = identifier & 0x1F
-    if number == 0x1F:
-        number = 0
-        while True:
-            if pos >= end:
-                raise ValueError(f"DER truncated at offset {pos}: tag number runs past the end")
-            octet = data[pos]
-            pos += 1
-            number = (number << 7) | (octet & 0x7F)
-            if not octet & 0x80:
-                break
-    if pos >= end:
-        raise ValueError(f"DER truncated at offset {pos}: expected a length")
-    length = data[pos]
-    pos += 1
-    if length & 0x80:
-        count = length & 0x7F
-        if count == 0:
-            raise ValueError(f"indefinite length at offset {pos - 1} is BER, not DER")
-        if count > end - pos:
-            raise ValueError(f"DER truncated at offset {pos}: length octets run past the end")
-        length = int.from_bytes(data[pos : pos + count], "big")
-        pos += count
-    if length > end - pos:
-        raise ValueError(
-            f"DER element at offset {start} claims {length} bytes, only {end - pos} remain"
-        )
-    return _Tlv(identifier & 0xC0, bool(identifier & 0x20), number, start, pos, pos + length)
-
-
-def _elements(data: bytes, pos: int, end: int) -> Iterator[_Tlv]:
-    while pos < end:
-        element = _read(data, pos, end)
-        yield element
-        pos = element.end
-
-
-def _next(elements: Iterator[_Tlv], what: str) -> _Tlv:
-    element = next(elements, None)
-    if element is None:
-        raise ValueError(f"{what} is missing")
-    return element
-
-
-def _expect(element: _Tlv, number: int, what: str, *, constructed: bool = True) -> None:
-    if (
-        element.tag_class != _UNIVERSAL
-        or element.number != number
-        or element.constructed != constructed
-    ):
-        raise ValueError(
-            f"{what}: expected universal tag {number}, found class {element.tag_class:#x} "
-            f"number {element.number}"
-        )
-
-
-def _encode(number: int, content: bytes, *, constructed: bool = False) -> bytes:
-    """A DER element with a universal low tag number (< 31) and a minimal length."""
-    length = len(content)
-    if length < 0x80:
-        header = bytes([number | (0x20 if constructed else 0), length])
-    else:
-        octets = length.to_bytes((length.bit_length() + 7) // 8, "big")
-        header = bytes([number | (0x20 if constructed else 0), 0x80 | len(octets)]) + octets
-    return header + content

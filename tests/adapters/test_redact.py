@@ -135,3 +135,28 @@ def test_scrub_never_raises_and_is_stable(text: str) -> None:
     once.encode("utf-8")  # always writable
     assert scrub(text) == once
     assert scrub(once) == once  # escaped text needs no more escaping
+
+
+@pytest.mark.parametrize(
+    "key_format",
+    [serialization.PrivateFormat.PKCS8, serialization.PrivateFormat.TraditionalOpenSSL],
+    ids=["pkcs8", "traditional"],
+)
+def test_a_dsa_keys_private_value_is_redacted_without_loading_it(
+    tmp_path: Path, key_format: serialization.PrivateFormat
+) -> None:
+    """cryptography deprecates DSA: the redaction reads the private value from the DER itself
+    (a warning pointing at our code would fail this test). openssl is the oracle for x."""
+    key = new_key("dsa2048")
+    pem = key.private_bytes(serialization.Encoding.PEM, key_format, serialization.NoEncryption())
+    path = tmp_path / "dsa.pem"
+    path.write_bytes(pem)
+    printed = _tool("openssl", "pkey", "-in", str(path), "-text", "-noout")
+    private = printed.split("priv:", 1)[1].split("pub:", 1)[0]
+    x = re.sub(r"[:\s]", "", private).lstrip("0")
+    assert len(x) > 32
+    remember_key(pem)
+    scrubbed = re.sub(r"[:\s]", "", scrub(printed))
+    assert x[:32] not in scrubbed
+    assert x[-32:] not in scrubbed
+    assert "pub" in scrubbed  # the public value stays readable

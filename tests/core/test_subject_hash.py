@@ -259,6 +259,8 @@ SPLICED: dict[str, bytes] = {
     "empty-utf8": tlv(0x31, atv(CN_OID, utf8(""))),
     "nul-in-value": tlv(0x31, atv(CN_OID, utf8("A\x00 B"))),
     "latin1-bytes-in-printable": tlv(0x31, atv(CN_OID, tlv(0x13, b"\xa0X\x85\xc9 "))),
+    # cryptography no longer writes non-ASCII IA5String values; OpenSSL still reads them.
+    "utf8-bytes-in-ia5": tlv(0x31, atv(CN_OID, tlv(0x16, "  Ünï  Côde ".encode()))),
     "bmp-empty": tlv(0x31, atv(CN_OID, tlv(0x1E, b""))),
 }
 
@@ -414,7 +416,8 @@ _BMP_TEXT = st.text(
     min_size=1,
     max_size=24,
 )
-# cryptography enforces PrintableString's alphabet; the other single-byte types get UTF-8 bytes.
+# cryptography enforces PrintableString's alphabet and IA5String's ASCII (non-ASCII IA5 bytes are
+# spliced by hand above); T61String gets UTF-8 bytes.
 _PRINTABLE_TEXT = st.text(
     st.sampled_from("ABCXYZabcxyz0189 '()+,-./:=?"),
     min_size=1,
@@ -424,7 +427,9 @@ _KINDS: dict[_ASN1Type, st.SearchStrategy[str]] = {
     ASN1.UTF8String: _ANY_TEXT,
     ASN1.PrintableString: _PRINTABLE_TEXT,
     ASN1.T61String: _ANY_TEXT,
-    ASN1.IA5String: _ANY_TEXT,
+    ASN1.IA5String: st.text(
+        st.characters(max_codepoint=0x7F, exclude_categories=["Cs"]), min_size=1, max_size=24
+    ),
     ASN1.BMPString: _BMP_TEXT,
     ASN1.UniversalString: _ANY_TEXT,
 }

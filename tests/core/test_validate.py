@@ -242,7 +242,7 @@ KEY_CASES: dict[str, tuple[str | None, Callable[[devpki.Issued], bytes], str]] =
     "dsa": ("dsa2048", lambda i: i.key_pem, "DSA keys are not allowed"),
     "rsa1024": ("rsa1024", lambda i: i.key_pem, "RSA key of 1024 bits is too small"),
     "ec192": ("ec192", lambda i: i.key_pem, "EC curve secp192r1 is not allowed"),
-    "ed25519": ("ed25519", lambda i: i.key_pem, "unsupported key type Ed25519"),
+    "ed25519": ("ed25519", lambda i: i.key_pem, "Ed25519 keys are not allowed"),
 }
 
 
