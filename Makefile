@@ -2,30 +2,63 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+LOCKS := requirements-dev.txt requirements.txt requirements-uv.txt
 
-.PHONY: demo test lint bench clean image image-wheelhouse wheelhouse host-test
+.PHONY: demo test lint bench clean image image-wheelhouse wheelhouse host-test lock test-latest
 
-$(BIN)/.installed: pyproject.toml
+# The venv is made from the lock, from scratch whenever the lock or pyproject.toml changes, so
+# that what runs here is what a fresh clone gets. pip (hash-checked) installs uv, uv installs the
+# dev lock exactly (`sync`: nothing more, nothing less), then this project, editable.
+$(BIN)/.installed: $(LOCKS) pyproject.toml
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps \
+	  -r requirements-uv.txt
+	$(BIN)/uv pip sync --quiet --python $(BIN)/python --require-hashes requirements-dev.txt
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps --no-build-isolation -e .
 	touch $@
 
 demo: $(BIN)/.installed
 	bash demo.sh
 
+LINTED := reconciler tests tests_host bench hooks tools
+
 lint: $(BIN)/.installed
-	$(BIN)/ruff check reconciler tests tests_host bench hooks
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: $(BIN)/.installed
+test: lint
 	$(BIN)/pytest -n 2 --dist loadgroup
 
-# dist/wheelhouse: this project's wheel and every dependency's, for systemd/install.sh --wheelhouse.
+# Re-resolve the lock to the newest versions pyproject.toml's ranges allow, rebuild the venv from
+# it and run the whole suite: a dependency bump is this, reviewed as one commit of the lock diff.
+lock: $(BIN)/.installed
+	$(BIN)/python tools/lock.py
+	$(MAKE) test
+
+# The newest releases the ranges allow, in a fresh venv beside the locked one, without the lock:
+# what a user who installs the package from the index gets today.
+test-latest:
+	rm -rf .venv-latest
+	$(PYTHON) -m venv .venv-latest
+	.venv-latest/bin/pip install --quiet --disable-pip-version-check --upgrade -e '.[dev]'
+	.venv-latest/bin/pip list --format freeze | grep -i -E '^(cryptography|pydantic|structlog|watchdog)='
+	.venv-latest/bin/ruff check $(LINTED)
+	.venv-latest/bin/mypy
+	.venv-latest/bin/lint-imports
+	.venv-latest/bin/pytest -n 2 --dist loadgroup
+
+# dist/wheelhouse: this project's wheel and every locked dependency's (hash-checked), and the
+# runtime lock itself, for systemd/install.sh --wheelhouse.
 wheelhouse: $(BIN)/.installed
 	rm -rf dist/wheelhouse
-	$(BIN)/pip wheel --quiet --wheel-dir dist/wheelhouse .
+	$(BIN)/pip wheel --quiet --disable-pip-version-check --require-hashes --no-deps \
+	  --wheel-dir dist/wheelhouse -r requirements.txt
+	$(BIN)/pip wheel --quiet --disable-pip-version-check --no-deps --no-build-isolation \
+	  --wheel-dir dist/wheelhouse .
+	cp requirements.txt dist/wheelhouse/
 
 # A Debian 12 booted under systemd-nspawn: install.sh, the unit, the system nginx (tests_host/).
 host-test: wheelhouse
@@ -40,18 +73,21 @@ IMAGE ?= localhost/reconciler:dev
 BASE_IMAGE ?= localhost/debian-base:12
 IMAGE_WHEELS := build/image-wheels
 
-# Every dependency as a wheel, downloaded once (again when pyproject.toml changes); setuptools
-# too, so that the project's own wheel is rebuilt offline.
-$(IMAGE_WHEELS)/.complete: pyproject.toml $(BIN)/.installed
-	$(BIN)/pip wheel --quiet --wheel-dir $(IMAGE_WHEELS) . 'setuptools>=77'
+# Every locked dependency as a wheel, downloaded once (again when the lock changes), and the
+# lock itself, which the image installs with --require-hashes.
+$(IMAGE_WHEELS)/.complete: requirements.txt $(BIN)/.installed
+	rm -rf $(IMAGE_WHEELS)
+	$(BIN)/pip wheel --quiet --disable-pip-version-check --require-hashes --no-deps \
+	  --wheel-dir $(IMAGE_WHEELS) -r requirements.txt
+	cp requirements.txt $(IMAGE_WHEELS)/
 	touch $@
 
 image-wheelhouse: $(IMAGE_WHEELS)/.complete
 
 image: $(IMAGE_WHEELS)/.complete
 	rm -rf build/image-wheel-new
-	SOURCE_DATE_EPOCH=315532800 $(BIN)/pip wheel --quiet --no-deps --no-index \
-	  --find-links $(IMAGE_WHEELS) --wheel-dir build/image-wheel-new .
+	SOURCE_DATE_EPOCH=315532800 $(BIN)/pip wheel --quiet --no-deps --no-build-isolation \
+	  --disable-pip-version-check --wheel-dir build/image-wheel-new .
 	# Replaced only when its bytes changed: an unchanged wheel keeps the image's layers cached.
 	for wheel in build/image-wheel-new/*.whl; do \
 	  [ -f "$$wheel" ] || { echo "make image: pip built no wheel in build/image-wheel-new" >&2; exit 1; }; \
@@ -62,4 +98,4 @@ image: $(IMAGE_WHEELS)/.complete
 	  --build-arg BASE_IMAGE=$(BASE_IMAGE) -t $(IMAGE) .
 
 clean:
-	rm -rf $(VENV) demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-latest demo .pytest_cache .mypy_cache .ruff_cache

@@ -4,8 +4,9 @@
 #   install.sh WHEEL [--wheelhouse DIR]   install, or upgrade in place (idempotent)
 #   install.sh --uninstall                remove what install.sh installed
 #
-# Installs: a virtualenv in /opt/reconciler/venv with WHEEL (its dependencies from DIR only when
-# --wheelhouse is given, else from the package index), the example hooks in /opt/reconciler/hooks/
+# Installs: a virtualenv in /opt/reconciler/venv with WHEEL and its dependencies at the versions
+# and hashes of the lock (requirements.txt: DIR's when --wheelhouse is given, and then nothing is
+# downloaded; else the one beside this script, from the package index), the example hooks in /opt/reconciler/hooks/
 # (executable), the unit in /etc/systemd/system/reconciler.service, and
 # /etc/reconciler/reconciler.toml from the example only when that file does not exist yet. Then
 # daemon-reload and enable; a running daemon is restarted onto the new version, a stopped one is
@@ -46,11 +47,15 @@ install_wheel() {
   local wheel=$1 wheelhouse=$2
   [ -f "$wheel" ] || die "wheel $wheel: no such file"
   case $wheel in *.whl) ;; *) die "wheel $wheel: not a .whl file" ;; esac
-  local index=()
+  local index=() lock
   if [ -n "$wheelhouse" ]; then
     [ -d "$wheelhouse" ] || die "wheelhouse $wheelhouse: no such directory"
     index=(--no-index --find-links "$wheelhouse")
+    lock="$wheelhouse/requirements.txt"
+  else
+    lock="$(dirname "$0")/../requirements.txt"
   fi
+  [ -f "$lock" ] || die "$lock: no such file (the dependency lock; \`make wheelhouse\` puts it in the wheelhouse)"
 
   install -d -m 0755 "$PREFIX"
   if [ ! -x "$PREFIX/venv/bin/python" ]; then
@@ -58,10 +63,12 @@ install_wheel() {
     "$PYTHON" -m venv "$PREFIX/venv" || die "cannot create $PREFIX/venv (is python3-venv installed?)"
   fi
   local pip=("$PREFIX/venv/bin/python" -m pip --disable-pip-version-check --quiet)
+  say "installing the locked dependencies ($lock) into $PREFIX/venv"
+  "${pip[@]}" install "${index[@]}" --require-hashes --no-deps -r "$lock"
   say "installing $(basename "$wheel") into $PREFIX/venv"
-  "${pip[@]}" install "${index[@]}" --upgrade "$wheel"
-  # The same version again (a rebuilt wheel): replace the package itself, not its dependencies.
+  # --force-reinstall: the same version again (a rebuilt wheel) still replaces the package.
   "${pip[@]}" install "${index[@]}" --force-reinstall --no-deps "$wheel"
+  "${pip[@]}" check >/dev/null || die "the installed packages do not fit together: $("${pip[@]}" check)"
 
   local share
   share=$("$PREFIX/venv/bin/reconciler" --print-share-dir) \
