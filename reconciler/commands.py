@@ -14,6 +14,7 @@ from reconciler.errors import UsageError
 if TYPE_CHECKING:
     from reconciler.core.desired import Finding
     from reconciler.events import Recorder
+    from reconciler.reconcile import PassResult
     from reconciler.settings import Settings
 
 EXIT_OK = 0
@@ -100,7 +101,7 @@ def _recorder(settings: Settings) -> Recorder:
 
 
 def _apply(settings: Settings, args: argparse.Namespace) -> int:
-    from reconciler.core.outcome import Outcome
+    from reconciler.logging import chosen_format, get_logger
     from reconciler.reconcile import Hints, PassMemory, Tools, reconcile
     from reconciler.rootlock import RootLock
 
@@ -112,40 +113,48 @@ def _apply(settings: Settings, args: argparse.Namespace) -> int:
             result, _ = reconcile(settings, PassMemory(), hints, tools)
     finally:
         tools.recorder.close()
+    code, summary = _apply_summary(result)
+    if chosen_format() == "json":
+        # JSON logs: the findings are already in the log (one record each); the summary is one
+        # more record, so that every line on stdout and stderr stays one JSON object.
+        get_logger("reconciler.apply").log(
+            "info" if code == EXIT_OK else "error",
+            "apply.finished",
+            outcome=str(result.outcome),
+            revision=result.revision,
+            summary=summary,
+        )
+        return code
     _print_findings(result.findings)
+    print(summary, file=sys.stdout if code == EXIT_OK else sys.stderr)
+    return code
+
+
+def _apply_summary(result: PassResult) -> tuple[int, str]:
+    """The exit code of an `apply` and its one line for a person."""
+    from reconciler.core.outcome import Outcome
+
     outcome = result.outcome
     if outcome is Outcome.NO_CHANGE:
-        print(f"revision {result.revision}: already converged; nothing changed")
-        return EXIT_OK
+        return EXIT_OK, f"revision {result.revision}: already converged; nothing changed"
     if outcome is Outcome.CONVERGED:
         assert result.plan is not None
-        print(f"revision {result.revision}: applied {len(result.plan.changes)} change(s)")
-        return EXIT_OK
+        return EXIT_OK, f"revision {result.revision}: applied {len(result.plan.changes)} change(s)"
     if outcome is Outcome.SUSPENDED:
         pending = len(result.plan.changes) if result.plan else 0
-        print(
+        return EXIT_FAILED, (
             f"revision {result.revision}: suspended; {pending} change(s) pending, "
-            "nothing applied (reconciler resume)",
-            file=sys.stderr,
+            "nothing applied (reconciler resume)"
         )
-        return EXIT_FAILED
     if outcome is Outcome.DEFERRED:
-        print(
-            "the desired state kept changing while being read; nothing was applied, try again",
-            file=sys.stderr,
+        return EXIT_FAILED, (
+            "the desired state kept changing while being read; nothing was applied, try again"
         )
-        return EXIT_FAILED
     if outcome is Outcome.REJECTED:
-        print(
-            "desired state rejected; nothing was applied, the targets are unchanged",
-            file=sys.stderr,
-        )
-        return EXIT_FAILED
-    print(
-        f"revision {result.revision}: failed: {result.reason}; the previous state is back in place",
-        file=sys.stderr,
+        return EXIT_FAILED, "desired state rejected; nothing was applied, the targets are unchanged"
+    return EXIT_FAILED, (
+        f"revision {result.revision}: failed: {result.reason}; the previous state is back in place"
     )
-    return EXIT_FAILED
 
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:

@@ -14,6 +14,11 @@ Key material is kept out by construction (it travels as `SecretBytes`, and the a
 it); the two redaction processors are defence in depth: any `SecretBytes` or bytes value, any
 PEM private key block in any text value, and any such block left in the rendered line are replaced.
 
+Everything else the process would write to stderr comes through the same pipeline once
+`configure_logging` has run: Python warnings (a dependency's deprecation, say), records of the
+standard `logging` module (third-party libraries), and uncaught exceptions, in the main thread or
+any other. With `log_format = "json"` every line on stderr is then one JSON object.
+
 structlog takes longer to import than `reconciler validate` may spend starting, so this
 module imports it only when a log line is emitted or `configure_logging` runs. An unconfigured
 first use configures the default pipeline (stderr), so nothing ever lands on stdout, which
@@ -22,20 +27,34 @@ belongs to command output such as `plan --json`.
 
 from __future__ import annotations
 
+import logging as logging_module
 import os
 import sys
 from collections.abc import Mapping, MutableMapping
-from typing import Any, Final, Literal, TextIO, cast
+from typing import TYPE_CHECKING, Any, Final, Literal, TextIO, cast
+
+if TYPE_CHECKING:
+    import threading
+    from types import TracebackType
 
 from reconciler.core.secret import SecretBytes
 from reconciler.redact import scrub, scrub_secrets
 
-__all__ = ["Level", "LogFormat", "Logger", "configure_logging", "get_logger", "redact_secrets"]
+__all__ = [
+    "Level",
+    "LogFormat",
+    "Logger",
+    "chosen_format",
+    "configure_logging",
+    "get_logger",
+    "redact_secrets",
+]
 
 LogFormat = Literal["json", "console"]
 Level = Literal["debug", "info", "warning", "error"]
 
 REDACTED: Final = "<redacted>"
+_chosen: list[LogFormat] = []
 _LEVELS: Final = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 
 
@@ -85,6 +104,7 @@ def configure_logging(
     out = stream if stream is not None else cast(TextIO, _Stderr())
     tty = _isatty(out)
     chosen: LogFormat = fmt if fmt is not None else ("console" if tty else "json")
+    _chosen[:] = [chosen]
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
         redact_secrets,
@@ -112,6 +132,83 @@ def configure_logging(
         # Not cached: reconfiguring (SIGHUP, tests' capture_logs) must reach existing loggers.
         cache_logger_on_first_use=False,
     )
+    _route_other_output(_LEVELS[level])
+
+
+def _route_other_output(level: int) -> None:
+    """Send warnings, standard-library log records and uncaught exceptions through our
+    pipeline, so that nothing reaches stderr as free text."""
+    import logging
+    import threading
+    import warnings
+
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, _StdlibHandler):
+            root.removeHandler(handler)
+    root.addHandler(_StdlibHandler(level))
+    root.setLevel(level)
+    warnings.showwarning = _show_warning
+    sys.excepthook = _log_uncaught
+    threading.excepthook = _log_uncaught_in_thread
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    get_logger("py.warnings").warning(
+        "python.warning",
+        category=category.__name__,
+        message=str(message),
+        source=f"{filename}:{lineno}",
+    )
+
+
+def _log_uncaught(
+    kind: type[BaseException], value: BaseException, traceback: TracebackType | None
+) -> None:
+    get_logger("reconciler").error(
+        "uncaught.exception", exc_info=(kind, value, traceback), error=kind.__name__
+    )
+
+
+def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit:
+        return
+    get_logger("reconciler").error(
+        "uncaught.exception",
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+        error=args.exc_type.__name__,
+        thread=args.thread.name if args.thread is not None else None,
+    )
+
+
+class _StdlibHandler(logging_module.Handler):
+    """A standard `logging` record (a library's) as one line of ours, named for its logger."""
+
+    def emit(self, record: logging_module.LogRecord) -> None:
+        try:
+            level = record.levelname.lower()
+            fields: dict[str, object] = {}
+            if record.exc_info:
+                fields["exc_info"] = record.exc_info
+            get_logger(record.name).log(
+                cast(Level, level if level in _LEVELS else "error"),
+                record.getMessage(),
+                **fields,
+            )
+        except Exception:  # a log line must never stop the caller
+            self.handleError(record)
+
+
+def chosen_format() -> LogFormat | None:
+    """The format `configure_logging` chose last (None before it ran)."""
+    return _chosen[0] if _chosen else None
 
 
 class _Stderr:

@@ -259,7 +259,10 @@ def test_real_binary_apply_writes_targets_with_modes(sandbox: Sandbox, pki: Pki)
     assert any(p.is_symlink() for p in sandbox.trust_dir.iterdir())
     again = sandbox.run("apply")
     assert again.returncode == 0
-    assert "already converged" in again.stdout
+    # JSON logs (the sandbox's): the summary is a log record too, on stderr.
+    finished = [json.loads(line) for line in again.stderr.splitlines() if "apply.finished" in line]
+    assert finished[0]["outcome"] == "no-change", again.stderr
+    assert "already converged" in finished[0]["summary"]
 
 
 def test_warnings_are_audited_once_per_revision_not_per_run(sandbox: Sandbox) -> None:
