@@ -11,7 +11,7 @@ SANDBOX="${DEMO_DIR:-$PWD/demo}"
 mkdir -p "$SANDBOX/root/data" "$SANDBOX/root/nginx" "$SANDBOX/trust" "$SANDBOX/var"
 if [ ! -f desired-state/tls/key.pem ]; then
   echo "generating a throwaway CA and gateway identity into desired-state/tls/ ..."
-  "$BIN/python" -m reconciler.devpki desired-state/tls
+  "$BIN/python" -m reconciler.support.devpki desired-state/tls
 fi
 cat > "$SANDBOX/reconciler.toml" <<TOML
 # Settings of the demo: a sandbox ROOT, a plain trust directory refreshed with openssl rehash.

@@ -34,7 +34,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bench.workspace import gateway_toml
-from reconciler import cli, devpki
+from reconciler import cli
+from reconciler.support import devpki
 
 EXIT_CODES = frozenset({0, 1, 2})
 COMMAND_TIMEOUT_S = 60.0
@@ -382,7 +383,7 @@ def check_example(
     world: World, ops: list[Callable[[World], None]], *, through_cli: bool = False
 ) -> None:
     """Damage, run every command, check the properties, repair, check the next push applies."""
-    from reconciler.auditverify import verify
+    from reconciler.audit.verifier import verify
 
     with _environment(world):
         for op in ops:

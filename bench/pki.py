@@ -12,7 +12,7 @@ import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
-from reconciler import devpki
+from reconciler.support import devpki
 
 CACHE = Path(__file__).resolve().parent / "results" / "cache"
 

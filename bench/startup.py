@@ -13,9 +13,9 @@ EXAMPLE = REPO / "desired-state"
 def ensure_example_identity() -> None:
     """desired-state/tls is generated, never committed: make it as `make demo` would."""
     if not (EXAMPLE / "tls" / "cert.pem").exists():
-        from reconciler.devpki import write_demo_identity
+        from reconciler.support.devpki import write_demo_identity
 
-        progress("startup: generating desired-state/tls (python -m reconciler.devpki)")
+        progress("startup: generating desired-state/tls (python -m reconciler.support.devpki)")
         write_demo_identity(str(EXAMPLE / "tls"))
 
 

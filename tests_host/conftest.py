@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bench.workspace import gateway_toml
-from reconciler import devpki
+from reconciler.support import devpki
 from tests.helpers.gitops import InPlaceCheckout
 from tests_host.machine import Machine, booted, free_port
 
@@ -94,7 +94,10 @@ def _make_pki() -> Pki:
 def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
     if not any(WHEELHOUSE.glob("mailgw_tls_reconciler-*.whl")):
         # `make host-test` builds it first; this is for a bare `pytest tests_host`.
-        subprocess.run(["make", "-C", str(REPO), "wheelhouse"], check=True)
+        # -o: never rebuild the venv the tests are running from.
+        subprocess.run(
+            ["make", "-C", str(REPO), "-o", ".venv/bin/.installed", "wheelhouse"], check=True
+        )
     workdir = tmp_path_factory.mktemp("host")
     console_port, metrics_port, smtp_port = free_port(), free_port(), free_port()
 

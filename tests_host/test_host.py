@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import devpki
+from reconciler.support import devpki
 from tests.helpers.tls import TlsServer, server_context
 from tests.helpers.waiting import wait_for
 from tests_host.conftest import WHEELHOUSE, Host

@@ -26,8 +26,6 @@ from reconciler.core.server_url import parse_url
 DEFAULT_PORTS: dict[str, int] = {"http": 8008, "https": 8008, "smtp": 25, "smtps": 465}
 """Default port by scheme, as the gateway defines them: Core listens on 8008 (http or https)."""
 CORE_DEFAULT_PORT = 8008
-CORE_OLD_DEFAULT_PORT = 443
-"""What an https:// Core profile without a port meant before the gateway's defaults applied."""
 VAULT_DEFAULT_PORT = 8010
 VAULT_DEFAULT_PATH = "/vault_rest"
 _TYPE_SCHEMES: dict[str, tuple[Scheme, ...]] = {
@@ -165,9 +163,9 @@ def _servers(
                 out.warning(
                     file,
                     field,
-                    f"no port given: {shown} now uses the gateway's Core default port "
-                    f"{CORE_DEFAULT_PORT} (it was {CORE_OLD_DEFAULT_PORT}); write "
-                    f":{CORE_OLD_DEFAULT_PORT} if the server listens there",
+                    f"no port given: {shown} uses the gateway's Core default port "
+                    f"{CORE_DEFAULT_PORT}; write the port (:443 for HTTPS on its usual port) "
+                    "if the server listens elsewhere",
                     rule="profile-core-port",
                 )
         if kind == "vault" and not path:

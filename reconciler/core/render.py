@@ -26,6 +26,7 @@ from reconciler.core.desired import (
     TlsPolicy,
     TrustEntry,
 )
+from reconciler.core.layout import RootLayout
 from reconciler.core.mozilla import GUIDELINES_VERSION, policy
 from reconciler.errors import SettingsError
 
@@ -106,17 +107,13 @@ def _profile_entry(p: Profile, secrets_dir: str) -> dict[str, object]:
     return entry
 
 
-SECRETS_DIR = "secrets"
-"""ROOT/data/secrets: the managed copies of the profiles' credentials (NAME.password, ...)."""
-
-
 def credential_targets(profiles: tuple[Profile, ...], layout: Layout) -> tuple[Target, ...]:
     """ROOT/data/secrets/NAME.password and NAME.api_key: secret, mode like key.pem. Files there
     that no profile renders any more are deleted by plan (the observer lists the directory)."""
-    directory = str(layout.root / "data" / SECRETS_DIR)
+    paths = RootLayout(layout.root)
     return tuple(
         Target(
-            posixpath.join(directory, f"{p.name}.{c.suffix}"),
+            str(paths.credential(p.name, c.suffix)),
             "profiles",
             layout.key_mode,
             c.value.reveal(),
@@ -161,17 +158,16 @@ def render(desired: DesiredState, layout: Layout) -> tuple[Target, ...]:
     and ValueError when two trust entries share a name (the loader must reject NAME.pem + NAME.crt).
     """
     _check_layout(layout)
-    data = layout.root / "data"
-    cert_path = data / "cert.pem"
-    key_path = data / "key.pem"
+    paths = RootLayout(layout.root)
+    cert_path, key_path = paths.cert, paths.key
     identity = desired.identity
     console = desired.gateway.console
     trust_dir = str(layout.trust_dir)
 
     targets = [
-        *_identity_targets(identity, layout, key_path=key_path, cert_path=cert_path),
+        *_identity_targets(identity, layout.key_mode, paths),
         Target(
-            path=str(layout.root / "nginx" / "ssl.conf"),
+            path=str(paths.ssl_conf),
             kind="console",
             mode=PUBLIC_MODE,
             content=(
@@ -183,7 +179,7 @@ def render(desired: DesiredState, layout: Layout) -> tuple[Target, ...]:
             ),
         ),
         Target(
-            path=str(data / "smtp-inbound.json"),
+            path=str(paths.smtp_inbound),
             kind="smtp_inbound",
             mode=PUBLIC_MODE,
             content=_json(
@@ -195,11 +191,11 @@ def render(desired: DesiredState, layout: Layout) -> tuple[Target, ...]:
             ),
         ),
         Target(
-            path=str(data / "server-profiles.json"),
+            path=str(paths.server_profiles),
             kind="profiles",
             mode=PUBLIC_MODE,
             content=_profiles_json(
-                tuple(sorted(desired.profiles, key=lambda p: p.name)), str(data / SECRETS_DIR)
+                tuple(sorted(desired.profiles, key=lambda p: p.name)), str(paths.secrets)
             ),
         ),
         *credential_targets(desired.profiles, layout),
@@ -208,9 +204,9 @@ def render(desired: DesiredState, layout: Layout) -> tuple[Target, ...]:
             for entry in desired.trust
         ),
     ]
-    paths = [t.path for t in targets]
-    if len(set(paths)) != len(paths):
-        duplicates = sorted({p for p in paths if paths.count(p) > 1})
+    rendered = [t.path for t in targets]
+    if len(set(rendered)) != len(rendered):
+        duplicates = sorted({p for p in rendered if rendered.count(p) > 1})
         raise ValueError(f"two desired entries render to the same target: {duplicates}")
     gid = layout.gid
     return tuple(
@@ -219,21 +215,17 @@ def render(desired: DesiredState, layout: Layout) -> tuple[Target, ...]:
 
 
 def _identity_targets(
-    identity: Identity | None,
-    layout: Layout,
-    *,
-    key_path: PurePosixPath,
-    cert_path: PurePosixPath,
+    identity: Identity | None, key_mode: int, paths: RootLayout[PurePosixPath]
 ) -> tuple[Target, ...]:
     certs = (identity.leaf, *identity.chain) if identity is not None else ()
     key = _ends_with_newline(identity.key_pem.reveal()) if identity is not None else None
     cert = _ends_with_newline(identity.cert_pem) if identity is not None else None
     bundle = key + cert if key is not None and cert is not None else None
     return (
-        Target(str(key_path), "identity", layout.key_mode, key, secret=True),
-        Target(str(cert_path), "identity", PUBLIC_MODE, cert, certs=certs),
+        Target(str(paths.key), "identity", key_mode, key, secret=True),
+        Target(str(paths.cert), "identity", PUBLIC_MODE, cert, certs=certs),
         # tls.pem is for daemons that take key and chain in one file (key first).
-        Target(str(key_path.parent / "tls.pem"), "identity", layout.key_mode, bundle, True, certs),
+        Target(str(paths.bundle), "identity", key_mode, bundle, True, certs),
     )
 
 

@@ -404,9 +404,9 @@ RULES: dict[str, RuleDoc] = {
     ),
     "profile-core-port": _rule(
         "warning",
-        "A Core profile's server gives no port, so the gateway's Core default 8008 is used (it "
-        "was 443 before).",
-        "The default changed; a server listening on 443 would no longer be reached.",
+        "A Core profile's server gives no port, so the gateway's Core default 8008 is used.",
+        "HTTPS usually means port 443, but the gateway's Core listens on 8008: a URL without a "
+        "port is easily read as the wrong one.",
         "Write the port explicitly, e.g. `https://core.example.com:443` or `:8008`.",
     ),
     "credential-ref": _rule(

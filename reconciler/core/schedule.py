@@ -1,7 +1,7 @@
 """When the daemon runs the next pass: the debounce window, the failure backoff, `next_action`.
 
 Pure: times are plain floats (monotonic seconds) passed in by the caller, so the daemon's timing
-rules are tested without clocks, threads or watchers. The daemon (`reconciler.daemon`) asks
+rules are tested without clocks, threads or watchers. The daemon (`reconciler.daemon.loop`) asks
 `next_action` what to do, does it, and otherwise sleeps until the deadline it names.
 """
 
@@ -54,6 +54,12 @@ class Backoff:
         if self.retry_at is None or now >= self.retry_at:
             return False
         return revision == self.revision
+
+
+def state_key(revision: str, content_digest: str) -> str:
+    """What backoff compares: the revision, and what was read (a git commit does not change
+    when a key in key_dirs does, yet that is a new desired state, tried at once)."""
+    return f"{revision}+{content_digest}" if content_digest else revision
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reconciler import devpki
 from reconciler.core.desired import (
     ConsoleSection,
     Finding,
@@ -25,6 +24,7 @@ from reconciler.core.desired import (
 from reconciler.core.evaluate import Evaluation, KeySource, SourceFile, StateInput, evaluate
 from reconciler.core.schema import check_table, parse_toml
 from reconciler.core.secret import SecretBytes
+from reconciler.support import devpki
 
 NOW = dt.datetime.now(dt.UTC)
 GATEWAY = "gateway.toml"

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from reconciler.core import der
 from reconciler.core.key_algorithm import dsa_private_value, key_algorithm
 from reconciler.core.pem import parse_pem
-from reconciler.devpki import new_key
+from reconciler.support.devpki import new_key
 
 KEYS: dict[str, tuple[Callable[[], PrivateKeyTypes], str]] = {
     "rsa": (lambda: rsa.generate_private_key(65537, 2048), "RSA"),

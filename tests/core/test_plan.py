@@ -14,13 +14,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reconciler import devpki
 from reconciler.core.desired import DesiredState
 from reconciler.core.evaluate import KeySource, SourceFile, StateInput, evaluate
 from reconciler.core.plan import Change, Observed, Plan, digest, plan
 from reconciler.core.render import Layout, Target, render
 from reconciler.core.secret import SecretBytes
-from reconciler.observe import ObservationCache, Observations
+from reconciler.gateway.observe import ObservationCache, Observations
+from reconciler.support import devpki
 
 NOW = dt.datetime.now(dt.UTC)
 PREFIX = "reconciler-"

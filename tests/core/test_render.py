@@ -1,4 +1,4 @@
-"""render(): every managed target, byte for byte; ssl.conf accepted by the real nginx.
+"""render(): every managed target, byte for byte (the real nginx reading ssl.conf: tests/gateway).
 
 Goldens live in tests/core/golden/; regenerate them with UPDATE_GOLDEN=1 and review the diff. They
 hold no key material: the PEM targets are compared with the inputs instead.
@@ -8,38 +8,24 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import ssl
-import subprocess
-from collections.abc import Iterator
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reconciler import devpki, nginx
 from reconciler.core.desired import (
-    CertInfo,
-    ConsoleSection,
-    DesiredState,
-    GatewayFile,
     Identity,
-    InboundTls,
-    Profile,
-    SmtpInboundSection,
     TlsPolicy,
     TrustEntry,
 )
 from reconciler.core.mozilla import POLICIES
 from reconciler.core.render import Layout, Target, render, ssl_on_supported
-from reconciler.core.secret import SecretBytes
 from reconciler.errors import SettingsError
-from tests.helpers.nginx import NginxError, NginxServer, require_nginx
+from reconciler.support import devpki
+from tests.helpers.desired import PROFILES, cert_info, desired_state, make_identity
 
 GOLDEN = Path(__file__).parent / "golden"
 POLICY_NAMES: tuple[TlsPolicy, ...] = ("modern", "intermediate", "old")
@@ -52,36 +38,9 @@ GOLDEN_LAYOUT = Layout(
 # --- building desired states by hand (the loader is written elsewhere) -------------------------
 
 
-def _info(name: str, *, is_ca: bool = False) -> CertInfo:
-    """Dummy metadata: render copies CertInfo through and never looks inside."""
-    moment = datetime(2030, 1, 1, tzinfo=UTC)
-    return CertInfo(
-        subject=f"CN={name}",
-        issuer="CN=Test CA",
-        serial="01",
-        not_before=moment,
-        not_after=moment,
-        sha256_fingerprint="00" * 32,
-        is_ca=is_ca,
-        self_signed=False,
-    )
-
-
-def _make_identity(key_type: devpki.KeyType = "ec256") -> Identity:
-    root = devpki.make_ca("Render Root CA")
-    intermediate = devpki.make_ca("Render Intermediate CA", issuer=root)
-    leaf = devpki.issue(intermediate, "gateway.test", key_type=key_type)
-    return Identity(
-        cert_pem=leaf.cert_pem + intermediate.cert_pem,
-        key_pem=SecretBytes(leaf.key_pem),
-        leaf=_info("gateway.test"),
-        chain=(_info("Render Intermediate CA", is_ca=True),),
-    )
-
-
 @pytest.fixture(scope="module")
 def identity() -> Identity:
-    return _make_identity()
+    return make_identity()
 
 
 @pytest.fixture(scope="module")
@@ -89,38 +48,8 @@ def trust() -> tuple[TrustEntry, ...]:
     entries = []
     for name in ("partner-ca", "corp-root", "relay.example"):
         ca = devpki.make_ca(f"{name} CA")
-        entries.append(TrustEntry(name=name, pem=ca.cert_pem, certs=(_info(name, is_ca=True),)))
+        entries.append(TrustEntry(name=name, pem=ca.cert_pem, certs=(cert_info(name, is_ca=True),)))
     return tuple(entries)
-
-
-PROFILES: tuple[Profile, ...] = (
-    Profile("relay", "smtp", "smtp", "relay.example.com", 25, "", "starttls-required"),
-    Profile("core-eu", "core", "https", "core.example.com", 443, "/api", "implicit"),
-    Profile("archive", "smtp", "smtps", "archive.example.com", 465, "", "implicit"),
-    Profile("legacy", "core", "http", "legacy.example.com", 8080, "/", "none"),
-    Profile("backup-mx", "smtp", "smtp", "mx2.example.com", 2525, "", "starttls-optional"),
-)
-
-
-def _state(
-    identity: Identity | None,
-    *,
-    https: bool = True,
-    tls_policy: TlsPolicy = "intermediate",
-    inbound: InboundTls = "optional",
-    trust: tuple[TrustEntry, ...] = (),
-    profiles: tuple[Profile, ...] = PROFILES,
-) -> DesiredState:
-    return DesiredState(
-        revision="sha256:" + "ab" * 32,
-        gateway=GatewayFile(
-            console=ConsoleSection(https=https, tls_policy=tls_policy),
-            smtp_inbound=SmtpInboundSection(tls=inbound),
-        ),
-        identity=identity,
-        trust=trust,
-        profiles=profiles,
-    )
 
 
 def _by_name(targets: tuple[Target, ...], layout: Layout = GOLDEN_LAYOUT) -> dict[str, Target]:
@@ -150,7 +79,7 @@ def _assert_golden(name: str, content: bytes | None) -> None:
 @pytest.mark.parametrize("policy", POLICY_NAMES)
 def test_ssl_conf_matches_golden(identity: Identity, policy: TlsPolicy, ssl_on: bool) -> None:
     layout = replace(GOLDEN_LAYOUT, ssl_on=ssl_on)
-    targets = _by_name(render(_state(identity, tls_policy=policy), layout))
+    targets = _by_name(render(desired_state(identity, tls_policy=policy), layout))
     conf = targets["nginx/ssl.conf"]
     assert (conf.kind, conf.mode, conf.secret) == ("console", 0o644, False)
     _assert_golden(f"ssl-{policy}-{'ssl-on' if ssl_on else 'no-ssl-on'}.conf", conf.content)
@@ -161,7 +90,7 @@ def test_ssl_conf_names_the_files_and_follows_the_policy(
     identity: Identity, policy: TlsPolicy
 ) -> None:
     """Independent of the goldens: the directives a reviewer checks against Mozilla's table."""
-    content = _by_name(render(_state(identity, tls_policy=policy), GOLDEN_LAYOUT))[
+    content = _by_name(render(desired_state(identity, tls_policy=policy), GOLDEN_LAYOUT))[
         "nginx/ssl.conf"
     ].content
     assert content is not None
@@ -184,7 +113,7 @@ def test_ssl_conf_names_the_files_and_follows_the_policy(
 
 
 def test_smtp_inbound_json_matches_golden(identity: Identity) -> None:
-    target = _by_name(render(_state(identity, inbound="required"), GOLDEN_LAYOUT))[
+    target = _by_name(render(desired_state(identity, inbound="required"), GOLDEN_LAYOUT))[
         "data/smtp-inbound.json"
     ]
     assert (target.kind, target.mode, target.secret) == ("smtp_inbound", 0o644, False)
@@ -198,7 +127,7 @@ def test_smtp_inbound_json_matches_golden(identity: Identity) -> None:
 
 
 def test_smtp_inbound_json_without_identity_has_null_paths() -> None:
-    target = _by_name(render(_state(None, https=False, inbound="off"), GOLDEN_LAYOUT))[
+    target = _by_name(render(desired_state(None, https=False, inbound="off"), GOLDEN_LAYOUT))[
         "data/smtp-inbound.json"
     ]
     _assert_golden("smtp-inbound-no-identity.json", target.content)
@@ -207,7 +136,7 @@ def test_smtp_inbound_json_without_identity_has_null_paths() -> None:
 
 
 def test_server_profiles_json_matches_golden(identity: Identity) -> None:
-    target = _by_name(render(_state(identity), GOLDEN_LAYOUT))["data/server-profiles.json"]
+    target = _by_name(render(desired_state(identity), GOLDEN_LAYOUT))["data/server-profiles.json"]
     assert (target.kind, target.mode, target.secret) == ("profiles", 0o644, False)
     _assert_golden("server-profiles.json", target.content)
     assert target.content is not None
@@ -232,7 +161,7 @@ def test_server_profiles_json_matches_golden(identity: Identity) -> None:
 
 
 def test_server_profiles_json_is_present_and_empty_without_profiles() -> None:
-    target = _by_name(render(_state(None, https=False, profiles=()), GOLDEN_LAYOUT))[
+    target = _by_name(render(desired_state(None, https=False, profiles=()), GOLDEN_LAYOUT))[
         "data/server-profiles.json"
     ]
     assert target.content == b'{\n  "profiles": []\n}\n'
@@ -243,7 +172,7 @@ def test_server_profiles_json_is_present_and_empty_without_profiles() -> None:
 
 def test_identity_targets_hold_the_input_pem(identity: Identity) -> None:
     layout = replace(GOLDEN_LAYOUT, key_mode=0o640, gid=4242)
-    targets = _by_name(render(_state(identity), layout))
+    targets = _by_name(render(desired_state(identity), layout))
     key, cert, bundle = targets["data/key.pem"], targets["data/cert.pem"], targets["data/tls.pem"]
 
     assert key.content == identity.key_pem.reveal()
@@ -258,7 +187,7 @@ def test_identity_targets_hold_the_input_pem(identity: Identity) -> None:
 
 
 def test_bundle_parts_parse_back_to_the_same_key_and_chain(identity: Identity) -> None:
-    bundle = _by_name(render(_state(identity), GOLDEN_LAYOUT))["data/tls.pem"].content
+    bundle = _by_name(render(desired_state(identity), GOLDEN_LAYOUT))["data/tls.pem"].content
     assert bundle is not None
     certs = x509.load_pem_x509_certificates(bundle)
     assert [c.subject.rfc4514_string() for c in certs] == [
@@ -269,14 +198,14 @@ def test_bundle_parts_parse_back_to_the_same_key_and_chain(identity: Identity) -
 
 
 def test_no_identity_means_identity_files_must_not_exist() -> None:
-    targets = _by_name(render(_state(None, https=False, inbound="off"), GOLDEN_LAYOUT))
+    targets = _by_name(render(desired_state(None, https=False, inbound="off"), GOLDEN_LAYOUT))
     for name in ("data/key.pem", "data/cert.pem", "data/tls.pem"):
         assert targets[name].content is None, name
     assert targets["nginx/ssl.conf"].content is None
 
 
 def test_https_off_means_ssl_conf_must_not_exist(identity: Identity) -> None:
-    targets = _by_name(render(_state(identity, https=False), GOLDEN_LAYOUT))
+    targets = _by_name(render(desired_state(identity, https=False), GOLDEN_LAYOUT))
     assert targets["nginx/ssl.conf"].content is None
     assert targets["nginx/ssl.conf"].kind == "console"
     assert targets["data/cert.pem"].content == identity.cert_pem
@@ -285,7 +214,9 @@ def test_https_off_means_ssl_conf_must_not_exist(identity: Identity) -> None:
 def test_trust_entries_become_prefixed_crt_files(trust: tuple[TrustEntry, ...]) -> None:
     layout = replace(GOLDEN_LAYOUT, trust_prefix="acme-", gid=7)
     targets = [
-        t for t in render(_state(None, https=False, trust=trust), layout) if t.kind == "trust"
+        t
+        for t in render(desired_state(None, https=False, trust=trust), layout)
+        if t.kind == "trust"
     ]
     assert [t.path for t in targets] == [
         "/usr/local/share/ca-certificates/acme-corp-root.crt",
@@ -302,7 +233,7 @@ def test_trust_entries_become_prefixed_crt_files(trust: tuple[TrustEntry, ...]) 
 def test_the_target_set_is_fixed_and_sorted(
     identity: Identity, trust: tuple[TrustEntry, ...]
 ) -> None:
-    targets = render(_state(identity, trust=trust), GOLDEN_LAYOUT)
+    targets = render(desired_state(identity, trust=trust), GOLDEN_LAYOUT)
     paths = [t.path for t in targets]
     assert paths == sorted(paths)
     assert set(_by_name(targets)) == {
@@ -319,7 +250,7 @@ def test_the_target_set_is_fixed_and_sorted(
 
 
 def test_target_repr_never_shows_key_material(identity: Identity) -> None:
-    targets = render(_state(identity), GOLDEN_LAYOUT)
+    targets = render(desired_state(identity), GOLDEN_LAYOUT)
     body = identity.key_pem.reveal().splitlines()[1].decode()
     assert body not in repr(targets)
     assert body not in str(targets)
@@ -331,7 +262,7 @@ def test_target_repr_never_shows_key_material(identity: Identity) -> None:
 def test_rendering_twice_gives_the_same_bytes(
     identity: Identity, trust: tuple[TrustEntry, ...]
 ) -> None:
-    state = _state(identity, trust=trust)
+    state = desired_state(identity, trust=trust)
     assert render(state, GOLDEN_LAYOUT) == render(state, GOLDEN_LAYOUT)
 
 
@@ -339,16 +270,16 @@ def test_rendering_twice_gives_the_same_bytes(
 def test_input_order_does_not_change_any_byte(
     identity: Identity, trust: tuple[TrustEntry, ...], data: st.DataObject
 ) -> None:
-    expected = render(_state(identity, trust=trust), GOLDEN_LAYOUT)
+    expected = render(desired_state(identity, trust=trust), GOLDEN_LAYOUT)
     shuffled_trust = tuple(data.draw(st.permutations(trust)))
     shuffled_profiles = tuple(data.draw(st.permutations(PROFILES)))
-    state = _state(identity, trust=shuffled_trust, profiles=shuffled_profiles)
+    state = desired_state(identity, trust=shuffled_trust, profiles=shuffled_profiles)
     assert render(state, GOLDEN_LAYOUT) == expected
 
 
 def test_an_unrelated_change_leaves_other_targets_alone(identity: Identity) -> None:
-    before = _by_name(render(_state(identity, tls_policy="intermediate"), GOLDEN_LAYOUT))
-    after = _by_name(render(_state(identity, tls_policy="modern"), GOLDEN_LAYOUT))
+    before = _by_name(render(desired_state(identity, tls_policy="intermediate"), GOLDEN_LAYOUT))
+    after = _by_name(render(desired_state(identity, tls_policy="modern"), GOLDEN_LAYOUT))
     changed = {name for name in before if before[name] != after[name]}
     assert changed == {"nginx/ssl.conf"}
 
@@ -371,13 +302,13 @@ def test_a_root_nginx_cannot_read_is_a_settings_error(
 ) -> None:
     layout = replace(GOLDEN_LAYOUT, root=PurePosixPath(root))
     with pytest.raises(SettingsError, match="setting root") as caught:
-        render(_state(identity), layout)
+        render(desired_state(identity), layout)
     assert words in str(caught.value)
 
 
 def test_two_trust_entries_with_one_name_are_refused(trust: tuple[TrustEntry, ...]) -> None:
     with pytest.raises(ValueError, match=r"reconciler-corp-root\.crt"):
-        render(_state(None, https=False, trust=(*trust, trust[1])), GOLDEN_LAYOUT)
+        render(desired_state(None, https=False, trust=(*trust, trust[1])), GOLDEN_LAYOUT)
 
 
 # --- ssl on detection -------------------------------------------------------------------------
@@ -404,171 +335,3 @@ def test_two_trust_entries_with_one_name_are_refused(trust: tuple[TrustEntry, ..
 )
 def test_ssl_on_supported(output: str, supported: bool) -> None:
     assert ssl_on_supported(output) is supported
-
-
-@pytest.fixture
-def fresh_nginx_cache() -> Iterator[None]:
-    nginx.clear_cache()
-    yield
-    nginx.clear_cache()
-
-
-def _fake_nginx(tmp_path: Path, body: str) -> str:
-    script = tmp_path / "fake-nginx"
-    script.write_text(f"#!/bin/sh\n{body}\n")
-    script.chmod(0o755)
-    return str(script)
-
-
-@pytest.mark.usefixtures("fresh_nginx_cache")
-class TestDetectSslOn:
-    def test_an_explicit_setting_wins(self) -> None:
-        assert nginx.detect_ssl_on(True, "/nonexistent/nginx") is True
-        assert nginx.detect_ssl_on(False, "/nonexistent/nginx") is False
-
-    def test_auto_without_nginx_is_false(self, tmp_path: Path) -> None:
-        assert nginx.detect_ssl_on("auto", str(tmp_path / "no-such-nginx")) is False
-
-    @pytest.mark.parametrize(("version", "expected"), [("1.22.1", True), ("1.25.3", False)])
-    def test_auto_reads_the_version_nginx_prints(
-        self, tmp_path: Path, version: str, expected: bool
-    ) -> None:
-        binary = _fake_nginx(tmp_path, f"echo 'nginx version: nginx/{version}' >&2")
-        assert nginx.detect_ssl_on("auto", binary) is expected
-
-    def test_nginx_is_asked_once_until_the_cache_is_cleared(self, tmp_path: Path) -> None:
-        calls = tmp_path / "calls"
-        binary = _fake_nginx(tmp_path, f"echo x >> {calls}\necho 'nginx version: nginx/1.22.1' >&2")
-        assert nginx.detect_ssl_on("auto", binary)
-        assert nginx.detect_ssl_on("auto", binary)
-        assert calls.read_text().count("x") == 1
-        nginx.clear_cache()
-        assert nginx.detect_ssl_on("auto", binary)
-        assert calls.read_text().count("x") == 2
-
-    def test_a_failing_nginx_is_a_settings_error(self, tmp_path: Path) -> None:
-        binary = _fake_nginx(tmp_path, "echo 'cannot load libssl' >&2\nexit 3")
-        with pytest.raises(SettingsError, match=r"exited with 3 \(cannot load libssl\)"):
-            nginx.detect_ssl_on("auto", binary)
-
-    def test_a_hanging_nginx_is_a_settings_error(
-        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-    ) -> None:
-        monkeypatch.setattr(nginx, "VERSION_TIMEOUT_S", 0.5)
-        binary = _fake_nginx(tmp_path, "exec sleep 60")
-        with pytest.raises(SettingsError, match=r"did not answer within 0\.5 s"):
-            nginx.detect_ssl_on("auto", binary)
-
-    @pytest.mark.nginx
-    def test_auto_agrees_with_the_installed_nginx(self) -> None:
-        binary = require_nginx()
-        printed = subprocess.run(
-            [binary, "-v"], capture_output=True, text=True, check=True, timeout=30
-        ).stderr
-        assert nginx.detect_ssl_on("auto", binary) is ssl_on_supported(printed)
-
-
-# --- the real nginx ---------------------------------------------------------------------------
-
-
-def _materialise(tmp_path: Path, desired: DesiredState, *, ssl_on: bool) -> Path:
-    """Write the rendered targets under tmp_path/root, as apply would; returns ROOT."""
-    root = tmp_path / "root"
-    layout = Layout(
-        root=PurePosixPath(root), trust_dir=PurePosixPath(tmp_path / "trust"), ssl_on=ssl_on
-    )
-    for target in render(desired, layout):
-        if target.content is None:
-            continue
-        path = Path(target.path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(target.content)
-        path.chmod(target.mode)
-    return root
-
-
-@pytest.mark.nginx
-@pytest.mark.parametrize("ssl_on", [True, False], ids=["ssl-on", "no-ssl-on"])
-@pytest.mark.parametrize("policy", POLICY_NAMES)
-def test_nginx_accepts_ssl_conf(
-    tmp_path: Path, identity: Identity, policy: TlsPolicy, ssl_on: bool
-) -> None:
-    root = _materialise(tmp_path, _state(identity, tls_policy=policy), ssl_on=ssl_on)
-    # With `ssl on;` the gateway's server block listens without `ssl`, as its docs say.
-    done = NginxServer(tmp_path, root, listen_ssl=not ssl_on).test()
-    assert done.returncode == 0, done.stderr
-    assert "syntax is ok" in done.stderr
-    assert "[emerg]" not in done.stderr
-
-
-def _peer_leaf(address: tuple[str, int]) -> bytes:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    with (
-        socket.create_connection(address, timeout=10) as raw,
-        context.wrap_socket(raw, server_hostname="localhost") as tls,
-    ):
-        der = tls.getpeercert(binary_form=True)
-    assert der is not None
-    return der
-
-
-def _s_client(address: tuple[str, int], *flags: str) -> subprocess.CompletedProcess[str]:
-    host, port = address
-    return subprocess.run(
-        ["openssl", "s_client", "-connect", f"{host}:{port}", "-servername", "localhost", *flags],
-        input="",
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-
-
-@pytest.mark.nginx
-def test_old_policy_really_serves_tls_1_0_and_modern_refuses_tls_1_2(tmp_path: Path) -> None:
-    """The SECLEVEL=0 in the old cipher string is what makes TLSv1 work on OpenSSL 3."""
-    identity = _make_identity("rsa2048")
-    root = _materialise(tmp_path, _state(identity, tls_policy="old"), ssl_on=False)
-    with NginxServer(tmp_path, root).start() as server:
-        old = _s_client(server.address, "-tls1", "-cipher", "DEFAULT:@SECLEVEL=0")
-        assert old.returncode == 0, old.stdout + old.stderr
-        assert "Protocol  : TLSv1\n" in old.stdout
-        # No ssl_dhparam is written, so the DHE ciphers in the list must not be negotiable.
-        dhe = _s_client(server.address, "-tls1_2", "-cipher", "DHE-RSA-AES128-GCM-SHA256")
-        assert dhe.returncode != 0
-
-        _materialise(tmp_path, _state(identity, tls_policy="modern"), ssl_on=False)
-        server.reload()
-        refused = _s_client(server.address, "-tls1_2")
-        assert refused.returncode != 0
-        accepted = _s_client(server.address, "-tls1_3")
-        assert accepted.returncode == 0, accepted.stdout + accepted.stderr
-
-
-@pytest.mark.nginx
-def test_a_reload_serves_the_newly_rendered_leaf(tmp_path: Path, identity: Identity) -> None:
-    root = _materialise(tmp_path, _state(identity), ssl_on=False)
-    with NginxServer(tmp_path, root).start() as server:
-        first = x509.load_pem_x509_certificate(identity.cert_pem)
-        assert _peer_leaf(server.address) == first.public_bytes(Encoding.DER)
-
-        renewed = _make_identity()
-        _materialise(tmp_path, _state(renewed), ssl_on=False)
-        server.reload()
-        second = x509.load_pem_x509_certificate(renewed.cert_pem)
-        assert _peer_leaf(server.address) == second.public_bytes(Encoding.DER)
-
-
-@pytest.mark.nginx
-def test_a_reload_nginx_refuses_is_reported_and_old_workers_keep_serving(
-    tmp_path: Path, identity: Identity
-) -> None:
-    root = _materialise(tmp_path, _state(identity), ssl_on=False)
-    with NginxServer(tmp_path, root).start() as server:
-        (root / "nginx" / "ssl.conf").write_text("ssl_protocols TLSv9;\n")
-        with pytest.raises(NginxError, match="refused the reload"):
-            server.reload()
-        first = x509.load_pem_x509_certificate(identity.cert_pem)
-        assert _peer_leaf(server.address) == first.public_bytes(Encoding.DER)

@@ -11,15 +11,15 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
+from reconciler.cli.probereport import exit_code, format_results, profile_verdicts
 from reconciler.core.desired import Finding, PolicySection, Profile, ProfileFile
 from reconciler.core.evaluate import KeySource, SourceFile, StateInput, evaluate
 from reconciler.core.profile import MAX_CREDENTIAL_BYTES, check_profile
 from reconciler.core.render import Layout, Target, render
 from reconciler.core.schema import parse_toml
 from reconciler.core.secret import SecretBytes
-from reconciler.probe import probe_profiles
-from reconciler.probereport import exit_code, format_results, profile_verdicts
-from reconciler.snapshot import read_snapshot
+from reconciler.probe.prober import probe_profiles
+from reconciler.source.state import read_snapshot
 from tests.helpers import REPO
 from tests.helpers.state import Pki
 from tests.helpers.tls import TlsServer, closed_port, server_context
@@ -141,7 +141,9 @@ def test_the_one_server_shorthand_is_the_same_profile_as_one_server_in_servers()
 
 
 def test_every_existing_example_profile_keeps_validating() -> None:
-    for path in sorted((REPO / "desired-state" / "profiles").glob("*")):
+    examples = sorted((REPO / "desired-state" / "profiles").glob("*.toml"))
+    assert len(examples) >= 4, f"the example profiles are gone: {examples}"  # one per type at least
+    for path in examples:
         model, findings = parse_toml(path.read_bytes(), path.name, ProfileFile)
         assert findings == [], (path, findings)
         assert model is not None
@@ -495,7 +497,7 @@ def test_probe_checks_every_server_and_a_failing_preferred_one_is_degraded(
 def test_a_secret_volume_swapped_while_its_credential_is_read_is_read_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from reconciler import statefiles
+    from reconciler.source import files as statefiles
     from tests.helpers.gitops import ConfigMapVolume
 
     volume = ConfigMapVolume(tmp_path)

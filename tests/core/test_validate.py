@@ -15,7 +15,6 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reconciler import devpki
 from reconciler.core.certificates import cert_info
 from reconciler.core.desired import Finding, Identity, PolicySection, ProfileFile
 from reconciler.core.identity import check_identity
@@ -23,6 +22,7 @@ from reconciler.core.pem import PemError, encode_pem, parse_pem
 from reconciler.core.profile import check_profile
 from reconciler.core.secret import SecretBytes
 from reconciler.core.trust import check_trust
+from reconciler.support import devpki
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 CERT_FILE = "tls/cert.pem"

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+import reconciler.reconcile as reconcile_face
 from reconciler import cli
-from reconciler import reconcile as reconcile_module
-from reconciler.reconcile import PassMemory, PassResult
+from reconciler.reconcile.runner import PassMemory, PassResult
 from tests.helpers.cli import REJECTED, WARNED, absolute_key, run_cli
 from tests.helpers.sandbox import Sandbox
 from tests.helpers.state import Pki
@@ -181,13 +181,13 @@ def test_garbage_collection_is_off_only_for_start_up(
     """`main` turns the collector off while modules load (and for all of `validate`); a command
     that goes on to real work runs with it on, and it is on again after any command."""
     seen: list[bool] = []
-    real_reconcile = reconcile_module.reconcile
+    real_reconcile = reconcile_face.reconcile
 
     def noting(*args: Any) -> tuple[PassResult, PassMemory]:
         seen.append(gc.isenabled())
         return real_reconcile(*args)
 
-    monkeypatch.setattr(reconcile_module, "reconcile", noting)
+    monkeypatch.setattr(reconcile_face, "reconcile", noting)  # what the commands call
     with pytest.raises(SystemExit):
         cli.main(["validate", "--no-such-flag"])
     assert gc.isenabled()

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from reconciler import devpki
+from reconciler.support import devpki
 from tests.helpers.daemon import Daemon, wait_for
 from tests.helpers.gitops import LAYOUTS, Files
 from tests.helpers.net import free_port, http_get
@@ -351,7 +351,8 @@ def test_suspended_daemon_reports_drift_and_changes_nothing(
         "a suspended pass reporting the drift",
         daemon,
     )
-    assert daemon.passes(outcome="suspended")
+    # The audit record is written during the pass, its pass.finished log line after it.
+    wait_for(lambda: daemon.passes(outcome="suspended"), "the suspended pass's report", daemon)
     assert warnings[0]["drift"] == [str(ssl_conf)]
     assert not ssl_conf.exists()
     assert sandbox.run("resume").returncode == 0

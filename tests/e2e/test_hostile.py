@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.auditverify import verify
+from reconciler.audit.verifier import verify
 from tests.helpers import REPO
 from tests.helpers.cli import run_cli
 from tests.helpers.sandbox import Sandbox
@@ -79,7 +79,7 @@ def test_odd_stray_file_name_in_trust_does_not_crash_apply(applied: Sandbox, nam
 
 
 def test_ca_subject_with_a_key_marker_applies_and_commits(applied: Sandbox) -> None:
-    from reconciler import devpki
+    from reconciler.support import devpki
 
     odd = devpki.make_ca("Evil PRIVATE KEY----- CA")
     applied.state.trust("odd", odd.cert_pem)
@@ -338,8 +338,8 @@ def test_settings_errors_without_a_file_do_not_say_none(tmp_path: Path) -> None:
 def test_audit_verify_after_retention_deleted_the_oldest_file(
     sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from reconciler.audit import AuditLog
-    from reconciler.auditfiles import audit_files
+    from reconciler.audit.files import audit_files
+    from reconciler.audit.writer import AuditLog
 
     path = sandbox.var / "audit.jsonl"
     sandbox.var.mkdir(parents=True, exist_ok=True)

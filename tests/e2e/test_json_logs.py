@@ -19,7 +19,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from reconciler import devpki
+from reconciler.support import devpki
 from tests.helpers import REPO
 from tests.helpers.daemon import Daemon, wait_for
 from tests.helpers.sandbox import Sandbox
@@ -89,7 +89,7 @@ def test_daemon_and_apply_write_only_json_lines(
 
 ROUTED = """
 import logging, sys, threading, warnings
-from reconciler.logging import configure_logging
+from reconciler.support.logging import configure_logging
 
 configure_logging("json")
 warnings.warn_explicit("old API", DeprecationWarning, "somelib/api.py", 7, module="somelib")

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from reconciler.settingsload import load_settings
+from reconciler.config.load import load_settings
 from tests.helpers import REPO
 from tests.helpers.gitops import ConfigMapVolume
 from tests.helpers.state import Pki

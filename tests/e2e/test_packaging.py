@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.distribution import DISTRIBUTION
+from reconciler.version import DISTRIBUTION
 from tests.helpers import REPO
 
 BIN = Path(sys.executable).parent
@@ -87,7 +87,7 @@ def test_installed_wheel_finds_its_shipped_files(built: Path, tmp_path: Path) ->
     pip = run(str(venv / "bin" / "pip"), "install", "--no-index", "--no-deps", str(wheel))
     assert pip.returncode == 0, pip.stderr
     python = str(venv / "bin" / "python")
-    cli = "from reconciler.cli import main; raise SystemExit(main())"
+    cli = "from reconciler.cli.startup import main; raise SystemExit(main())"
     result = run(python, "-c", cli, "--print-share-dir", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert Path(result.stdout.strip()) == (venv / "share" / "reconciler").resolve()

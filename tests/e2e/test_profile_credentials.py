@@ -276,11 +276,12 @@ def test_kill_9_at_random_moments_during_credential_rotations(sandbox: Sandbox, 
     assert sandbox.run("apply").returncode == 0
     versions = [dict(store.values)]
     rng = random.Random(18)
+    interrupted = 0
     for attempt in range(4):
         rotate(sandbox, store, pki, attempt)
         versions.append(dict(store.values))
         before = sandbox.targets()
-        kill_an_apply_at_random(sandbox, rng)
+        interrupted += kill_an_apply_at_random(sandbox, rng)
         assert_credential_is_one_of(sandbox, versions)
         sandbox.env["RECONCILER_TEST_CRASH_AT"] = "recovered"
         assert sandbox.run("apply").returncode == 86
@@ -291,3 +292,4 @@ def test_kill_9_at_random_moments_during_credential_rotations(sandbox: Sandbox, 
         assert_one_key_pair(sandbox)
         assert sandbox.run("apply").returncode == 0
         assert_copies(sandbox, store)
+    assert interrupted, "no kill landed inside a pass: the sweep proved nothing"

@@ -11,7 +11,12 @@ import pytest
 from tests.helpers import REPO
 
 TESTS = REPO / "tests"
-LAYERS = ("core", "adapters", "e2e")
+#: One folder per package of the code (tests/PACKAGE/ tests reconciler/PACKAGE/), and e2e for
+#: the command line, the daemon, the image and the shipped files run as users run them.
+PACKAGES = tuple(
+    sorted(p.name for p in (REPO / "reconciler").iterdir() if (p / "__init__.py").is_file())
+)
+LAYERS = (*PACKAGES, "e2e")
 
 # A test module or a conftest, named absolutely (tests.e2e.test_cli) or from its package.
 _FORBIDDEN = re.compile(r"(^|\.)(test_\w+|conftest)$")
@@ -77,7 +82,7 @@ def test_the_import_check_catches_what_it_must(source: str, caught: bool) -> Non
     assert bool(forbidden_imports(source)) is caught
 
 
-def test_every_test_module_lives_in_a_layer() -> None:
+def test_every_test_module_lives_in_the_folder_of_its_package() -> None:
     misplaced = [
         path.relative_to(REPO).as_posix()
         for path in TESTS.rglob("test_*.py")
@@ -85,5 +90,24 @@ def test_every_test_module_lives_in_a_layer() -> None:
     ]
     assert not misplaced, f"move them to tests/{{{','.join(LAYERS)}}}/: {misplaced}"
     for layer in LAYERS:
-        assert (TESTS / layer / "conftest.py").is_file(), f"tests/{layer} has no conftest.py"
         assert list((TESTS / layer).glob("test_*.py")), f"tests/{layer} holds no test module"
+
+
+#: What only a test that runs processes, servers or a sandboxed install imports.
+_WORLDLY = re.compile(
+    r"^\s*(import subprocess|from subprocess|import socket|from tests\.helpers\.(nginx|sandbox|"
+    r"daemon|net|hook_scripts) import|.*\bPopen\b)",
+    re.MULTILINE,
+)
+
+
+def test_the_pure_cores_tests_run_no_process_and_no_server() -> None:
+    """tests/core tests values: a test that needs openssl, nginx or a sandbox is an adapter's."""
+    offenders = [
+        f"{path.relative_to(REPO)}: {match.group(0).strip()}"
+        for path in sorted((TESTS / "core").glob("*.py"))
+        for match in _WORLDLY.finditer(path.read_text(encoding="utf-8"))
+    ]
+    assert not offenders, "move these to the package whose adapter they exercise:\n" + "\n".join(
+        offenders
+    )

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import cli, devpki
+from reconciler import cli
+from reconciler.support import devpki
 from tests.helpers.sandbox import Sandbox
 from tests.helpers.state import Pki, StateDir
 

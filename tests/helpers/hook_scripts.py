@@ -9,7 +9,7 @@ from pathlib import Path
 
 import psutil
 
-from reconciler.devpki import Issued
+from reconciler.support.devpki import Issued
 from tests.helpers import REPO
 from tests.helpers.state import Pki
 

@@ -1,4 +1,4 @@
-"""The package's modules as the architecture docs show them: layers, roles, sizes, imports."""
+"""The package's modules: their layers in the contract, roles, sizes and largest classes."""
 
 from __future__ import annotations
 
@@ -55,28 +55,3 @@ def modules() -> list[Module]:
             )
         )
     return found
-
-
-def module_map() -> str:
-    """docs/architecture.md's module table: per layer, each module's role and project imports."""
-    import grimp
-
-    graph = grimp.build_graph("reconciler")
-    by_name = {m.name: m for m in modules()}
-    rows = ["| layer | module | role | imports |", "| --- | --- | --- | --- |"]
-    for number, layer in enumerate(layers(), start=1):
-        for top in layer:
-            for name in sorted(n for n in by_name if n == top or n.startswith(top + ".")):
-                imported = sorted(
-                    d.removeprefix("reconciler.")
-                    for d in graph.find_modules_directly_imported_by(name)
-                    if d.startswith("reconciler.") and d != name
-                )
-                role = by_name[name].role.replace("|", "/")
-                shown = name.removeprefix("reconciler.") if name != "reconciler" else name
-                rows.append(f"| {number} | `{shown}` | {role} | {', '.join(imported) or '-'} |")
-    return "\n".join(rows) + "\n"
-
-
-if __name__ == "__main__":
-    print(module_map(), end="")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from tests.helpers import REPO
 from tests.helpers.sandbox import Sandbox
+from tests.helpers.waiting import wait_for
 
 #: Where RECONCILER_TEST_CRASH_AT can stop a pass dead, in the order a pass reaches them.
 CRASH_POINTS = [
@@ -122,8 +123,16 @@ def assert_one_key_pair(box: Sandbox) -> None:
     ).read_bytes()
 
 
-def kill_an_apply_at_random(box: Sandbox, rng: random.Random) -> None:
-    """`kill -9` of a real `reconciler apply` at a random moment of its pass."""
+def kill_an_apply_at_random(box: Sandbox, rng: random.Random) -> bool:
+    """`kill -9` of a real `reconciler apply` at a random moment of its pass; whether the kill
+    left the pass interrupted (its journal in var_dir), which the next start must resolve.
+
+    The moment is drawn once the pass has begun (its `pass.started` is in the audit log), so a
+    kill never lands before the process did anything, and within as long again as the last
+    whole pass took (from the audit log), so that it lands inside the pass or just after it."""
+    audit_path = box.var / "audit.jsonl"
+    started = _count_started(audit_path)
+    window = 1.5 * _last_pass_seconds(box)
     env = {**os.environ, "RECONCILER_CONFIG": str(box.write_config())}
     process = subprocess.Popen(
         [sys.executable, "-m", "reconciler", "apply"],
@@ -132,9 +141,42 @@ def kill_an_apply_at_random(box: Sandbox, rng: random.Random) -> None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    time.sleep(rng.uniform(0.15, 0.9))  # a random moment to kill at: the point of these tests
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    try:
+        wait_for(
+            lambda: _count_started(audit_path) > started or process.poll() is not None,
+            "the apply to begin its pass",
+            timeout=60,
+        )
+        time.sleep(rng.uniform(0.0, window))  # a random moment to kill at: the point of these tests
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    return (box.var / "journal.json").exists()
+
+
+def _last_pass_seconds(box: Sandbox, default: float = 0.1) -> float:
+    """How long the last pass in the audit log took, from its pass.started to its end."""
+    from datetime import datetime
+
+    if not (box.var / "audit.jsonl").exists():
+        return default
+    started = None
+    took = default
+    for record in audit(box):
+        at = datetime.fromisoformat(str(record["ts"]))
+        if record["event"] == "pass.started":
+            started = at
+        elif record["event"] in ("pass.succeeded", "pass.failed") and started is not None:
+            took = (at - started).total_seconds()
+            started = None
+    return took
+
+
+def _count_started(audit: Path) -> int:
+    try:
+        return audit.read_bytes().count(b'"event":"pass.started"')
+    except FileNotFoundError:
+        return 0
 
 
 def secret_haystacks(

@@ -8,10 +8,10 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reconciler.devpki import Issued
-from reconciler.settings import Settings
-from reconciler.settingsload import load_settings
-from reconciler.trustbackends import DebianTrustStore, trust_store_from_settings
+from reconciler.config.load import load_settings
+from reconciler.config.model import Settings
+from reconciler.support.devpki import Issued
+from reconciler.truststore.backends import DebianTrustStore, trust_store_from_settings
 from tests.helpers import REPO
 from tests.helpers.state import StateDir
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.workspace import gateway_toml
-from reconciler import devpki
+from reconciler.support import devpki
 
 GATEWAY_TOML = gateway_toml().decode()
 """identity from tls/, an HTTPS console with the intermediate policy, optional inbound STARTTLS."""

@@ -1,0 +1,271 @@
+"""The commands' bodies: each takes its settings and arguments, prints, returns its exit code."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from reconciler.errors import UsageError
+
+if TYPE_CHECKING:
+    from reconciler.config import Settings
+    from reconciler.core.desired import Finding
+    from reconciler.reconcile import PassResult, Recorder
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_CHANGES = 2
+EXIT_USAGE = 64
+
+
+def _print_findings(findings: Sequence[Finding]) -> None:
+    from reconciler.support.redact import scrub
+
+    for finding in findings:
+        print(scrub(str(finding)), file=sys.stderr)
+
+
+def validate(state_dir: Path, key_dirs: tuple[Path, ...], args: argparse.Namespace) -> int:
+    from reconciler.cli import findings
+
+    dirs = [Path.cwd() / d for d in args.dirs] or [state_dir]
+    reports = findings.validate_states(dirs, key_dirs, no_secrets=args.no_secrets)
+    findings.write(reports, args.format)
+    return findings.exit_code(reports)
+
+
+def schema() -> int:
+    from reconciler.core.desired import GatewayFile, ProfileFile, json_schema
+
+    schema = {
+        "gateway.toml": json_schema(GatewayFile),
+        "profiles/NAME.toml": json_schema(ProfileFile),
+    }
+    print(json.dumps(schema, indent=2, sort_keys=True))
+    return EXIT_OK
+
+
+def _plan(settings: Settings, args: argparse.Namespace) -> int:
+    from reconciler.cli.planview import format_plan, plan_to_json
+    from reconciler.reconcile import make_plan
+
+    planned = make_plan(settings)
+    if planned.plan is None:
+        if args.json:
+            print(
+                json.dumps(
+                    {
+                        "revision": planned.revision,
+                        "valid": False,
+                        "errors": [str(f) for f in planned.evaluation.errors],
+                    },
+                    indent=2,
+                )
+            )
+        _print_findings(planned.evaluation.findings)
+        return EXIT_FAILED
+    diffs = None
+    if args.diff:
+        from reconciler.cli import plandiff
+
+        diffs = plandiff.plan_diffs(planned.plan)
+    if args.json:
+        document = plan_to_json(planned)
+        if diffs is not None:
+            for change, (_, diff) in zip(document["changes"], diffs, strict=True):
+                change["diff"] = diff
+        print(json.dumps(document, indent=2))
+    else:
+        _print_findings(planned.evaluation.warnings)
+        print(format_plan(planned))
+        if diffs:
+            print(plandiff.format_diffs(diffs))
+    return EXIT_OK if planned.plan.empty else EXIT_CHANGES
+
+
+# -- apply / run -----------------------------------------------------------------------------
+
+
+def _recorder(settings: Settings) -> Recorder:
+    from reconciler.audit import AuditLog
+    from reconciler.reconcile import Recorder
+    from reconciler.support.logging import configure_logging
+
+    configure_logging(settings.log_format)
+    return Recorder(AuditLog(settings.audit_path))
+
+
+def _apply(settings: Settings, args: argparse.Namespace) -> int:
+    from reconciler.reconcile import Hints, PassMemory, Tools, reconcile
+    from reconciler.support.logging import chosen_format, get_logger
+    from reconciler.txn import RootLock
+
+    lock = RootLock(settings.var_dir)
+    tools = Tools(_recorder(settings))
+    try:
+        with lock.held(args.lock_timeout):
+            hints = Hints(undisturbed=lock.undisturbed)
+            result, _ = reconcile(settings, PassMemory(), hints, tools)
+    finally:
+        tools.recorder.close()
+    code, summary = _apply_summary(result)
+    if chosen_format() == "json":
+        # JSON logs: the findings are already in the log (one record each); the summary is one
+        # more record, so that every line on stdout and stderr stays one JSON object.
+        get_logger("reconciler.apply").log(
+            "info" if code == EXIT_OK else "error",
+            "apply.finished",
+            outcome=str(result.outcome),
+            revision=result.revision,
+            summary=summary,
+        )
+        return code
+    _print_findings(result.findings)
+    print(summary, file=sys.stdout if code == EXIT_OK else sys.stderr)
+    return code
+
+
+def _apply_summary(result: PassResult) -> tuple[int, str]:
+    """The exit code of an `apply` and its one line for a person."""
+    from reconciler.core.outcome import Outcome
+
+    outcome = result.outcome
+    if outcome is Outcome.NO_CHANGE:
+        return EXIT_OK, f"revision {result.revision}: already converged; nothing changed"
+    if outcome is Outcome.CONVERGED:
+        assert result.plan is not None
+        return EXIT_OK, f"revision {result.revision}: applied {len(result.plan.changes)} change(s)"
+    if outcome is Outcome.SUSPENDED:
+        pending = len(result.plan.changes) if result.plan else 0
+        return EXIT_FAILED, (
+            f"revision {result.revision}: suspended; {pending} change(s) pending, "
+            "nothing applied (reconciler resume)"
+        )
+    if outcome is Outcome.DEFERRED:
+        return EXIT_FAILED, (
+            "the desired state kept changing while being read; nothing was applied, try again"
+        )
+    if outcome is Outcome.REJECTED:
+        return EXIT_FAILED, "desired state rejected; nothing was applied, the targets are unchanged"
+    return EXIT_FAILED, (
+        f"revision {result.revision}: failed: {result.reason}; the previous state is back in place"
+    )
+
+
+def _run(settings: Settings, args: argparse.Namespace) -> int:
+    from reconciler.daemon import run_daemon
+
+    return run_daemon(settings, config=args.config, state=args.state, root=args.root)
+
+
+# -- status / suspend / resume ----------------------------------------------------------------
+
+
+def _status(settings: Settings, args: argparse.Namespace) -> int:
+    from reconciler.cli.status import collect_status, format_status
+
+    status = collect_status(settings)
+    if args.json:
+        print(json.dumps(status, indent=2, sort_keys=True))
+    else:
+        print(format_status(status))
+    return EXIT_OK
+
+
+def _suspend(settings: Settings, args: argparse.Namespace) -> int:
+    from reconciler.txn import records
+
+    records.suspend(settings.var_dir, args.reason)
+    from reconciler.reconcile import Notice
+
+    details = {"suspended": True, "suspend_reason": args.reason}
+    _recorder(settings).record(Notice(revision=None, reason="applying suspended", details=details))
+    print(
+        "suspended: passes validate and report drift but change nothing until `reconciler resume`"
+    )
+    return EXIT_OK
+
+
+def _resume(settings: Settings, args: argparse.Namespace) -> int:
+    from reconciler.txn import records
+
+    if records.resume(settings.var_dir):
+        from reconciler.reconcile import Notice
+
+        resumed = Notice(revision=None, reason="applying resumed", details={"suspended": False})
+        _recorder(settings).record(resumed)
+        print("resumed: the next pass applies the desired state")
+    else:
+        print("not suspended; nothing to do")
+    return EXIT_OK
+
+
+# -- audit / probe ----------------------------------------------------------------------------
+
+
+def _audit(settings: Settings, args: argparse.Namespace) -> int:
+    from reconciler.audit import audit_files
+    from reconciler.cli import auditview
+
+    files = audit_files(settings.audit_path)
+    if args.audit_command == "verify":
+        intact, line = auditview.verify_retained(files)
+        print(line, file=sys.stdout if intact else sys.stderr)
+        return EXIT_OK if intact else EXIT_FAILED
+    from datetime import UTC, datetime
+
+    try:
+        since = auditview.parse_since(args.since, datetime.now(UTC)) if args.since else None
+    except ValueError as exc:
+        raise UsageError(f"--since: {exc}") from exc
+    selected = auditview.read_records(
+        files,
+        since=since,
+        kinds=set(args.kind) if args.kind else None,
+        events=set(args.event) if args.event else None,
+        revision=args.revision,
+    )
+    if args.json:
+        for record in selected:
+            print(json.dumps(record, sort_keys=True, ensure_ascii=False))
+    else:
+        print(auditview.format_records(list(selected)))
+    return EXIT_OK
+
+
+def _probe(settings: Settings, args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from reconciler.cli import probereport
+    from reconciler.core.evaluate import evaluate
+    from reconciler.probe import probe_profiles
+    from reconciler.source import read_snapshot
+
+    evaluation = evaluate(read_snapshot(settings.state_dir, settings.key_dirs), datetime.now(UTC))
+    if evaluation.desired is None:
+        _print_findings(evaluation.errors)
+        return EXIT_FAILED
+    trust_pem = b"".join(entry.pem for entry in evaluation.desired.trust)
+    results = probe_profiles(evaluation.desired.profiles, trust_pem)
+    if args.json:
+        print(json.dumps(probereport.results_to_json(results), indent=2))
+    else:
+        print(probereport.format_results(results))
+    return probereport.exit_code(results)
+
+
+#: Every command that needs the settings loaded, by name.
+WITH_SETTINGS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
+    "plan": _plan,
+    "apply": _apply,
+    "run": _run,
+    "status": _status,
+    "suspend": _suspend,
+    "resume": _resume,
+    "audit": _audit,
+    "probe": _probe,
+}

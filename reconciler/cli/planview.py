@@ -1,0 +1,56 @@
+"""The operator's view of a plan: its text lines and the `plan --json` document."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from reconciler.reconcile import Planned
+
+
+def _short(sha: str | None) -> str:
+    return sha[:12] if sha else "(absent)"
+
+
+def plan_to_json(planned: Planned) -> dict[str, Any]:
+    """The `plan --json` document (certificate times RFC 3339 UTC with a `Z`)."""
+    assert planned.plan is not None
+    return {
+        "revision": planned.plan.revision,
+        "changes": [
+            {
+                "kind": c.kind,
+                "path": c.path,
+                "action": c.action,
+                "cause": c.cause,
+                "before_sha256": c.before_sha256,
+                "after_sha256": c.after_sha256,
+                "mode": f"{c.mode:04o}" if c.mode is not None else None,
+                "certificates": [i.fields() for i in c.certs],
+            }
+            for c in planned.plan.changes
+        ],
+        "warnings": [str(w) for w in planned.evaluation.warnings],
+    }
+
+
+def format_plan(planned: Planned) -> str:
+    """`plan`'s text: one line per change, and the leaf certificate's subject and expiry."""
+    assert planned.plan is not None
+    current = planned.plan
+    if current.empty:
+        return f"revision {current.revision}: no changes; the targets match the desired state"
+    lines = [f"revision {current.revision}: {len(current.changes)} change(s)"]
+    width = max(len(c.path) for c in current.changes)
+    for c in current.changes:
+        cause = "  (drift: changed by someone else)" if c.cause == "drift" else ""
+        lines.append(
+            f"  {c.kind:<12} {c.action:<6} {c.path:<{width}}  "
+            f"{_short(c.before_sha256)} -> {_short(c.after_sha256)}{cause}"
+        )
+        if c.certs:
+            leaf = c.certs[0]
+            more = f" (+{len(c.certs) - 1} more)" if len(c.certs) > 1 else ""
+            expires = f"{leaf.not_after:%Y-%m-%d}"
+            lines.append(f"  {'':<12} {'':<6} subject {leaf.subject}, expires {expires}{more}")
+    return "\n".join(lines)

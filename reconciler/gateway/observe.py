@@ -1,0 +1,164 @@
+"""What a pass finds at its targets (digest, mode, group), looked at again only where needed."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from reconciler.core.desired import Kind
+from reconciler.core.plan import Observed, digest
+from reconciler.core.render import Layout, Target
+from reconciler.gateway.credentials import leftover_kind, managed_credentials
+from reconciler.support import fsio
+from reconciler.truststore import TrustLinks
+
+__all__ = ["Caches", "ObservationCache", "Observations", "TargetEvents"]
+
+
+class ObservationCache:
+    """What each target file held when it was last read, trusted while its stat key holds.
+
+    Whatever is looked at again (every target, for `apply` and the daemon's full passes),
+    re-reading and hashing files nobody touched would be most of a pass with thousands of trust
+    entries. One per process; the pass is handed it. The stat key covers mode and group: chmod
+    and chown change the ctime.
+    """
+
+    def __init__(self) -> None:
+        self._files: fsio.StatCache[Observed] = fsio.StatCache()
+
+    def observe(self, path: str, kind: Kind) -> Observed | None:
+        """The file at `path` as a target of `kind`, or None when there is none."""
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            return None
+        if stat.S_ISREG(info.st_mode):
+            seen = self._files.get(path, info)
+            if seen is not None and seen.kind == kind:
+                return seen
+        read_at = fsio.now_ns()
+        content = fsio.read_bytes(Path(path))
+        if content is None:
+            return Observed(kind, "not-a-regular-file", info.st_mode & 0o7777, info.st_gid)
+        seen = Observed(kind, digest(content), info.st_mode & 0o7777, info.st_gid)
+        self._files.put(path, info, seen, read_at)
+        return seen
+
+
+@dataclass(frozen=True, slots=True)
+class Caches:
+    """Every file cache a process keeps between its passes, handed to each pass as one object.
+
+    Each trusts what it read from a file while the file's stat key holds, so files nobody
+    touched are not read again: the targets, and the trust store's hash links (the directory
+    backend proves a refresh by reading them).
+    """
+
+    targets: ObservationCache = field(default_factory=ObservationCache)
+    trust_links: TrustLinks = field(default_factory=TrustLinks)
+
+
+@dataclass(frozen=True, slots=True)
+class TargetEvents:
+    """What the daemon's watches on the target directories saw since the previous pass began."""
+
+    watched: frozenset[str]
+    """Target directories (real paths) watched without a gap since before the previous pass."""
+    touched: frozenset[str]
+    """Real paths in those directories that had an event since the previous pass began."""
+
+
+@dataclass(frozen=True, slots=True)
+class Observations:
+    """What one pass found at its targets: every path it looked at, and the files there.
+
+    A daemon's next pass reuses what it found for each path whose directory is watched and saw
+    no event there: with thousands of trust entries, an lstat per file is a large part of a pass.
+    A pass's own writes are forgotten (`forget`), so they never depend on their events' timing.
+    """
+
+    found: dict[str, Observed]
+    looked_at: frozenset[str]
+
+    @classmethod
+    def full(
+        cls, targets: Sequence[Target], layout: Layout, cache: ObservationCache
+    ) -> Observations:
+        """Every target, every managed trust file and every credential copy present."""
+        from reconciler.truststore import managed_paths
+
+        found: dict[str, Observed] = {}
+        for target in targets:
+            seen = cache.observe(target.path, target.kind)
+            if seen is not None:
+                found[target.path] = seen
+        managed = managed_paths(str(layout.trust_dir), layout.trust_prefix).values()
+        credentials = managed_credentials(layout)
+        leftovers: tuple[tuple[Iterable[str], Kind], ...] = (
+            (managed, "trust"),
+            (credentials, "profiles"),
+        )
+        for paths, kind in leftovers:
+            for path in paths:
+                if path not in found:
+                    seen = cache.observe(path, kind)
+                    if seen is not None:
+                        found[path] = seen
+        return cls(found, frozenset([*(t.path for t in targets), *managed, *credentials]))
+
+    def since(
+        self,
+        events: TargetEvents,
+        targets: Sequence[Target],
+        layout: Layout,
+        cache: ObservationCache,
+    ) -> Observations:
+        """Look again only where the watches saw something (or could not see)."""
+        real_of: dict[str, str] = {}  # a target directory as configured -> its real path
+        for directory in {t.path.rpartition("/")[0] for t in targets if t.kind != "trust"}:
+            real_of[directory] = os.path.realpath(directory)
+        trust_dir = str(layout.trust_dir)
+        real_of[trust_dir] = os.path.realpath(trust_dir)
+        if real_of[trust_dir] not in events.watched:
+            return Observations.full(targets, layout, cache)
+        # The events' real paths as the targets name them (a directory may be reached by a link).
+        touched: set[str] = set()
+        for directory, real in real_of.items():
+            if real in events.watched:
+                touched.update(
+                    f"{directory}/{path.rpartition('/')[2]}"
+                    for path in events.touched
+                    if path.rpartition("/")[0] == real
+                )
+        wanted = {t.path: t.kind for t in targets}
+        look: dict[str, Kind] = {
+            path: kind
+            for path, kind in wanted.items()
+            if kind != "trust" and real_of[path.rpartition("/")[0]] not in events.watched
+        }
+        # Trust files no longer wanted are those seen last time, and any new one an event names.
+        prefix = layout.trust_prefix
+        for path in touched - wanted.keys():
+            directory, _, name = path.rpartition("/")
+            ours = directory == trust_dir and name.startswith(prefix) and name.endswith(".crt")
+            if ours and not os.path.isdir(path):
+                look[path] = "trust"
+        known = wanted.keys() | self.found.keys()
+        for path in (known - self.looked_at) | (known & touched):
+            look.setdefault(path, wanted.get(path) or leftover_kind(path, layout))
+        found = {
+            path: seen for path in known - look.keys() if (seen := self.found.get(path)) is not None
+        }
+        for path, kind in look.items():
+            seen = cache.observe(path, kind)
+            if seen is not None:
+                found[path] = seen
+        return Observations(found, frozenset(wanted.keys() | found.keys()))
+
+    def forget(self, paths: Iterable[str]) -> Observations:
+        """These paths changed under us (this pass wrote them): look at them again next time."""
+        return Observations(self.found, self.looked_at - set(paths))

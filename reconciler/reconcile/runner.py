@@ -1,0 +1,299 @@
+"""One pass as a call: `reconcile(settings, memory, hints, tools) -> (PassResult, PassMemory)`.
+
+A pass reads the whole desired state, compares it with the targets and makes them match,
+whatever prompted it (level-triggered). It keeps no state of its own: everything one pass hands
+the next is the `PassMemory` value it returns, and the caller (`reconciler apply`, the daemon)
+keeps it. It returns what happened and decides nothing about what comes next: when to retry a
+failing state is the daemon's scheduling (`core.schedule`). Call with the ROOT lock held.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from reconciler.config import Settings
+from reconciler.core.desired import Finding
+from reconciler.core.layout import RootLayout
+from reconciler.core.outcome import Outcome
+from reconciler.core.plan import Plan
+from reconciler.core.render import Target
+from reconciler.gateway import Caches, Observations, TargetEvents
+from reconciler.hooks import HookResult
+from reconciler.reconcile.applying import Applied, apply_plan, complete, roll_back
+from reconciler.reconcile.events import (
+    Notice,
+    Recorder,
+    RecoveryCompleted,
+    StateRejected,
+    StateWarning,
+)
+from reconciler.reconcile.planning import Planned, make_plan
+from reconciler.support import fsio
+from reconciler.support.logging import get_logger
+from reconciler.txn import Transaction, crashpoint, records, remove_orphan_staging
+
+__all__ = ["Hints", "PassMemory", "PassResult", "Tools", "reconcile"]
+
+log = get_logger("reconciler.pass")
+
+
+@dataclass(frozen=True, slots=True)
+class PassResult:
+    """What one pass did, for the command line, the daemon and the metrics."""
+
+    outcome: Outcome
+    revision: str
+    plan: Plan | None = None
+    findings: tuple[Finding, ...] = ()
+    reason: str | None = None
+    hooks: tuple[HookResult, ...] = field(default=())
+    content_digest: str = ""
+    """What was read, whatever the revision says: a new key in key_dirs under the same commit
+    is a new desired state (backoff tells states apart by this)."""
+    drift: int = 0
+    """How many of the changes applied undid someone else's edit of a target."""
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome.ok
+
+
+@dataclass(frozen=True, slots=True)
+class PassMemory:
+    """Everything a pass hands the next. A process starts from `PassMemory()`."""
+
+    observations: Observations | None = None
+    """What the last pass that ended normally found at the targets (see TargetEvents)."""
+    interrupted: bool = True
+    """Whether a pass of ours may have left temp files behind (none has ended normally yet, or
+    the last one raised): recovery then sweeps the target directories for them."""
+    reported: frozenset[tuple[str, str, Hashable]] = frozenset()
+    """What was reported once and is not reported again while its revision stays the current
+    one: a rejection, a warning, or the pending changes while suspended, as (what, revision,
+    detail). Only the current revision's are kept, so this never grows with the history."""
+
+    def after_error(self) -> PassMemory:
+        """The pass raised: nothing it knew of the targets holds."""
+        return replace(self, observations=None, interrupted=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Hints:
+    """What the caller knows that can spare the pass work; without hints it looks at everything."""
+
+    events: TargetEvents | None = None
+    """What the daemon's watches saw at the targets since the previous pass began."""
+    undisturbed: bool = False
+    """The ROOT lock says no other process held it since our previous pass (see RootLock)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Tools:
+    """The pass's long-lived collaborators: where its events go, and the process's caches."""
+
+    recorder: Recorder
+    caches: Caches = field(default_factory=Caches)
+
+
+def reconcile(
+    settings: Settings, memory: PassMemory, hints: Hints, tools: Tools
+) -> tuple[PassResult, PassMemory]:
+    """Recover an interrupted pass, then run one pass; the caller holds the ROOT lock.
+
+    A failed recovery is the result when the pass after it has nothing to do: the operator
+    must hear that the interrupted pass was undone.
+    """
+    reported = set(memory.reported)
+    recovered, memory = _recover(settings, memory, hints, tools)
+    if recovered is not None:
+        log.warning("recovery.result", outcome=recovered.outcome, reason=recovered.reason)
+    crashpoint("recovered")
+    prior = memory.observations if hints.undisturbed else None
+    caches = tools.caches
+    planned = make_plan(settings, cache=caches.targets, prior=prior, events=hints.events)
+    result = _decide(settings, planned, tools, reported)
+    observations = None
+    if planned.observations is not None:
+        # What this pass wrote (or put back) is looked at again, whatever its events do.
+        written = planned.plan.changes if planned.plan is not None else ()
+        observations = planned.observations.forget(c.path for c in written)
+    result = replace(result, content_digest=planned.content_digest)
+    if recovered is not None and not recovered.ok and result.outcome is Outcome.NO_CHANGE:
+        result = recovered
+    if result.outcome is not Outcome.DEFERRED:
+        _record_status(settings.var_dir, result)
+    current = frozenset(key for key in reported if key[1] == result.revision)
+    return result, PassMemory(observations, False, current)
+
+
+def _record_status(var_dir: Path, result: PassResult) -> None:
+    """status.json's record of this pass (for `reconciler status`), written once, from the
+    result: what `status` shows is what the pass returned."""
+    changes = len(result.plan.changes) if result.plan is not None else 0
+    reason = result.reason
+    if result.outcome is Outcome.SUSPENDED:
+        reason = f"suspended: {changes} change(s) pending"
+    elif result.outcome is Outcome.REJECTED and result.findings:
+        reason = str(next((f for f in result.findings if f.severity == "error"), reason))
+    ok = result.outcome is Outcome.CONVERGED
+    records.record_attempt(
+        var_dir,
+        revision=result.revision,
+        outcome=result.outcome,
+        reason=None if result.ok else reason,
+        changes=changes if ok else 0,
+        drift=result.drift if ok else 0,
+    )
+
+
+# -- recovery ---------------------------------------------------------------------------------
+
+
+def _recover(
+    settings: Settings, memory: PassMemory, hints: Hints, tools: Tools
+) -> tuple[PassResult | None, PassMemory]:
+    """Resolve an interrupted pass (see transaction's docstring)."""
+    recorder, links = tools.recorder, tools.caches.trust_links
+    var_dir = settings.var_dir
+    txn = Transaction.load(var_dir)
+    removed: list[Path] = []
+    stale: list[Path] = []
+    if memory.interrupted or not hints.undisturbed or txn is not None:
+        # Listing every target directory before each of a daemon's passes finds nothing
+        # unless a pass died or another process held the lock.
+        removed = remove_orphan_staging(var_dir, keep=txn.journal.id if txn else None)
+        layout = RootLayout(settings.root)
+        target_dirs = [*layout.target_dirs, settings.trust_path, layout.secrets]
+        stale = fsio.remove_stale_temps([*target_dirs, var_dir])
+        memory = replace(memory, observations=None)
+    if txn is None:
+        return None, memory
+    journal = txn.journal
+    revision = journal.revision
+    if journal.phase == "prepared":
+        txn.restore()
+        txn.finish_rollback()
+        action = "undone"
+        reason = "interrupted before its files were all in place; undone"
+        result = PassResult(Outcome.FAILED, revision, reason=reason)
+    elif journal.phase == "swapped":
+        applied = complete(settings, recorder, txn, trust_links=links)
+        action = "completed" if applied.ok else "rolled-back"
+        result = _result_of(applied, revision, None)
+    else:
+        hooks = roll_back(settings, recorder, txn, hooks_ran=True, trust_links=links)
+        action = "rolled-back"
+        reason = "interrupted during rollback; rolled back"
+        result = PassResult(Outcome.FAILED, revision, reason=reason, hooks=tuple(hooks))
+    recorder.record(RecoveryCompleted.of(journal, action, len(stale) + len(removed)))
+    return result, memory
+
+
+# -- one pass ---------------------------------------------------------------------------------
+
+
+def _decide(
+    settings: Settings, planned: Planned, tools: Tools, reported: set[tuple[str, str, Hashable]]
+) -> PassResult:
+    """What the pass does with what it planned: defer, reject, nothing, hold, or apply."""
+    evaluation = planned.evaluation
+    revision = planned.revision
+    var_dir = settings.var_dir
+    recorder = tools.recorder
+    if planned.in_transit:
+        # Being swapped as we read it: not a rejection; the next read will see it whole.
+        return PassResult(
+            Outcome.DEFERRED, revision, findings=evaluation.findings, reason="in transit"
+        )
+    if planned.plan is None:
+        errors = tuple(str(f) for f in evaluation.errors)
+        if _first_time(reported, ("rejected", revision, errors)):
+            recorder.record(StateRejected(revision=revision, errors=errors))
+        return PassResult(
+            Outcome.REJECTED, revision, findings=evaluation.findings, reason="; ".join(errors)
+        )
+    last = planned.last_applied
+    current = planned.plan
+    if not current.empty or last is None or last.revision != revision:
+        # Once per revision, not at every resync or cron run of an unchanged state.
+        _record_warnings(recorder, revision, evaluation.warnings, reported)
+    if current.empty:
+        _remember(var_dir, revision, planned.targets, last)
+        return PassResult(Outcome.NO_CHANGE, revision, current, evaluation.findings)
+    if records.load_suspension(var_dir) is not None:
+        _report_suspended(recorder, current, reported)
+        return PassResult(
+            Outcome.SUSPENDED, revision, current, evaluation.findings, reason="suspended"
+        )
+    links = tools.caches.trust_links
+    applied = apply_plan(settings, recorder, current, planned.targets, trust_links=links)
+    if applied.ok:
+        _remember(var_dir, revision, planned.targets, None)
+    # The pass's warnings go with its result, whatever it did: `apply` prints them.
+    return _result_of(applied, revision, current, evaluation.findings)
+
+
+def _result_of(
+    applied: Applied, revision: str, current: Plan | None, findings: tuple[Finding, ...] = ()
+) -> PassResult:
+    outcome = Outcome.CONVERGED if applied.ok else Outcome.FAILED
+    return PassResult(
+        outcome, revision, current, findings, applied.reason, applied.hooks, drift=applied.drift
+    )
+
+
+def _first_time(reported: set[tuple[str, str, Hashable]], key: tuple[str, str, Hashable]) -> bool:
+    """Whether `key` is new (and from now on, known): what is reported only once."""
+    if key in reported:
+        return False
+    reported.add(key)
+    return True
+
+
+def _record_warnings(
+    recorder: Recorder,
+    revision: str,
+    warnings: Iterable[Finding],
+    reported: set[tuple[str, str, Hashable]],
+) -> None:
+    for warning in warnings:
+        if _first_time(reported, ("warning", revision, str(warning))):
+            recorder.record(
+                StateWarning(
+                    revision=revision, file=warning.file, field=warning.field, reason=warning.reason
+                )
+            )
+
+
+def _report_suspended(
+    recorder: Recorder, current: Plan, reported: set[tuple[str, str, Hashable]]
+) -> None:
+    """While suspended, pending changes and drift are recorded once per distinct plan."""
+    pending = tuple((c.path, c.action, c.cause) for c in current.changes)
+    if not _first_time(reported, ("suspended", current.revision, pending)):
+        return
+    recorder.record(
+        Notice(
+            revision=current.revision,
+            reason=f"suspended: {len(pending)} change(s) not applied",
+            details={
+                "suspended": True,
+                "pending": [f"{action} {path}" for path, action, _ in pending],
+                "drift": [path for path, _, cause in pending if cause == "drift"],
+            },
+        )
+    )
+
+
+def _remember(
+    var_dir: Path,
+    revision: str,
+    targets: Sequence[Target],
+    last: records.LastApplied | None,
+) -> None:
+    """Record what the targets now are: the reference drift is measured against."""
+    wanted = {t.path: t.sha256 for t in targets}
+    if last is None or last.revision != revision or last.targets != wanted:
+        records.store_last_applied(var_dir, revision, wanted)

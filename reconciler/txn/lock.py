@@ -1,0 +1,100 @@
+"""The ROOT lock (an flock on VAR/lock) and the test-only crash points of the apply protocol."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from reconciler.errors import LockHeldError
+from reconciler.support import fsio
+
+LOCK = "lock"
+
+
+def crashpoint(step: str) -> None:
+    """Test-only: RECONCILER_TEST_CRASH_AT=STEP stops the process dead here (the crash sweep)."""
+    if os.environ.get("RECONCILER_TEST_CRASH_AT") == step:
+        os._exit(86)
+
+
+class RootLock:
+    """An exclusive flock on VAR/lock: one reconciler changes a ROOT at a time."""
+
+    def __init__(self, var_dir: Path) -> None:
+        self.path = var_dir / LOCK
+        self._fd: int | None = None
+        self._released_as = f"released {os.getpid()} {secrets.token_hex(8)} "
+        self._releases = 0
+        self.undisturbed = False
+        """Set at each acquire: True when this lock's own last release is the last thing that
+        happened to the lock file, so nobody (a `reconciler apply`, a process that crashed)
+        held it in between. What this process knows of ROOT is then still all there is."""
+
+    def acquire(self, timeout_s: float) -> None:
+        fsio.ensure_private_dir(self.path.parent)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        deadline = time.monotonic() + timeout_s
+        delay = 0.01
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = _read_pid(fd)
+                    os.close(fd)
+                    who = f"process {holder}" if holder else "another process"
+                    raise LockHeldError(
+                        f"{self.path}: held by {who} for over {timeout_s:g} s; "
+                        "another reconciler is changing this ROOT"
+                    ) from None
+                time.sleep(delay)  # polling a lock held by another process: no event to wait on
+                delay = min(delay * 2, 0.2)
+        self._fd = fd
+        try:
+            self.undisturbed = self._releases > 0 and os.pread(fd, 64, 0) == self._marker()
+        except OSError:
+            self.undisturbed = False
+        try:
+            # Best effort: the PID only makes the waiter's message better. A full var_dir must
+            # not leave us holding a lock nobody can release (a flock belongs to the open file).
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError:
+            pass
+
+    def release(self) -> None:
+        if self._fd is not None:
+            self._releases += 1
+            try:
+                os.ftruncate(self._fd, 0)
+                os.pwrite(self._fd, self._marker(), 0)
+            except OSError:
+                pass  # the next acquire then finds no marker and trusts nothing it knew
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None
+
+    def _marker(self) -> bytes:
+        """What this lock's last release wrote into the lock file."""
+        return f"{self._released_as}{self._releases}".encode()
+
+    @contextmanager
+    def held(self, timeout_s: float) -> Iterator[None]:
+        self.acquire(timeout_s)
+        try:
+            yield
+        finally:
+            self.release()
+
+
+def _read_pid(fd: int) -> int | None:
+    try:
+        text = os.pread(fd, 32, 0).decode().strip()
+        return int(text) if text else None
+    except (OSError, ValueError):
+        return None

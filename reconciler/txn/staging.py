@@ -1,0 +1,164 @@
+"""A pass's files under VAR: staging its new and previous contents, target dirs, generations."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+from reconciler.core.layout import RootLayout
+from reconciler.core.plan import Change, digest
+from reconciler.errors import ApplyError
+from reconciler.support import fsio
+from reconciler.txn.journal import JOURNAL, LINK, NEW, OLD, Entry
+
+STAGING = "txn"
+GENERATIONS = "generations"
+KEEP_GENERATIONS = 5
+
+
+def stage(directory: Path, changes: Sequence[Change]) -> list[Entry]:
+    """Write every new content to `NEW` and every current one to `OLD`, one file each.
+
+    Two files rather than one per target: with thousands of trust entries, creating a file per
+    target would be most of a cold pass; and the backups are made durable by one fsync. Entries
+    refer to their bytes as `FILE:OFFSET:LENGTH`.
+    """
+    new, old = bytearray(), bytearray()
+    entries = []
+    for change in changes:
+        target = Path(change.path)
+        staged = None
+        if change.target is not None:
+            assert change.target.content is not None
+            staged = f"{NEW}:{len(new)}:{len(change.target.content)}"
+            new += change.target.content
+        backup = None
+        before_mode = before_gid = None
+        before_sha = None
+        current = fsio.read_bytes(target)
+        special = fsio.special_file(target) if current is None else None
+        if special is not None:
+            # Not ours to read or delete (a FIFO would block a reader; a directory may hold
+            # someone's files): the pass fails before anything is swapped, naming the path.
+            raise ApplyError(
+                f"{target}: is {special} where a {change.kind} target file belongs; "
+                "nothing was changed: move it away and the next pass writes the file"
+            )
+        if current is None and os.path.islink(target):
+            # Someone put a link where a target belongs (drift): a rollback puts the link back.
+            backup = LINK + os.readlink(target)
+        elif current is not None:
+            info = target.stat()
+            before_mode, before_gid = info.st_mode & 0o7777, info.st_gid
+            backup = f"{OLD}:{len(old)}:{len(current)}"
+            old += current
+            before_sha = digest(current)
+        entries.append(
+            Entry(
+                path=change.path,
+                kind=change.kind,
+                action=change.action,
+                cause=change.cause,
+                staged=staged,
+                backup=backup,
+                mode=change.mode,
+                gid=change.target.gid if change.target else None,
+                before_mode=before_mode,
+                before_gid=before_gid,
+                before_sha256=before_sha,
+                after_sha256=change.after_sha256,
+                secret=bool(change.target and change.target.secret),
+            )
+        )
+    fsio.write_new(directory / NEW, bytes(new))
+    fsio.write_new(directory / OLD, bytes(old))
+    return entries
+
+
+def holds_previous(entry: Entry) -> bool:
+    """Whether the target already is as it was before the pass (its previous generation)."""
+    path, sha256 = Path(entry.path), entry.before_sha256
+    mode, gid = entry.before_mode, entry.before_gid
+    if entry.backup is not None and entry.backup.startswith(LINK):
+        return path.is_symlink() and os.readlink(path) == entry.backup.removeprefix(LINK)
+    try:
+        content = fsio.read_bytes(path)
+    except OSError:
+        return False
+    if content is None:
+        return sha256 is None and not os.path.lexists(path)
+    if sha256 is None or digest(content) != sha256:
+        return False
+    info = path.stat()
+    return (mode is None or info.st_mode & 0o7777 == mode) and (gid is None or info.st_gid == gid)
+
+
+def ensure_target_dirs(root: Path) -> None:
+    """ROOT/data and ROOT/nginx, created 0755 when missing (a fresh volume); ApplyError naming
+    ROOT when ROOT itself is missing (a wrong `root` setting is not ours to create)."""
+    if not root.is_dir():
+        what = "is not a directory" if os.path.lexists(root) else "does not exist"
+        raise ApplyError(f"ROOT {root}: {what} (setting `root`); nothing was changed")
+    created = False
+    for directory in RootLayout(root).target_dirs:
+        if os.path.lexists(directory):
+            continue
+        try:
+            directory.mkdir(mode=0o755)
+            directory.chmod(0o755)  # whatever the umask: nginx and the services read it
+        except OSError as exc:
+            raise ApplyError(f"cannot create {fsio.describe(exc, directory)}") from exc
+        created = True
+    if created:
+        try:
+            fsio.fsync_dir(root)
+        except OSError as exc:
+            raise ApplyError(fsio.describe(exc, root)) from exc
+
+
+def ensure_target_dir(directory: Path) -> None:
+    """ROOT/data and ROOT/nginx are created 0755 on a fresh ROOT (ROOT itself must exist)."""
+    if not directory.is_dir():
+        directory.mkdir(mode=0o755)
+        # Whatever the umask (the systemd unit's is 0077): nginx and the SMTP server read here.
+        os.chmod(directory, 0o755)  # noqa: S103
+
+
+def prune_generations(var_dir: Path, keep: int = KEEP_GENERATIONS) -> None:
+    generations = var_dir / GENERATIONS
+    try:
+        names = sorted(p.name for p in generations.iterdir())
+    except OSError:
+        return
+    for name in names[:-keep] if keep else names:
+        shutil.rmtree(generations / name, ignore_errors=True)
+
+
+def keep_generation(var_dir: Path, staging: Path) -> None:
+    """Move a committed pass's staging directory under VAR/generations (the last few kept)."""
+    generations = var_dir / GENERATIONS
+    fsio.ensure_private_dir(generations)
+    os.replace(staging, generations / staging.name)
+    fsio.fsync_dir(generations)
+    prune_generations(var_dir)
+
+
+def remove_orphan_staging(var_dir: Path, keep: str | None) -> list[Path]:
+    """Resolve staging directories no journal refers to: a committed pass (it holds its journal
+    copy) becomes a generation; one that never wrote its journal is deleted, untouched targets."""
+    removed: list[Path] = []
+    try:
+        children = list((var_dir / STAGING).iterdir())
+    except OSError:
+        return removed
+    for child in children:
+        if child.name == keep:
+            continue
+        if (child / JOURNAL).is_file():
+            keep_generation(var_dir, child)
+        else:
+            shutil.rmtree(child, ignore_errors=True)
+            removed.append(child)
+    return removed

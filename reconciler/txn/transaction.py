@@ -1,0 +1,248 @@
+"""The apply protocol: stage, journal, swap, roll back, commit; a pass applies all of it or none.
+
+The protocol, in the order a pass runs it (VAR is `var_dir`, 0700; every file in it 0600):
+
+1. **lock**    `VAR/lock` is flocked for the whole pass; it holds the holder's PID.
+2. **stage**   every new target content goes to `VAR/txn/ID/new.bin` (kept with the generation),
+               and the current content of every target the pass replaces or deletes to
+               `VAR/txn/ID/old.bin` (the previous generation, what a rollback restores); one
+               file each, entries refer to `FILE:OFFSET:LENGTH`.
+3. **journal** `VAR/journal.json` names the whole change set, phase `prepared`. Its temp file, the
+               backups and the staging directories are fsynced together, then it is renamed and
+               VAR fsynced. From here on a crash is recoverable. (`new.bin` need not be durable:
+               recovery undoes a prepared pass, it never redoes the swap from it.)
+4. **swap**    every new content is written to a temp file (0600 until its mode is set) next to
+               its target, all fsynced together, then renamed over the targets one after
+               another (deletes are unlinks). Only this run of renames sees a mixed set.
+5. **swapped** the journal's phase becomes `swapped` once the target directories are fsynced: the
+               files are done, refresh and hooks pending.
+6. (the caller refreshes the trust store, runs hooks and verifies)
+7. **commit**  `VAR/txn/ID` moves to `VAR/generations/ID` (the last KEEP_GENERATIONS are kept)
+               and the journal is removed.
+
+A failure after step 4 started (a write error, a failed hook or verification) sets phase
+`rolling-back`, restores every target from `old.bin` (deleting those that did not exist), and
+removes the journal once the rollback hooks ran.
+
+**Recovery** at the start of every writing command, before anything else, by the journal's phase:
+
+* no journal: any `VAR/txn/*` is a pass that never reached its journal: deleted; targets untouched.
+* `prepared`: the swap may be partial and no hook has run, so the old generation is what runs:
+  **undo** (restore every target from `old.bin`). The desired state is applied afresh by the next
+  pass.
+* `swapped`: the new files all stand but their hooks may not have run: **complete** (refresh,
+  hooks, verification, commit; or roll back if they fail).
+* `rolling-back`: **finish the rollback** (restore again, run the rollback hooks).
+
+Restoring and swapping are idempotent, so a crash during recovery is recovered the same way.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+from collections.abc import Iterable
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+from reconciler.core.plan import Plan
+from reconciler.core.timefmt import now_rfc3339
+from reconciler.errors import ApplyError
+from reconciler.support import fsio
+from reconciler.txn.journal import (
+    JOURNAL,
+    LINK,
+    OLD,
+    Entry,
+    Journal,
+    Phase,
+    read_journal,
+    write_journal,
+)
+from reconciler.txn.lock import crashpoint
+from reconciler.txn.staging import (
+    STAGING,
+    ensure_target_dir,
+    holds_previous,
+    keep_generation,
+    stage,
+)
+
+
+class Transaction:
+    """One pass's change set on disk. Create with `prepare`, or `load` after a crash."""
+
+    def __init__(
+        self, var_dir: Path, journal: Journal, contents: dict[str, bytes] | None = None
+    ) -> None:
+        self.var_dir = var_dir
+        self.journal = journal
+        self._contents = contents or {}
+        self._blobs: dict[str, bytes] = {}
+
+    @property
+    def dir(self) -> Path:
+        return self.var_dir / STAGING / self.journal.id
+
+    # -- step 2 and 3 ------------------------------------------------------------------------
+
+    @classmethod
+    def prepare(cls, var_dir: Path, plan: Plan) -> Transaction:
+        """Stage new contents and back up old ones, then write the journal (phase `prepared`).
+
+        On any I/O error the staging area is removed and ApplyError names the path: no target
+        has been touched yet.
+        """
+        txn_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ") + "-" + secrets.token_hex(3)
+        directory = var_dir / STAGING / txn_id
+        try:
+            fsio.ensure_private_dir(var_dir)
+            fsio.ensure_private_dir(directory)
+            entries = stage(directory, plan.changes)
+            crashpoint("staged")
+            journal = Journal(
+                id=txn_id,
+                revision=plan.revision,
+                phase="prepared",
+                kinds=tuple(plan.kinds),
+                trust_changed=any(c.kind == "trust" for c in plan.changes),
+                trust_removed=any(c.kind == "trust" and c.action == "delete" for c in plan.changes),
+                started=now_rfc3339(fraction=True),
+                entries=tuple(entries),
+            )
+            contents = {
+                c.path: c.target.content
+                for c in plan.changes
+                if c.target is not None and c.target.content is not None
+            }
+            txn = cls(var_dir, journal, contents)
+            # Backups must be durable before the journal points at them (recovery restores them);
+            # staged new copies need not be: recovery never redoes a swap, it undoes one.
+            write_journal(var_dir, journal, after=[directory / OLD, directory, var_dir / STAGING])
+        except (OSError, ApplyError) as exc:
+            shutil.rmtree(directory, ignore_errors=True)
+            if isinstance(exc, ApplyError):
+                raise
+            raise ApplyError(fsio.describe(exc, getattr(exc, "filename", None) or var_dir)) from exc
+        crashpoint("journal-prepared")
+        return txn
+
+    def _set_phase(self, phase: Phase, *, after: Iterable[Path] = ()) -> None:
+        self.journal = replace(self.journal, phase=phase)
+        write_journal(self.var_dir, self.journal, after=after)
+
+    # -- step 4 and 5 ------------------------------------------------------------------------
+
+    def swap(self) -> None:
+        """Put every staged target in place (or delete it); then phase `swapped`.
+
+        Every new file is first written as a temporary file next to its target and all of them
+        are fsynced together; only then do the renames begin, so the window in which the
+        targets are a mixed set is a run of renames, and a crash inside it is undone.
+        """
+        temps: dict[str, Path] = {}
+        try:
+            for entry in self.journal.entries:
+                if entry.staged is not None:
+                    assert entry.mode is not None
+                    target = Path(entry.path)
+                    data = self._content(entry)
+                    ensure_target_dir(target.parent)
+                    temps[entry.path] = fsio.write_temp(
+                        target.parent, target.name, data, entry.mode, entry.gid, sync=False
+                    )
+            fsio.fsync_files(temps.values())
+            for number, entry in enumerate(self.journal.entries):
+                target = Path(entry.path)
+                if entry.staged is None:
+                    fsio.remove_file(target, sync_dir=False)
+                else:
+                    fsio.rename_into(temps[entry.path], target)
+                    del temps[entry.path]  # renamed: no longer ours to clean up
+                if number == 0:
+                    crashpoint("swap-first")
+        except OSError as exc:
+            raise ApplyError(fsio.describe(exc, getattr(exc, "filename", None) or "?")) from exc
+        finally:
+            for leftover in temps.values():
+                leftover.unlink(missing_ok=True)
+        crashpoint("swap-done")
+        # The renames are durable (their directories synced) before the journal says swapped.
+        self._set_phase("swapped", after={Path(e.path).parent for e in self.journal.entries})
+        crashpoint("swapped")
+
+    def _content(self, entry: Entry) -> bytes:
+        """The new content: from the plan in memory, or from staging for a loaded journal."""
+        if entry.path in self._contents:
+            return self._contents[entry.path]
+        assert entry.staged is not None
+        return self._staged_bytes(entry.staged)
+
+    def _staged_bytes(self, ref: str) -> bytes:
+        """A staged content by its reference, `FILE:OFFSET:LENGTH` (see `staging.stage`)."""
+        name, offset, length = ref.rsplit(":", 2)
+        if name not in self._blobs:
+            path = self.dir / name
+            try:
+                self._blobs[name] = path.read_bytes()
+            except OSError as exc:
+                raise ApplyError(fsio.describe(exc, path)) from exc
+        start = int(offset)
+        return self._blobs[name][start : start + int(length)]
+
+    # -- rollback ------------------------------------------------------------------------------
+
+    def restore(self) -> None:
+        """Put the previous generation back (phase `rolling-back` until `finish_rollback`).
+
+        Targets that already hold their previous content are left alone: a swap that failed
+        half-way (a full disk) must not need to write the files it never reached.
+        """
+        todo = [entry for entry in reversed(self.journal.entries) if not holds_previous(entry)]
+        if not todo:
+            return  # nothing swapped yet, or all back: no journal write (a full disk, say)
+        if self.journal.phase != "rolling-back":
+            self._set_phase("rolling-back")
+        touched: list[Path] = []
+        for entry in todo:
+            target = Path(entry.path)
+            if entry.backup is None:
+                fsio.remove_file(target, sync_dir=False)
+            elif entry.backup.startswith(LINK):
+                fsio.replace_link(target, entry.backup.removeprefix(LINK))
+            else:
+                data = self._staged_bytes(entry.backup)
+                mode = entry.before_mode if entry.before_mode is not None else 0o600
+                fsio.replace_file(target, data, mode, entry.before_gid, sync_dir=False)
+            touched.append(target.parent)
+        fsio.sync_dirs(touched)
+        crashpoint("restored")
+
+    def finish_rollback(self) -> None:
+        """Forget the failed pass: the journal and its staging go."""
+        self._remove_journal()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    # -- step 7 ------------------------------------------------------------------------------
+
+    def commit(self) -> None:
+        """Drop the journal (the commit point), then keep this pass as a generation (bounded).
+
+        A crash between the two leaves a staging directory holding its own journal copy: the
+        next start files it under generations instead of deleting it.
+        """
+        copy = self.dir / JOURNAL
+        fsio.replace_file(copy, self.journal.to_json(), 0o600)
+        self._remove_journal()
+        crashpoint("committing")
+        keep_generation(self.var_dir, self.dir)
+
+    def _remove_journal(self) -> None:
+        fsio.remove_file(self.var_dir / JOURNAL)
+
+    @classmethod
+    def load(cls, var_dir: Path) -> Transaction | None:
+        """The interrupted pass, if the journal says there is one."""
+        journal = read_journal(var_dir)
+        return None if journal is None else cls(var_dir, journal)
