@@ -2,8 +2,9 @@
 
 What the hooks, the checks and the trust store's refresh command share:
 
-* argv runs without a shell, stdin from /dev/null, in a new session (its own process group),
-  with the reconciler's environment plus what the caller adds;
+* argv runs without a shell, in a new session (its own process group), with the reconciler's
+  environment plus what the caller adds; stdin is /dev/null, or the bytes the caller gives, read
+  from an unlinked temp file (a command that does not read them cannot block us);
 * stdout and stderr go to one unlinked temp file; the last 4 KiB (UTF-8, at most 4096 bytes once
   encoded) are kept, through the output boundary (private key blocks and known secrets redacted,
   control characters escaped);
@@ -14,6 +15,7 @@ What the hooks, the checks and the trust store's refresh command share:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import select
@@ -21,7 +23,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING
 
@@ -58,16 +60,19 @@ class Completed:
     error: str | None = None
 
 
-def run_bounded(argv: Sequence[str], *, env: Mapping[str, str], timeout_s: float) -> Completed:
-    """Run argv in its own session; on timeout kill its process group and its descendants."""
+def run_bounded(
+    argv: Sequence[str], *, env: Mapping[str, str], timeout_s: float, stdin: bytes | None = None
+) -> Completed:
+    """Run argv in its own session, `stdin` on its standard input (default: none); on timeout
+    kill its process group and its descendants."""
     started = time.monotonic()
     # Output goes to an unlinked temp file, not a pipe: a daemon the command leaves behind must
     # not keep us waiting for an end-of-file that never comes.
-    with tempfile.TemporaryFile() as output:
+    with tempfile.TemporaryFile() as output, _input(stdin) as given:
         try:
             process = subprocess.Popen(
                 list(argv),
-                stdin=subprocess.DEVNULL,
+                stdin=given,
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, **env},
@@ -87,6 +92,18 @@ def run_bounded(argv: Sequence[str], *, env: Mapping[str, str], timeout_s: float
                 error += f" (pids {', '.join(map(str, survivors))} did not die)"
         tail = output_tail(output)
     return Completed(None if error else process.returncode, _ms(started), tail, error)
+
+
+@contextlib.contextmanager
+def _input(data: bytes | None) -> Iterator[IO[bytes] | int]:
+    """What a command reads: /dev/null, or `data` in an unlinked temp file at its start."""
+    if data is None:
+        yield subprocess.DEVNULL
+        return
+    with tempfile.TemporaryFile() as given:
+        given.write(data)
+        given.seek(0)
+        yield given
 
 
 def wait_exit(process: subprocess.Popen[bytes], timeout_s: float) -> int:
