@@ -1,6 +1,7 @@
 """The audit log: the record and its hash chain (`record`), the writer that appends and
 fsyncs each record before its step is reported done (`writer`), the log's files (rotation, a torn
-last line), and verification of what remains.
+last line), verification of what remains, and its head: published off the box after the records
+that moved it (`publish`), and checked against what witnesses kept (`witness`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from reconciler import lazy_exports
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from reconciler.audit.files import audit_files
+    from reconciler.audit.publish import HeadPublisher
     from reconciler.audit.record import (
         REQUIRED_FIELDS,
         ZERO_HASH,
@@ -19,17 +21,30 @@ if TYPE_CHECKING:
         parse_ts,
     )
     from reconciler.audit.verifier import verify
+    from reconciler.audit.witness import (
+        Head,
+        WitnessReport,
+        check_witnessed,
+        read_head,
+        read_witnessed,
+    )
     from reconciler.audit.writer import AuditLog
 
 __all__ = [
     "audit_files",
     "AuditLog",
+    "check_witnessed",
     "Event",
+    "Head",
+    "HeadPublisher",
     "JsonValue",
     "parse_ts",
+    "read_head",
+    "read_witnessed",
     "Record",
     "REQUIRED_FIELDS",
     "verify",
+    "WitnessReport",
     "ZERO_HASH",
 ]
 __getattr__ = lazy_exports(
@@ -44,5 +59,11 @@ __getattr__ = lazy_exports(
         "parse_ts": "record",
         "verify": "verifier",
         "audit_files": "files",
+        "HeadPublisher": "publish",
+        "Head": "witness",
+        "WitnessReport": "witness",
+        "check_witnessed": "witness",
+        "read_head": "witness",
+        "read_witnessed": "witness",
     },
 )

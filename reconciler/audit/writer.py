@@ -28,6 +28,7 @@ from pathlib import Path
 
 from reconciler.audit.files import inspect_tail, rotated_position, set_aside
 from reconciler.audit.record import ZERO_HASH, Event, Record, chain_hash, event_fields
+from reconciler.audit.witness import Head
 from reconciler.core.timefmt import rfc3339
 from reconciler.errors import AuditError
 from reconciler.support.fsio import fsync_dir
@@ -52,6 +53,8 @@ class AuditLog:
         self._hash = ZERO_HASH
         self._positioned = False
         """Whether _seq and _hash are the chain's true position (read from a file or written)."""
+        self.appended = 0
+        """Records this writer wrote, warnings included: a head to publish when it grew."""
         with self._lock:
             self._open()
             try:
@@ -71,6 +74,11 @@ class AuditLog:
     @property
     def last_hash(self) -> str:
         return self._hash
+
+    @property
+    def head(self) -> Head | None:
+        """seq and hash of the last record as this writer knows it (None before the first)."""
+        return Head(self._seq, self._hash) if self._seq else None
 
     def append(self, event: Event, revision: str | None, **fields: object) -> Record:
         """Write one record, fsynced, and return it; AuditError if it could not be written."""
@@ -223,4 +231,5 @@ class AuditLog:
                 f"{exc.strerror}; the step it records is not done"
             ) from exc
         self._seq, self._hash, self._size = seq, previous, self._size + len(data)
+        self.appended += len(records)
         return [dict(record) for record in records]
