@@ -141,7 +141,8 @@ def _one_line(exc: ValidationError, path: Path | None) -> str:
 
 
 def _absolutise(settings: Settings, path: Path | None) -> Settings:
-    """Make paths absolute, and hook commands with a slash relative to the settings file."""
+    """Make paths absolute, and hook and witness commands with a slash relative to the settings
+    file."""
     base = path.parent.resolve() if path is not None else Path.cwd()
 
     def argv(command: tuple[str, ...] | None) -> tuple[str, ...] | None:
@@ -159,6 +160,7 @@ def _absolutise(settings: Settings, path: Path | None) -> Settings:
         "var_dir": Path.cwd() / settings.var_dir,
         "key_dirs": tuple(Path.cwd() / d for d in settings.key_dirs),
         "hooks": hooks,
+        "audit": settings.audit.model_copy(update={"witness": argv(settings.audit.witness)}),
     }
     if settings.audit_log is not None:
         updates["audit_log"] = Path.cwd() / settings.audit_log

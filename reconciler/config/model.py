@@ -65,6 +65,16 @@ class VerifySettings(_Section):
         return value
 
 
+class AuditSettings(_Section):
+    """`[audit]`: where the audit log's head is published besides the log and the metrics."""
+
+    witness: Annotated[tuple[str, ...], Field(min_length=1)] | None = None
+    """argv that reads `SEQ HASH` on stdin after every pass that appended records, and at the
+    daemon's start; no shell; a relative path (with a slash) is relative to the settings file."""
+    witness_timeout_s: Annotated[float, Field(gt=0, le=60)] = 5.0
+    """The witness's whole process group is killed after this many seconds."""
+
+
 class Settings(BaseSettings):
     """Every setting the daemon and commands read. Paths are absolute after loading."""
 
@@ -117,6 +127,8 @@ class Settings(BaseSettings):
     """Hooks run after a pass that changed files (host configuration, never desired state)."""
     verify: VerifySettings = VerifySettings()
     """Post-hook verification."""
+    audit: AuditSettings = AuditSettings()
+    """Publishing the audit log's head to a witness."""
 
     @field_validator("key_mode", mode="before")
     @classmethod

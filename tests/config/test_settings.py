@@ -60,6 +60,7 @@ def test_defaults() -> None:
     assert settings.metrics_address is None
     assert settings.hooks == ()
     assert settings.verify.console is None
+    assert (settings.audit.witness, settings.audit.witness_timeout_s) == (None, 5.0)
 
 
 def test_file_overrides_defaults(tmp_path: Path) -> None:
@@ -275,6 +276,23 @@ def test_hooks_resolve_next_to_the_file_whatever_the_working_directory(
     assert config.is_file()
 
 
+def test_the_witness_command_resolves_like_a_hook_and_comes_from_the_environment_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = _config(
+        tmp_path,
+        '[audit]\nwitness = ["bin/witness", "--to", "store"]\nwitness_timeout_s = 2.5\n',
+        "conf/r.toml",
+    )
+    settings = load_settings(config)
+    assert settings.audit.witness == (str(tmp_path / "conf/bin/witness"), "--to", "store")
+    assert settings.audit.witness_timeout_s == 2.5
+    monkeypatch.setenv("RECONCILER_AUDIT__WITNESS", '["logger", "--tcp"]')
+    monkeypatch.setenv("RECONCILER_AUDIT__WITNESS_TIMEOUT_S", "1")
+    settings = load_settings(config)
+    assert (settings.audit.witness, settings.audit.witness_timeout_s) == (("logger", "--tcp"), 1)
+
+
 # -- bad settings: one line naming the setting -----------------------------------------------------
 
 
@@ -298,6 +316,11 @@ BAD: dict[str, tuple[str, str]] = {
         '[[hooks]]\nname = "h"\non = ["trust"]\nrun = ["true"]\nshell = true\n',
         "hooks.0.shell",
     ),
+    "witness-empty": ("[audit]\nwitness = []\n", "audit.witness"),
+    "witness-a-string": ('[audit]\nwitness = "logger"\n', "audit.witness"),
+    "witness-timeout-zero": ("[audit]\nwitness_timeout_s = 0\n", "audit.witness_timeout_s"),
+    "witness-timeout-long": ("[audit]\nwitness_timeout_s = 61\n", "audit.witness_timeout_s"),
+    "audit-unknown-key": ('[audit]\nwitnes = ["logger"]\n', "audit.witnes"),
     "toml-syntax": ("root = \n", "line 1"),
 }
 
