@@ -114,6 +114,7 @@ class Daemon:
                 root=str(self.settings.root),
                 pid=os.getpid(),
             )
+            self._services.publish_head(self._tools.recorder.audit)
             self._cycle("start")
             # What start-up and the first pass built (modules, parsed certificates, rendered
             # targets) lives as long as the process. Frozen, the collector stops walking it: a
@@ -132,6 +133,7 @@ class Daemon:
         finally:
             self._liveness.stopped()
             notifier.notify("STOPPING=1", "STATUS=stopping")
+            self._services.heads.close()  # the last head witnessed, no witness left running
             self._services.stop()
             self._watcher.close()
             notifier.close()
@@ -192,6 +194,8 @@ class Daemon:
         events = self._watcher.target_events(look_at_everything=trigger != "event")
         started = time.monotonic()
         self._liveness.pass_started(started)
+        audit = self._tools.recorder.audit
+        appended = audit.appended if audit is not None else 0
         result: PassResult | None = None
         try:
             result = self._locked_pass(events)
@@ -203,6 +207,7 @@ class Daemon:
         finally:
             self._liveness.pass_ended()
         ended = time.monotonic()
+        self._services.publish_head(audit, appended)
         if result is None and self._stopping():
             return
         self._resync_at = ended + self.settings.resync_interval_s
@@ -277,6 +282,7 @@ class Daemon:
         self._services.stop()
         self._services.start(settings)
         self._services.start_pinger()
+        self._services.publish_head(recorder.audit)
         self._watcher.restart(watch_specs(settings))
         log.info("settings.reloaded", config=str(config) if config else None)
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, get_args
 
 from reconciler import __version__
 from reconciler.core.outcome import Outcome
+from reconciler.daemon.auditmetrics import AuditHeadMetrics
 from reconciler.support.redact import scrub
 
 if TYPE_CHECKING:
@@ -237,6 +238,7 @@ class Metrics(MetricFamilies):
         self._rejections: set[tuple[str, str | None]] = set()
         self._failures = 0
         self._lock = threading.Lock()
+        self.audit = AuditHeadMetrics(self.registry, self._lock)
         if applied_revision is not None:
             self.applied_revision.labels(applied_revision).set(1)
 

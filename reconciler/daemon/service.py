@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal
 
+from reconciler.audit import HeadPublisher
 from reconciler.core.outcome import Outcome
 from reconciler.daemon.metrics import CertExpiry, Metrics, applied_expiry
 from reconciler.daemon.readiness import NOT_YET, Readiness, applied_revision, decide
@@ -24,6 +25,7 @@ from reconciler.txn import records
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from reconciler.audit import AuditLog, Head
     from reconciler.config import Settings
     from reconciler.daemon.http import HealthServer
     from reconciler.reconcile import PassResult
@@ -183,10 +185,14 @@ class Services:
         self._pinger: WatchdogPinger | None = None
         self._prober: threading.Thread | None = None
         self._stop = threading.Event()
+        self.heads = HeadPublisher(on_head=self._head_published, on_failure=self._witness_failed)
+        """Publishes the audit log's head; `close` it last, it may have a witness running."""
 
     def start(self, settings: Settings) -> None:
-        """The metrics and health server, and the prober, when the settings ask for them."""
+        """The metrics and health server, and the prober, when the settings ask for them; the
+        witness command the settings name."""
         self._stop = threading.Event()
+        self.heads.configure(settings.audit.witness, settings.audit.witness_timeout_s)
         address = settings.metrics_address
         if address is None:
             return
@@ -206,6 +212,21 @@ class Services:
                 target=self._probe_loop, args=(settings,), name="profile-probe", daemon=True
             )
             self._prober.start()
+
+    def publish_head(self, audit: AuditLog | None, appended_before: int | None = None) -> None:
+        """Publish the audit log's head: at start or after a reload (`appended_before` None), or
+        after a pass that appended records (the writer's count before it differs)."""
+        head = audit.head if audit is not None and audit.appended != appended_before else None
+        if head is not None:
+            self.heads.submit(head)
+
+    def _head_published(self, head: Head) -> None:
+        if self.metrics is not None:
+            self.metrics.audit.published(head)
+
+    def _witness_failed(self) -> None:
+        if self.metrics is not None:
+            self.metrics.audit.witness_failed()
 
     def start_pinger(self) -> None:
         """The watchdog pinger, when systemd asked for one (once the daemon is ready)."""

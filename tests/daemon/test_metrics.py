@@ -8,6 +8,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from reconciler import __version__
+from reconciler.audit.witness import Head, read_head
 from reconciler.core.outcome import Outcome
 from reconciler.core.plan import Change, Plan
 from reconciler.daemon.metrics import CertExpiry, Metrics
@@ -182,3 +183,55 @@ def test_a_daemon_exports_them_for_real(
     rejected = wait_for(rejection, "the rejection shown", detail=daemon.log_text)
     assert rejected[("reconciler_last_rejected_timestamp_seconds", ())] > 0
     assert daemon.stop() == 0
+
+
+def test_the_audit_head_is_one_series_and_witness_failures_count_from_zero() -> None:
+    metrics = Metrics()
+    assert value(metrics, "reconciler_audit_head_seq") == 0
+    assert value(metrics, "reconciler_audit_witness_failures_total") == 0
+    heads = [k for k in samples(metrics.render().decode()) if k[0] == "reconciler_audit_head_info"]
+    assert heads == [], "absent before the first record"
+    metrics.audit.published(Head(41, "a" * 64))
+    metrics.audit.published(Head(45, "b" * 64))
+    metrics.audit.witness_failed()
+    assert value(metrics, "reconciler_audit_head_seq") == 45
+    heads = [k for k in samples(metrics.render().decode()) if k[0] == "reconciler_audit_head_info"]
+    assert heads == [("reconciler_audit_head_info", (("hash", "b" * 64), ("seq", "45")))]
+    assert value(metrics, "reconciler_audit_witness_failures_total") == 1
+
+
+def test_a_daemon_publishes_its_head_at_start_and_after_each_pass_that_wrote(
+    sandbox: Sandbox, start_daemon: Callable[..., Daemon]
+) -> None:
+    port = free_port()
+    sandbox.extra = f'metrics_address = "127.0.0.1:{port}"\n'
+    daemon = start_daemon()
+
+    def head_series() -> tuple[int, str] | None:
+        code, text = http_get(f"http://127.0.0.1:{port}/metrics")
+        found = [dict(k[1]) for k in samples(text) if k[0] == "reconciler_audit_head_info"]
+        head = read_head(sandbox.var / "audit.jsonl")
+        if code != 200 or not found or head is None:
+            return None
+        series = (int(found[0]["seq"]), found[0]["hash"])
+        return series if series == (head.seq, head.hash) else None
+
+    first = wait_for(head_series, "the first pass's head in /metrics", detail=daemon.log_text)
+    logged = daemon.log_events("audit.head")
+    assert [(e["seq"], e["hash"]) for e in logged][-1] == first
+    sandbox.state.profile("relay", 'url = "smtps://relay2.example.com"\n')
+    second = wait_for(
+        lambda: (found := head_series()) and found[0] > first[0] and found,
+        "the next pass's head",
+        detail=daemon.log_text,
+    )
+    assert (second[0], second[1]) == (
+        daemon.audit()[-1]["seq"],
+        daemon.audit()[-1]["hash"],
+    )
+    assert daemon.stop() == 0
+    # Restarted on an unchanged state: the head is published at start, and no pass moves it.
+    again = start_daemon()
+    wait_for(lambda: again.log_events("audit.head"), "the head at start", detail=again.log_text)
+    assert [(e["seq"], e["hash"]) for e in again.log_events("audit.head")] == [second]
+    assert again.stop() == 0
