@@ -8,7 +8,16 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from reconciler.audit import REQUIRED_FIELDS, ZERO_HASH, JsonValue, Record, parse_ts, verify
+from reconciler.audit import (
+    REQUIRED_FIELDS,
+    ZERO_HASH,
+    JsonValue,
+    Record,
+    check_witnessed,
+    parse_ts,
+    read_witnessed,
+    verify,
+)
 from reconciler.core.timefmt import rfc3339
 
 _DURATION = re.compile(r"(?:\d+[smhdw])+")
@@ -225,6 +234,28 @@ def verify_retained(files: Sequence[Path]) -> tuple[bool, str]:
         "so this is not the log's beginning"
     )
     return True, f"audit log intact: {result.records} records in {len(files)} file(s), {where}"
+
+
+def verify_witnessed(files: Sequence[Path], sources: Sequence[str]) -> tuple[bool, list[str]]:
+    """`audit verify --witness`: (the log matches every checkable witnessed head, the lines to
+    print). A source that holds no head is a failure: a recipe that selected nothing proves
+    nothing."""
+    witnessed = [item for source in sources for item in read_witnessed(source)]
+    names = ", ".join("standard input" if source == "-" else source for source in sources)
+    if not witnessed:
+        return False, [
+            f"witness {names}: no SEQ HASH line, so nothing to check the log against "
+            "(does the recipe select this gateway's heads?)"
+        ]
+    report = check_witnessed(files, witnessed)
+    summary = f"witnessed heads ({names}): {report.heads} checked, {report.matched} match"
+    if report.not_checkable:
+        summary += (
+            f", {report.not_checkable} not checkable (older than seq {report.first_seq}, "
+            "the oldest record left)"
+        )
+    failures = [f"audit log fails its witnesses: {failure}" for failure in report.failures]
+    return report.ok, [summary, *failures]
 
 
 def _first_record(files: Sequence[Path]) -> Record | None:

@@ -99,6 +99,23 @@ def _recorder(settings: Settings) -> Recorder:
     return Recorder(AuditLog(settings.audit_path))
 
 
+def _close_recorder(settings: Settings, recorder: Recorder) -> None:
+    """Publish the audit log's head when this command appended records, then close the log.
+
+    The witness runs here, bounded by its timeout; its failure is logged, never this command's.
+    """
+    from reconciler.audit import HeadPublisher
+
+    try:
+        audit = recorder.audit
+        head = audit.head if audit is not None and audit.appended else None
+        if head is not None:
+            witness = settings.audit
+            HeadPublisher(witness.witness, witness.witness_timeout_s).publish(head)
+    finally:
+        recorder.close()
+
+
 def _apply(settings: Settings, args: argparse.Namespace) -> int:
     from reconciler.reconcile import Hints, PassMemory, Tools, reconcile
     from reconciler.support.logging import chosen_format, get_logger
@@ -111,7 +128,7 @@ def _apply(settings: Settings, args: argparse.Namespace) -> int:
             hints = Hints(undisturbed=lock.undisturbed)
             result, _ = reconcile(settings, PassMemory(), hints, tools)
     finally:
-        tools.recorder.close()
+        _close_recorder(settings, tools.recorder)
     code, summary = _apply_summary(result)
     if chosen_format() == "json":
         # JSON logs: the findings are already in the log (one record each); the summary is one
@@ -183,7 +200,11 @@ def _suspend(settings: Settings, args: argparse.Namespace) -> int:
     from reconciler.reconcile import Notice
 
     details = {"suspended": True, "suspend_reason": args.reason}
-    _recorder(settings).record(Notice(revision=None, reason="applying suspended", details=details))
+    recorder = _recorder(settings)
+    try:
+        recorder.record(Notice(revision=None, reason="applying suspended", details=details))
+    finally:
+        _close_recorder(settings, recorder)
     print(
         "suspended: passes validate and report drift but change nothing until `reconciler resume`"
     )
@@ -197,7 +218,11 @@ def _resume(settings: Settings, args: argparse.Namespace) -> int:
         from reconciler.reconcile import Notice
 
         resumed = Notice(revision=None, reason="applying resumed", details={"suspended": False})
-        _recorder(settings).record(resumed)
+        recorder = _recorder(settings)
+        try:
+            recorder.record(resumed)
+        finally:
+            _close_recorder(settings, recorder)
         print("resumed: the next pass applies the desired state")
     else:
         print("not suspended; nothing to do")
@@ -215,7 +240,20 @@ def _audit(settings: Settings, args: argparse.Namespace) -> int:
     if args.audit_command == "verify":
         intact, line = auditview.verify_retained(files)
         print(line, file=sys.stdout if intact else sys.stderr)
+        if args.witness:
+            matches, lines = auditview.verify_witnessed(files, args.witness)
+            print("\n".join(lines), file=sys.stdout if matches else sys.stderr)
+            intact = intact and matches
         return EXIT_OK if intact else EXIT_FAILED
+    if args.audit_command == "head":
+        from reconciler.audit import read_head
+
+        head = read_head(settings.audit_path)
+        if head is None:
+            print(f"audit log {settings.audit_path}: no record yet", file=sys.stderr)
+        else:
+            print(head.line(), end="")
+        return EXIT_OK
     from datetime import UTC, datetime
 
     try:

@@ -135,6 +135,19 @@ def build_parser() -> argparse.ArgumentParser:
         description="check the hash chain; names the first bad record",
     )
     _global_flags(verify, suppress=True)
+    verify.add_argument(
+        "--witness",
+        action="append",
+        metavar="FILE",
+        help="also check the log against heads published earlier: SEQ HASH lines, # comments, "
+        "any order (- reads standard input; repeatable)",
+    )
+    head = audit_commands.add_parser(
+        "head",
+        help="SEQ HASH of the last record",
+        description="print SEQ HASH of the audit log's last record (what a witness receives)",
+    )
+    _global_flags(head, suppress=True)
     command(
         "probe",
         "live TLS check of every TLS profile (exit 0 all trusted, 1 otherwise)",
