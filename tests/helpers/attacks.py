@@ -153,6 +153,20 @@ ATTACKS: dict[str, Callable[[Log, dict[int, str]], Expected]] = {
 }
 
 
+def rotate(var: Path) -> None:
+    """Rotate the log in `var` logrotate's way: audit.jsonl.1 becomes .2, audit.jsonl .1."""
+    numbers = sorted((int(p.suffix[1:]) for p in var.glob("audit.jsonl.[0-9]*")), reverse=True)
+    for number in numbers:
+        (var / f"audit.jsonl.{number}").rename(var / f"audit.jsonl.{number + 1}")
+    (var / "audit.jsonl").rename(var / "audit.jsonl.1")
+
+
+def log_files(var: Path) -> list[Path]:
+    """The log in `var` rotated that way, oldest first."""
+    rotated = sorted(var.glob("audit.jsonl.[0-9]*"), key=lambda p: -int(p.suffix[1:]))
+    return [*rotated, var / "audit.jsonl"]
+
+
 def copy_log(files: list[Path], into: Path) -> list[Path]:
     """The log's files copied into `into` under their names (the current file last)."""
     into.mkdir(parents=True)
