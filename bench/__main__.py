@@ -21,7 +21,7 @@ from pathlib import Path
 
 from bench.harness import REPO, BenchError, Report, progress
 
-BENCHES = ("startup", "latency", "idle", "burst", "scale")
+BENCHES = ("startup", "latency", "idle", "burst", "scale", "witness")
 DEFAULT_JSON = REPO / "bench" / "results" / "latest.json"
 
 
@@ -36,7 +36,7 @@ def _compile(package: Path) -> None:
 
 
 def _plan(quick: bool) -> dict[str, Callable[[Report], None]]:
-    from bench import burst, latency, scale, startup
+    from bench import burst, latency, scale, startup, witness
 
     def run_latency(report: Report) -> None:
         latency.swap_latency(report, 8 if quick else 30, None)
@@ -53,6 +53,7 @@ def _plan(quick: bool) -> dict[str, Callable[[Report], None]]:
         "idle": lambda report: latency.idle_only(report, 9 if quick else 30),
         "burst": lambda report: burst.burst(report, 1 if quick else 3),
         "scale": run_scale,
+        "witness": lambda report: witness.witness(report, 5 if quick else 15),
     }
 
 
