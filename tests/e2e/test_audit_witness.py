@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import socket
 import threading
 import tomllib
@@ -224,3 +225,24 @@ def _witnesses(gate: Path) -> list[int]:
         for p in psutil.process_iter(["cmdline"])
         if p.info["cmdline"] and str(gate) in " ".join(p.info["cmdline"])
     )
+
+
+def test_a_reload_switches_the_witness_and_publishes_the_head_to_it(
+    sandbox: Sandbox, start_daemon: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    first, second = tmp_path / "first.txt", tmp_path / "second.txt"
+    witness = '[audit]\nwitness = ["/bin/sh", "-c", "cat >> {}"]\n'
+    sandbox.extra = witness.format(first)
+    daemon = start_daemon()
+    head = read_head(sandbox.var / "audit.jsonl")
+    assert head is not None
+    wait_for(lambda: head_in(first, sandbox.var), "the head at the first witness", daemon)
+    sandbox.extra = witness.format(second)
+    sandbox.write_config()
+    daemon.process.send_signal(signal.SIGHUP)
+    wait_for(lambda: head_in(second, sandbox.var), "the head at the new witness", daemon)
+    assert second.read_text() == head.line()
+    change(sandbox, 1)
+    wait_for(lambda: head_in(second, sandbox.var, head.seq), "the next head", daemon)
+    assert daemon.stop() == 0
+    assert first.read_text() == head.line(), "the old witness got nothing after the reload"
