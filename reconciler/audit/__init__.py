@@ -11,6 +11,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from reconciler.audit.files import audit_files
     from reconciler.audit.record import (
+        EVENTS,
         REQUIRED_FIELDS,
         ZERO_HASH,
         Event,
@@ -25,6 +26,7 @@ __all__ = [
     "audit_files",
     "AuditLog",
     "Event",
+    "EVENTS",
     "JsonValue",
     "parse_ts",
     "Record",
@@ -37,6 +39,7 @@ __getattr__ = lazy_exports(
     {
         "AuditLog": "writer",
         "Event": "record",
+        "EVENTS": "record",
         "JsonValue": "record",
         "Record": "record",
         "REQUIRED_FIELDS": "record",

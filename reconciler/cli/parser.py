@@ -122,10 +122,16 @@ def build_parser() -> argparse.ArgumentParser:
     _global_flags(show, suppress=True)
     show.add_argument("--since", help="ISO time (2026-11-27T10:00Z) or a duration (30m, 2h, 7d)")
     show.add_argument(
-        "--kind", action="append", help="only records of this resource kind (repeatable)"
+        "--kind",
+        action="append",
+        type=audit_kind,
+        help="only records of this resource kind (repeatable)",
     )
     show.add_argument(
-        "--event", action="append", help="only this event, e.g. change.applied (repeatable)"
+        "--event",
+        action="append",
+        type=audit_event,
+        help="only this event, e.g. change.applied, or a family: pass (repeatable)",
     )
     show.add_argument("--revision", help="only records of this revision (a prefix is enough)")
     show.add_argument("--json", action="store_true", help="JSON Lines, as stored")
@@ -142,6 +148,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     command("schema", "print the JSON Schema of gateway.toml and profile files")
     return parser
+
+
+def audit_kind(text: str) -> str:
+    """`audit show --kind`: one of the resource kinds, or a usage error naming them."""
+    from reconciler.core.desired import KINDS
+
+    if text not in KINDS:
+        raise argparse.ArgumentTypeError(f"unknown kind {text!r} (one of {', '.join(KINDS)})")
+    return text
+
+
+def audit_event(text: str) -> str:
+    """`audit show --event`: an event name, or a family (`pass`, `pass.*`), else a usage error."""
+    from reconciler.audit import EVENTS
+
+    family = text.removesuffix(".*")
+    if text in EVENTS or any(event.startswith(f"{family}.") for event in EVENTS):
+        return text
+    raise argparse.ArgumentTypeError(f"unknown event {text!r} (one of {', '.join(EVENTS)})")
 
 
 class VersionAction(argparse.Action):

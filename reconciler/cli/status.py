@@ -9,6 +9,7 @@ from typing import Any
 from reconciler.config import Settings
 from reconciler.core.layout import RootLayout
 from reconciler.core.timefmt import rfc3339
+from reconciler.core.wording import counted
 from reconciler.errors import ReconcilerError
 from reconciler.txn import Transaction, records
 
@@ -143,7 +144,7 @@ def format_status(status: dict[str, Any]) -> str:
     if status["trust"]:
         soonest = min(status["trust"], key=lambda t: t["days_left"])
         lines.append(
-            f"trust           {len(status['trust'])} entries; soonest expiry "
+            f"trust           {counted(len(status['trust']), 'entry')}; soonest expiry "
             f"{soonest['not_after']} ({soonest['days_left']} days, {soonest['subject']})"
         )
     if status["recent"]:

@@ -122,7 +122,7 @@ def test_status_after_apply(sandbox: Sandbox, pki: Pki) -> None:
     assert f"last applied    {rev} at " in text
     assert "identity        CN=gateway.test, expires " in text
     assert "days" in text
-    assert "trust           1 entries" in text
+    assert "trust           1 entry;" in text
     assert "SUSPENDED" not in text
     assert "recent passes" in text
 
