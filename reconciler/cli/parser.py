@@ -91,10 +91,23 @@ def build_parser() -> argparse.ArgumentParser:
     plan = command(
         "plan", "show what a pass would change (exit 0 none, 2 changes, 1 invalid)", json_flag=True
     )
-    plan.add_argument(
+    shown = plan.add_mutually_exclusive_group()
+    shown.add_argument(
         "--diff", action="store_true", help="add a unified diff of non-secret targets"
     )
-    apply = command("apply", "one pass with hooks and verification (exit 0 converged, 1 failed)")
+    shown.add_argument(
+        "--summary", action="store_true", help="count the changes by kind instead of listing them"
+    )
+    apply = command(
+        "apply",
+        "one pass with hooks and verification (exit 0 converged, 1 failed)",
+        json_flag=True,
+    )
+    apply.add_argument(
+        "--detailed-exitcode",
+        action="store_true",
+        help="exit 2 when the pass changed something (0: nothing to change, 1: failed)",
+    )
     apply.add_argument(
         "--lock-timeout",
         type=float,
@@ -105,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     command("run", "the daemon: watch the desired state and the targets, reconcile on change")
     command(
         "status",
-        "last applied and attempted revisions, recent passes, drift, expiry",
+        "last applied and attempted revisions, recent passes, drift, expiry (exit 0 converged, "
+        "2 changes pending, 3 rejected, 4 failed, 5 not serving)",
         json_flag=True,
     )
     suspend = command("suspend", "pause applying (maintenance); validation and drift reports go on")
@@ -146,7 +160,15 @@ def build_parser() -> argparse.ArgumentParser:
         "live TLS check of every TLS profile (exit 0 all trusted, 1 otherwise)",
         json_flag=True,
     )
-    command("schema", "print the JSON Schema of gateway.toml and profile files")
+    schema = command(
+        "schema", "print the JSON Schema of gateway.toml or profile files (editors, CI)"
+    )
+    schema.add_argument(
+        "file",
+        nargs="?",
+        choices=("gateway", "profile"),
+        help="gateway (gateway.toml) or profile (profiles/NAME.toml); both, keyed, without",
+    )
     return parser
 
 

@@ -52,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     name = args.command
     if name == "schema":
-        return commands.schema()
+        return commands.schema(args.file)
     if name == "validate":
         # `validate` reads two settings: without a settings file or another setting in force,
         # they are known without loading (and importing) the settings model.

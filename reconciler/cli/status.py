@@ -94,7 +94,49 @@ def collect_status(settings: Settings) -> dict[str, Any]:
         if found is not None:
             trust.append(found)
     status["trust"] = trust
+    status["check"] = check(status)
     return status
+
+
+#: `status`'s exit codes, for a monitoring check: the worst condition found wins.
+EXIT_CONVERGED = 0
+EXIT_PENDING = 2
+EXIT_REJECTED = 3
+EXIT_FAILED = 4
+EXIT_NOT_SERVING = 5
+
+
+def check(status: dict[str, Any]) -> dict[str, Any]:
+    """The one verdict a monitoring check needs, worst first: not serving a verified
+    configuration, the last pass failed (rolled back), the desired state rejected, changes or
+    drift pending; else serving and converged. `exit_code` is what `status` exits with."""
+    attempt = status["last_attempt"] or {}
+    outcome = attempt.get("outcome")
+    pending = status["pending"]
+    interrupted = status["interrupted_pass"]
+    if not status["ready"]["ready"]:
+        code, state, summary = EXIT_NOT_SERVING, "not-serving", status["ready"]["reason"]
+    elif outcome == "failed" or (interrupted and "error" in interrupted):
+        reason = attempt.get("reason") if outcome == "failed" else interrupted["error"]
+        code, state, summary = EXIT_FAILED, "failed", f"the last pass failed: {reason}"
+    elif not status["desired"]["valid"] or outcome == "rejected":
+        errors = status["desired"].get("errors") or [attempt.get("reason")]
+        code, state, summary = EXIT_REJECTED, "rejected", f"desired state rejected: {errors[0]}"
+    elif (pending and pending["changes"]) or interrupted or outcome in ("suspended", "deferred"):
+        changes = pending["changes"] if pending else 0
+        drift = len(pending["drift"]) if pending else 0
+        summary = f"{counted(changes, 'change')} pending, {drift} from drift"
+        if status["suspended"]:
+            summary += " (suspended)"
+        if interrupted:
+            summary += "; an interrupted pass awaits recovery"
+        code, state = EXIT_PENDING, "pending"
+    else:
+        code, state = EXIT_CONVERGED, "converged"
+        summary = f"serving revision {attempt.get('revision')}; the targets match it"
+        if status["suspended"]:
+            summary += " (suspended)"
+    return {"exit_code": code, "state": state, "summary": summary}
 
 
 def format_status(status: dict[str, Any]) -> str:
@@ -114,6 +156,8 @@ def format_status(status: dict[str, Any]) -> str:
         f"last applied    {when(status['last_applied'])}",
         f"last attempt    {when(status['last_attempt'])}",
     ]
+    verdict = status["check"]
+    lines.append(f"check           {verdict['state']}: {verdict['summary']}")
     ready = status["ready"]
     lines.append(f"ready           {'yes' if ready['ready'] else 'NO'}: {ready['reason']}")
     if status["suspended"]:
