@@ -41,7 +41,8 @@ def manifest_files() -> list[Path]:
 
 
 def expand(directory: Path) -> list[Resource]:
-    """A kustomization's resources, recursively (the only kustomize feature the manifests use)."""
+    """A kustomization's resources, recursively, with its `labels` added to each one's metadata
+    (the kustomize features the manifests use, as docs/kubernetes.md says)."""
     kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
     assert set(kustomization) <= {"apiVersion", "kind", "resources", "labels"}, kustomization
     found: list[Resource] = []
@@ -51,7 +52,21 @@ def expand(directory: Path) -> list[Resource]:
             found += expand(path)
         else:
             found += [r for r in yaml.safe_load_all(path.read_text()) if r]
+    for label in kustomization.get("labels", []):
+        assert set(label) == {"pairs"}, "only plain labels: no selectors or templates are changed"
+        for resource in found:
+            resource.setdefault("metadata", {}).setdefault("labels", {}).update(label["pairs"])
     return found
+
+
+def test_the_base_labels_reach_every_resource_of_the_base() -> None:
+    """kustomize adds a kustomization's `labels` to its own resources (an overlay's own files
+    keep theirs)."""
+    resources = expand(DEPLOY / "base")
+    assert len(resources) == 5
+    for resource in resources:
+        labels = resource["metadata"].get("labels", {})
+        assert labels.get("app.kubernetes.io/part-of") == "mail-gateway", resource["kind"]
 
 
 def one(resources: list[Resource], kind: str, name: str | None = None) -> Resource:
