@@ -14,7 +14,6 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -307,59 +306,16 @@ def test_alert_rules_pass_promtool_check(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "SUCCESS: 7 rules found" in done.stdout
+    source = yaml.safe_load((REPO / "deploy/prometheus/reconciler.rules.yml").read_text())
+    count = sum(len(group["rules"]) for group in source["groups"])
+    assert f"SUCCESS: {count} rules found" in done.stdout
 
 
-def test_alerts_fire_for_a_rejected_state_but_not_for_a_suspension(tmp_path: Path) -> None:
-    """promtool's rule unit test: a pod whose pushes are rejected for 40 minutes (ready all along)
-    raises ReconcilerDesiredStateNotApplied; a suspended one raises only ReconcilerSuspended."""
-    rules = _rules_file(tmp_path)
-    test = tmp_path / "test.yaml"
-    test.write_text(
-        textwrap.dedent(
-            f"""\
-            rule_files: [{rules}]
-            evaluation_interval: 1m
-            tests:
-              - interval: 1m
-                input_series:
-                  - series: 'reconciler_ready{{pod="a"}}'
-                    values: '1x60'
-                  - series: 'reconciler_last_pass_ok{{pod="a"}}'
-                    values: '1x5 0x55'
-                  - series: 'reconciler_suspended{{pod="a"}}'
-                    values: '0x60'
-                  - series: 'reconciler_ready{{pod="b"}}'
-                    values: '1x60'
-                  - series: 'reconciler_last_pass_ok{{pod="b"}}'
-                    values: '0x60'
-                  - series: 'reconciler_suspended{{pod="b"}}'
-                    values: '1x60'
-                alert_rule_test:
-                  - eval_time: 20m
-                    alertname: ReconcilerDesiredStateNotApplied
-                    exp_alerts: []
-                  - eval_time: 40m
-                    alertname: ReconcilerDesiredStateNotApplied
-                    exp_alerts:
-                      - exp_labels: {{severity: warning, pod: a}}
-                        exp_annotations:
-                          summary: "a keeps serving its last good configuration."
-                          description: >-
-                            The desired state was rejected or its pass failed and was rolled back
-                            (reconciler_passes_total by outcome says which; `reconciler status`
-                            and the audit log say why). The gateway still serves the previous
-                            configuration.
-                  - eval_time: 40m
-                    alertname: ReconcilerNoVerifiedConfiguration
-                    exp_alerts: []
-                  - eval_time: 40m
-                    alertname: ReconcilerSuspended
-                    exp_alerts: []
-            """
-        )
-    )
-    done = subprocess.run(
-        [_promtool(), "test", "rules", str(test)], capture_output=True, text=True, check=False
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+def test_the_prometheusrule_holds_the_shipped_rules_and_the_job_they_select() -> None:
+    """One source of rules: the PrometheusRule's groups are deploy/prometheus's (generated from
+    it, tests/e2e/test_generated.py), and the PodMonitor names the job those rules select."""
+    resources = expand(DEPLOY / "base")
+    source = yaml.safe_load((REPO / "deploy/prometheus/reconciler.rules.yml").read_text())
+    assert one(resources, "PrometheusRule")["spec"]["groups"] == source["groups"]
+    [endpoint] = one(resources, "PodMonitor")["spec"]["podMetricsEndpoints"]
+    assert {"targetLabel": "job", "replacement": "reconciler"} in endpoint["relabelings"]
