@@ -121,14 +121,31 @@ def _apply(settings: Settings, args: argparse.Namespace) -> int:
     from reconciler.txn import RootLock
 
     lock = RootLock(settings.var_dir)
-    tools = Tools(_recorder(settings))
+    recorder = _recorder(settings)
+    progress = None
+    if chosen_format() == "console" and sys.stderr.isatty() and not args.json:
+        # A person at a terminal: the step the pass is in, then a summary by kind instead of a
+        # log line per changed file (the audit log and JSON logs keep one record each).
+        from reconciler.cli.progress import TerminalProgress
+
+        progress = TerminalProgress()
+        recorder.progress, recorder.summarize_changes = progress, True
+    tools = Tools(recorder)
     try:
         with lock.held(args.lock_timeout):
             hints = Hints(undisturbed=lock.undisturbed)
             result, _ = reconcile(settings, PassMemory(), hints, tools)
     finally:
+        if progress is not None:
+            progress.close()
         tools.recorder.close()
     code, summary = _apply_summary(result)
+    if progress is not None:
+        from reconciler.cli.applyview import changed, format_by_kind
+
+        if changed(result):
+            lines = [f"{summary} in {progress.elapsed_s:.1f} s", *format_by_kind(result)]
+            summary = "\n".join(lines)
     if args.json:
         from reconciler.cli.applyview import result_to_json
 

@@ -13,6 +13,7 @@ from reconciler.core.desired import Kind
 from reconciler.core.evaluate import Evaluation, evaluate
 from reconciler.core.plan import Observed, Plan, plan
 from reconciler.core.render import Layout, Target, render
+from reconciler.core.wording import counted
 from reconciler.errors import SettingsError
 from reconciler.gateway import (
     CREDENTIAL_SUFFIXES,
@@ -20,6 +21,7 @@ from reconciler.gateway import (
     Observations,
     TargetEvents,
 )
+from reconciler.reconcile.events import Progress
 from reconciler.source import read_snapshot
 from reconciler.txn import records
 
@@ -77,17 +79,26 @@ def make_plan(
     cache: ObservationCache | None = None,
     prior: Observations | None = None,
     events: TargetEvents | None = None,
+    progress: Progress | None = None,
 ) -> Planned:
     """Read, validate, render and compare: everything a pass decides, no target touched.
 
     With the previous pass's `prior` observations and the target `events` seen since, only the
-    targets something happened to are looked at again (the daemon); else every one is."""
+    targets something happened to are looked at again (the daemon); else every one is.
+    `progress` hears each step."""
+    if progress is not None:
+        progress.step("reading the desired state")
     inp = read_snapshot(settings.state_dir, settings.key_dirs)
+    if progress is not None:
+        files = 1 + len(inp.trust) + len(inp.profiles) + (inp.cert is not None)
+        progress.step(f"validating {counted(files, 'file')}")
     evaluation = evaluate(inp, now or datetime.now(UTC))
     if evaluation.desired is None:
         return Planned(inp.revision, evaluation, None, in_transit=inp.in_transit)
     layout = layout_for(settings)
     targets = render(evaluation.desired, layout)
+    if progress is not None:
+        progress.step(f"comparing {counted(len(targets), 'target')} with what is in place")
     last = records.load_last_applied(settings.var_dir)
     cache = cache if cache is not None else ObservationCache()
     if prior is not None and events is not None:

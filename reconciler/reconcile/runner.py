@@ -116,7 +116,13 @@ def reconcile(
     crashpoint("recovered")
     prior = memory.observations if hints.undisturbed else None
     caches = tools.caches
-    planned = make_plan(settings, cache=caches.targets, prior=prior, events=hints.events)
+    planned = make_plan(
+        settings,
+        cache=caches.targets,
+        prior=prior,
+        events=hints.events,
+        progress=tools.recorder.progress,
+    )
     result = _decide(settings, planned, tools, reported)
     observations = None
     if planned.observations is not None:
