@@ -175,7 +175,8 @@ def format_status(status: dict[str, Any]) -> str:
     pending = status["pending"]
     if pending is not None:
         drift = pending["drift"]
-        lines.append(f"pending         {pending['changes']} change(s), {len(drift)} from drift")
+        changes = counted(pending["changes"], "change")
+        lines.append(f"pending         {changes}, {len(drift)} from drift")
         lines += [f"  drift         {d['action']} {d['path']}" for d in drift]
     identity = status["identity"]
     if identity:

@@ -201,7 +201,7 @@ def test_status_shows_drift(run: Cli, sandbox: Sandbox) -> None:
     ]  # fmt: skip
     assert status["pending"]["changes"] == 2
     text = run.text(expect=2)
-    assert "2 change(s), 2 from drift" in text
+    assert "pending         2 changes, 2 from drift" in text
     assert f"drift         update {inbound}" in text
 
 
