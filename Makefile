@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 LOCKS := requirements-dev.txt requirements.txt requirements-uv.txt
 
-.PHONY: demo test lint bench clean image image-wheelhouse wheelhouse host-test lock test-latest
+.PHONY: demo test lint bench clean image image-wheelhouse wheelhouse host-test lock test-latest \
+  generated
 
 # The venv is made from the lock, from scratch whenever the lock or pyproject.toml changes, so
 # that what runs here is what a fresh clone gets. pip (hash-checked) installs uv, uv installs the
@@ -66,6 +67,11 @@ host-test: wheelhouse
 
 bench: $(BIN)/.installed
 	$(BIN)/python -m bench
+
+# The files made from one source: shell completions and the manual page from the parser, the
+# Kubernetes PrometheusRule from deploy/prometheus/reconciler.rules.yml (tools/generate.py).
+generated: $(BIN)/.installed
+	$(BIN)/python tools/generate.py
 
 # The container image (docs/kubernetes.md). BASE_IMAGE=localhost/debian-base:12 is built here
 # from Debian's packages when missing (deploy/container/debian-base.sh); any other is pulled.

@@ -16,6 +16,10 @@ Measured (figures to stdout and bench/results/fleet.json):
 * a bad push seen as alerts: seconds until ReconcilerPushRejected is pending, then firing, for
   every gateway; then a good push converges them again.
 
+With `--check-queries FILE...` (a Grafana dashboard's JSON, or a page with ```promql blocks) the
+daemons also run a hook and probe their profiles (servers on 127.0.0.1 where nothing listens),
+and after the pushes every query of those files must return series (bench/queries.py).
+
 Every process it starts is in its own session and is stopped in `finally` (SIGTERM, then SIGKILL);
 every wait has a deadline.
 """
@@ -125,9 +129,11 @@ class Origin:
         (shared / "gateway.toml").write_text(SHARED_TOML)
         ids = identities(gateways)
         (shared / "trust" / "bench-ca.pem").write_bytes(ids[0].ca_pem)
-        for number in range(3):
+        # Loopback addresses: a probing daemon (--check-queries) connects to them, and to
+        # nothing else; nothing listens there, so each probe ends at once as unreachable.
+        for number, port in enumerate(free_ports(3)):
             (shared / "profiles" / f"relay{number}.toml").write_text(
-                f'url = "smtps://relay{number}.example.com"\n'
+                f'url = "smtps://127.0.0.1:{port}"\n'
             )
         for name, files in zip(self.names, ids, strict=True):
             tls = path / "gateways" / name / "tls"
@@ -136,6 +142,7 @@ class Origin:
             (tls / "cert.pem").write_bytes(files.cert_pem)
             (tls / "key.pem").write_bytes(files.key_pem)
         self.serial = 0
+        [self.core_port] = free_ports(1)
 
     def commit(self, message: str) -> str:
         git(self.path, "add", "-A")
@@ -146,8 +153,8 @@ class Origin:
         """A change every gateway applies: the shared core profile's port."""
         self.serial += 1
         profile = self.path / "common" / "profiles" / "core.toml"
-        profile.write_text(f'url = "https://core.example.com:{8000 + self.serial}/api"\n')
-        return self.commit(f"core profile, port {8000 + self.serial}")
+        profile.write_text(f'url = "https://127.0.0.1:{self.core_port}/api/{self.serial}"\n')
+        return self.commit(f"core profile, path /api/{self.serial}")
 
     def push_bad(self) -> str:
         """A change every gateway rejects: an smtp:// profile without transport_encryption."""
@@ -197,10 +204,18 @@ class Gateway:
     port: int
     proc: subprocess.Popen[bytes] | None = None
 
-    def config(self, state: Path) -> Path:
+    def config(self, state: Path, *, observed: bool = False) -> Path:
+        """The settings; `observed`: also a hook, and a probe at start (then every 10 minutes,
+        so that the idle daemons settle), so that every series a dashboard shows exists."""
         for sub in ("root/data", "root/nginx", "trust", "var"):
             (self.base / sub).mkdir(parents=True, exist_ok=True)
         path = self.base / "reconciler.toml"
+        extra = (
+            'probe_interval_s = 600\n\n[[hooks]]\nname = "bench"\n'
+            'on = ["identity", "console", "smtp_inbound", "trust", "profiles"]\nrun = ["true"]\n'
+            if observed
+            else ""
+        )
         path.write_text(
             f'state_dir = "{state}"\n'
             f'root = "{self.base / "root"}"\n'
@@ -209,7 +224,7 @@ class Gateway:
             f'trust_dir = "{self.base / "trust"}"\n'
             "nginx_ssl_on = false\n"
             'log_format = "json"\n'
-            f'metrics_address = "127.0.0.1:{self.port}"\n'
+            f'metrics_address = "127.0.0.1:{self.port}"\n' + extra
         )
         return path
 
@@ -368,7 +383,7 @@ def run(args: argparse.Namespace, work: Path, report: Report) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("RECONCILER_")}
         started = time.time()
         for gw in gateways:
-            config = gw.config(sync.link / "gateways" / gw.name)
+            config = gw.config(sync.link / "gateways" / gw.name, observed=bool(args.check_queries))
             gw.proc = fleet.spawn(
                 [PYTHON, "-m", "reconciler", "run"],
                 gw.base / "daemon.log",
@@ -396,6 +411,9 @@ def run(args: argparse.Namespace, work: Path, report: Report) -> None:
                 "scrape and rule interval",
             )
         )  # fmt: skip
+
+        if args.check_queries:
+            check_queries(prom, args.check_queries, args.timeout, report)
 
         prom.reload(15)
         settle(pids)
@@ -427,6 +445,18 @@ def run(args: argparse.Namespace, work: Path, report: Report) -> None:
             raise BenchError(f"daemons exited during the run: {dead}")
     finally:
         fleet.close()
+
+
+def check_queries(prom: Prometheus, files: list[Path], timeout_s: float, report: Report) -> None:
+    """Every query of `files` returns series from the fleet (bench/queries.py)."""
+    from bench import queries
+
+    found = [q for path in files for q in queries.queries_from(path)]
+    if not found:
+        raise BenchError(f"no queries in {', '.join(map(str, files))}")
+    counts = queries.check(prom.query, found, timeout_s)
+    progress(f"fleet: {len(counts)} queries, each returned series")
+    report.facts["queries_checked"] = counts
 
 
 def bad_push(
@@ -500,6 +530,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=120.0, help="deadline of each wait")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON)
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument(
+        "--check-queries",
+        type=Path,
+        nargs="+",
+        default=[],
+        metavar="FILE",
+        help="a Grafana dashboard (.json) or docs page (```promql): each query must return series",
+    )
     parser.add_argument(
         "--no-bad-push",
         dest="bad_push",

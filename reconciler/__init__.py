@@ -16,8 +16,6 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
-__version__ = "0.1.0"
-
 
 def lazy_exports(package: str, exports: Mapping[str, str | None]) -> Callable[[str], object]:
     """A module `__getattr__` for `package`: each exported name is imported from its submodule

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from reconciler.audit.files import audit_files
     from reconciler.audit.publish import HeadPublisher
     from reconciler.audit.record import (
+        EVENTS,
         REQUIRED_FIELDS,
         ZERO_HASH,
         Event,
@@ -35,6 +36,7 @@ __all__ = [
     "AuditLog",
     "check_witnessed",
     "Event",
+    "EVENTS",
     "Head",
     "HeadPublisher",
     "JsonValue",
@@ -52,6 +54,7 @@ __getattr__ = lazy_exports(
     {
         "AuditLog": "writer",
         "Event": "record",
+        "EVENTS": "record",
         "JsonValue": "record",
         "Record": "record",
         "REQUIRED_FIELDS": "record",

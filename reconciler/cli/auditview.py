@@ -39,12 +39,12 @@ def parse_since(text: str, now: datetime) -> datetime:
         try:
             return (now - timedelta(seconds=seconds)).astimezone(UTC)
         except OverflowError as exc:
-            raise ValueError(f"--since {text!r}: the duration reaches too far back") from exc
+            raise ValueError(f"{text!r}: the duration reaches too far back") from exc
     try:
         moment = datetime.fromisoformat(spec)
     except ValueError:
         raise ValueError(
-            f"--since {text!r}: not an ISO 8601 date or time (2026-11-27, "
+            f"{text!r}: not an ISO 8601 date or time (2026-11-27, "
             "2026-11-27T17:13:14Z, 2026-11-27T18:13+01:00) nor a duration (30s, 15m, 2h, 7d)"
         ) from None
     if moment.tzinfo is None:

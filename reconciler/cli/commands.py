@@ -38,14 +38,24 @@ def validate(state_dir: Path, key_dirs: tuple[Path, ...], args: argparse.Namespa
     return findings.exit_code(reports)
 
 
-def schema() -> int:
+#: The JSON Schema dialect `schema gateway|profile` declares: the newest that editors' TOML
+#: tooling (taplo, Even Better TOML) reads.
+SCHEMA_DIALECT = "http://json-schema.org/draft-07/schema#"
+
+
+def schema(which: str | None = None) -> int:
+    """One JSON Schema document (`gateway`, `profile`), or both keyed by file name."""
     from reconciler.core.desired import GatewayFile, ProfileFile, json_schema
 
-    schema = {
+    models = {"gateway": GatewayFile, "profile": ProfileFile}
+    if which is not None:
+        print(json.dumps({"$schema": SCHEMA_DIALECT, **json_schema(models[which])}, indent=2))
+        return EXIT_OK
+    both = {
         "gateway.toml": json_schema(GatewayFile),
         "profiles/NAME.toml": json_schema(ProfileFile),
     }
-    print(json.dumps(schema, indent=2, sort_keys=True))
+    print(json.dumps(both, indent=2, sort_keys=True))
     return EXIT_OK
 
 
@@ -73,7 +83,13 @@ def _plan(settings: Settings, args: argparse.Namespace) -> int:
         from reconciler.cli import plandiff
 
         diffs = plandiff.plan_diffs(planned.plan)
-    if args.json:
+    if args.summary:
+        from reconciler.cli.planview import format_plan_summary, plan_summary_json
+
+        _print_findings(() if args.json else planned.evaluation.warnings)
+        summary = plan_summary_json(planned) if args.json else None
+        print(json.dumps(summary, indent=2) if summary else format_plan_summary(planned))
+    elif args.json:
         document = plan_to_json(planned)
         if diffs is not None:
             for change, (_, diff) in zip(document["changes"], diffs, strict=True):
@@ -122,14 +138,39 @@ def _apply(settings: Settings, args: argparse.Namespace) -> int:
     from reconciler.txn import RootLock
 
     lock = RootLock(settings.var_dir)
-    tools = Tools(_recorder(settings))
+    recorder = _recorder(settings)
+    progress = None
+    if chosen_format() == "console" and sys.stderr.isatty() and not args.json:
+        # A person at a terminal: the step the pass is in, then a summary by kind instead of a
+        # log line per changed file (the audit log and JSON logs keep one record each).
+        from reconciler.cli.progress import TerminalProgress
+
+        progress = TerminalProgress()
+        recorder.progress, recorder.summarize_changes = progress, True
+    tools = Tools(recorder)
     try:
         with lock.held(args.lock_timeout):
             hints = Hints(undisturbed=lock.undisturbed)
             result, _ = reconcile(settings, PassMemory(), hints, tools)
     finally:
+        if progress is not None:
+            progress.close()
         _close_recorder(settings, tools.recorder)
     code, summary = _apply_summary(result)
+    if progress is not None:
+        from reconciler.cli.applyview import changed, format_by_kind
+
+        if changed(result):
+            lines = [f"{summary} in {progress.elapsed_s:.1f} s", *format_by_kind(result)]
+            summary = "\n".join(lines)
+    if args.json:
+        from reconciler.cli.applyview import result_to_json
+
+        print(json.dumps(result_to_json(result), indent=2))
+    if args.detailed_exitcode:
+        from reconciler.cli.applyview import detailed_exit_code
+
+        code = detailed_exit_code(result, code)
     if chosen_format() == "json":
         # JSON logs: the findings are already in the log (one record each); the summary is one
         # more record, so that every line on stdout and stderr stays one JSON object.
@@ -141,25 +182,29 @@ def _apply(settings: Settings, args: argparse.Namespace) -> int:
             summary=summary,
         )
         return code
+    if args.json:  # stdout holds the one result object; the findings are in it
+        return code
     _print_findings(result.findings)
-    print(summary, file=sys.stdout if code == EXIT_OK else sys.stderr)
+    print(summary, file=sys.stdout if code != EXIT_FAILED else sys.stderr)
     return code
 
 
 def _apply_summary(result: PassResult) -> tuple[int, str]:
     """The exit code of an `apply` and its one line for a person."""
     from reconciler.core.outcome import Outcome
+    from reconciler.core.wording import counted
 
     outcome = result.outcome
     if outcome is Outcome.NO_CHANGE:
         return EXIT_OK, f"revision {result.revision}: already converged; nothing changed"
     if outcome is Outcome.CONVERGED:
         assert result.plan is not None
-        return EXIT_OK, f"revision {result.revision}: applied {len(result.plan.changes)} change(s)"
+        applied = counted(len(result.plan.changes), "change")
+        return EXIT_OK, f"revision {result.revision}: applied {applied}"
     if outcome is Outcome.SUSPENDED:
         pending = len(result.plan.changes) if result.plan else 0
         return EXIT_FAILED, (
-            f"revision {result.revision}: suspended; {pending} change(s) pending, "
+            f"revision {result.revision}: suspended; {counted(pending, 'change')} pending, "
             "nothing applied (reconciler resume)"
         )
     if outcome is Outcome.DEFERRED:
@@ -190,7 +235,8 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
         print(json.dumps(status, indent=2, sort_keys=True))
     else:
         print(format_status(status))
-    return EXIT_OK
+    exit_code: int = status["check"]["exit_code"]
+    return exit_code
 
 
 def _suspend(settings: Settings, args: argparse.Namespace) -> int:

@@ -21,6 +21,7 @@ from reconciler.core.collect import error
 from reconciler.core.desired import Finding
 from reconciler.core.evaluate import Evaluation, StateInput, evaluate
 from reconciler.core.positions import locate
+from reconciler.core.wording import counted
 from reconciler.source import gateways_of, read_snapshot
 from reconciler.support.redact import scrub
 
@@ -128,8 +129,8 @@ def _summary(report: StateReport) -> str:
         identity = "an identity (checked without its key)"
     return (
         f"{report.state_dir}: valid, revision {desired.revision}: {identity}, "
-        f"{len(desired.trust)} trust entries, {len(desired.profiles)} profiles, "
-        f"{report.warnings} warnings"
+        f"{counted(len(desired.trust), 'trust entry')}, "
+        f"{counted(len(desired.profiles), 'profile')}, {counted(report.warnings, 'warning')}"
     )
 
 

@@ -91,10 +91,23 @@ def build_parser() -> argparse.ArgumentParser:
     plan = command(
         "plan", "show what a pass would change (exit 0 none, 2 changes, 1 invalid)", json_flag=True
     )
-    plan.add_argument(
+    shown = plan.add_mutually_exclusive_group()
+    shown.add_argument(
         "--diff", action="store_true", help="add a unified diff of non-secret targets"
     )
-    apply = command("apply", "one pass with hooks and verification (exit 0 converged, 1 failed)")
+    shown.add_argument(
+        "--summary", action="store_true", help="count the changes by kind instead of listing them"
+    )
+    apply = command(
+        "apply",
+        "one pass with hooks and verification (exit 0 converged, 1 failed)",
+        json_flag=True,
+    )
+    apply.add_argument(
+        "--detailed-exitcode",
+        action="store_true",
+        help="exit 2 when the pass changed something (0: nothing to change, 1: failed)",
+    )
     apply.add_argument(
         "--lock-timeout",
         type=float,
@@ -105,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     command("run", "the daemon: watch the desired state and the targets, reconcile on change")
     command(
         "status",
-        "last applied and attempted revisions, recent passes, drift, expiry",
+        "last applied and attempted revisions, recent passes, drift, expiry (exit 0 converged, "
+        "2 changes pending, 3 rejected, 4 failed, 5 not serving)",
         json_flag=True,
     )
     suspend = command("suspend", "pause applying (maintenance); validation and drift reports go on")
@@ -122,10 +136,16 @@ def build_parser() -> argparse.ArgumentParser:
     _global_flags(show, suppress=True)
     show.add_argument("--since", help="ISO time (2026-11-27T10:00Z) or a duration (30m, 2h, 7d)")
     show.add_argument(
-        "--kind", action="append", help="only records of this resource kind (repeatable)"
+        "--kind",
+        action="append",
+        type=audit_kind,
+        help="only records of this resource kind (repeatable)",
     )
     show.add_argument(
-        "--event", action="append", help="only this event, e.g. change.applied (repeatable)"
+        "--event",
+        action="append",
+        type=audit_event,
+        help="only this event, e.g. change.applied, or a family: pass (repeatable)",
     )
     show.add_argument("--revision", help="only records of this revision (a prefix is enough)")
     show.add_argument("--json", action="store_true", help="JSON Lines, as stored")
@@ -153,8 +173,35 @@ def build_parser() -> argparse.ArgumentParser:
         "live TLS check of every TLS profile (exit 0 all trusted, 1 otherwise)",
         json_flag=True,
     )
-    command("schema", "print the JSON Schema of gateway.toml and profile files")
+    schema = command(
+        "schema", "print the JSON Schema of gateway.toml or profile files (editors, CI)"
+    )
+    schema.add_argument(
+        "file",
+        nargs="?",
+        choices=("gateway", "profile"),
+        help="gateway (gateway.toml) or profile (profiles/NAME.toml); both, keyed, without",
+    )
     return parser
+
+
+def audit_kind(text: str) -> str:
+    """`audit show --kind`: one of the resource kinds, or a usage error naming them."""
+    from reconciler.core.desired import KINDS
+
+    if text not in KINDS:
+        raise argparse.ArgumentTypeError(f"unknown kind {text!r} (one of {', '.join(KINDS)})")
+    return text
+
+
+def audit_event(text: str) -> str:
+    """`audit show --event`: an event name, or a family (`pass`, `pass.*`), else a usage error."""
+    from reconciler.audit import EVENTS
+
+    family = text.removesuffix(".*")
+    if text in EVENTS or any(event.startswith(f"{family}.") for event in EVENTS):
+        return text
+    raise argparse.ArgumentTypeError(f"unknown event {text!r} (one of {', '.join(EVENTS)})")
 
 
 class VersionAction(argparse.Action):

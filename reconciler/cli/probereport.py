@@ -110,9 +110,14 @@ def _verdict_detail(name: str, results: Sequence[ProbeResult]) -> str:
     mine = [r for r in results if r.name == name and r.status != "skipped"]
     parts = []
     for r in mine:
-        role = "preferred server" if r.server == 0 and r.mode == "failover" else "server"
+        preferred = r.server == 0 and r.mode == "failover" and r.servers > 1
+        role = "preferred server" if preferred else "server"
         parts.append(f"{role} {r.server + 1} ({r.target}) {'failed' if r.failed else 'passed'}")
-    return "; ".join(parts) + f" ({mine[0].mode})" if mine else ""
+    if not mine:
+        return ""
+    # The mode says how the servers are used: a one-server profile has none to speak of.
+    mode = f" ({mine[0].mode})" if mine[0].servers > 1 else ""
+    return "; ".join(parts) + mode
 
 
 def _rfc3339_or_none(moment: datetime | None) -> str | None:

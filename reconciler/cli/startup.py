@@ -52,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     name = args.command
     if name == "schema":
-        return commands.schema()
+        return commands.schema(args.file)
     if name == "validate":
         # `validate` reads two settings: without a settings file or another setting in force,
         # they are known without loading (and importing) the settings model.
@@ -62,5 +62,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, state_dir=args.state, root=args.root)
     if name == "validate":
         return commands.validate(settings.state_dir, settings.key_dirs, args)
+    from reconciler.cli import preflight
+
+    preflight.check(name, settings, args.config)
     gc.enable()  # passes, the daemon, logs and probes: garbage is collected as usual
     return commands.WITH_SETTINGS[name](settings, args)

@@ -9,6 +9,7 @@ from typing import Any
 from reconciler.config import Settings
 from reconciler.core.layout import RootLayout
 from reconciler.core.timefmt import rfc3339
+from reconciler.core.wording import counted
 from reconciler.errors import ReconcilerError
 from reconciler.txn import Transaction, records
 
@@ -93,7 +94,49 @@ def collect_status(settings: Settings) -> dict[str, Any]:
         if found is not None:
             trust.append(found)
     status["trust"] = trust
+    status["check"] = check(status)
     return status
+
+
+#: `status`'s exit codes, for a monitoring check: the worst condition found wins.
+EXIT_CONVERGED = 0
+EXIT_PENDING = 2
+EXIT_REJECTED = 3
+EXIT_FAILED = 4
+EXIT_NOT_SERVING = 5
+
+
+def check(status: dict[str, Any]) -> dict[str, Any]:
+    """The one verdict a monitoring check needs, worst first: not serving a verified
+    configuration, the last pass failed (rolled back), the desired state rejected, changes or
+    drift pending; else serving and converged. `exit_code` is what `status` exits with."""
+    attempt = status["last_attempt"] or {}
+    outcome = attempt.get("outcome")
+    pending = status["pending"]
+    interrupted = status["interrupted_pass"]
+    if not status["ready"]["ready"]:
+        code, state, summary = EXIT_NOT_SERVING, "not-serving", status["ready"]["reason"]
+    elif outcome == "failed" or (interrupted and "error" in interrupted):
+        reason = attempt.get("reason") if outcome == "failed" else interrupted["error"]
+        code, state, summary = EXIT_FAILED, "failed", f"the last pass failed: {reason}"
+    elif not status["desired"]["valid"] or outcome == "rejected":
+        errors = status["desired"].get("errors") or [attempt.get("reason")]
+        code, state, summary = EXIT_REJECTED, "rejected", f"desired state rejected: {errors[0]}"
+    elif (pending and pending["changes"]) or interrupted or outcome in ("suspended", "deferred"):
+        changes = pending["changes"] if pending else 0
+        drift = len(pending["drift"]) if pending else 0
+        summary = f"{counted(changes, 'change')} pending, {drift} from drift"
+        if status["suspended"]:
+            summary += " (suspended)"
+        if interrupted:
+            summary += "; an interrupted pass awaits recovery"
+        code, state = EXIT_PENDING, "pending"
+    else:
+        code, state = EXIT_CONVERGED, "converged"
+        summary = f"serving revision {attempt.get('revision')}; the targets match it"
+        if status["suspended"]:
+            summary += " (suspended)"
+    return {"exit_code": code, "state": state, "summary": summary}
 
 
 def format_status(status: dict[str, Any]) -> str:
@@ -113,6 +156,8 @@ def format_status(status: dict[str, Any]) -> str:
         f"last applied    {when(status['last_applied'])}",
         f"last attempt    {when(status['last_attempt'])}",
     ]
+    verdict = status["check"]
+    lines.append(f"check           {verdict['state']}: {verdict['summary']}")
     ready = status["ready"]
     lines.append(f"ready           {'yes' if ready['ready'] else 'NO'}: {ready['reason']}")
     if status["suspended"]:
@@ -130,7 +175,8 @@ def format_status(status: dict[str, Any]) -> str:
     pending = status["pending"]
     if pending is not None:
         drift = pending["drift"]
-        lines.append(f"pending         {pending['changes']} change(s), {len(drift)} from drift")
+        changes = counted(pending["changes"], "change")
+        lines.append(f"pending         {changes}, {len(drift)} from drift")
         lines += [f"  drift         {d['action']} {d['path']}" for d in drift]
     identity = status["identity"]
     if identity:
@@ -143,7 +189,7 @@ def format_status(status: dict[str, Any]) -> str:
     if status["trust"]:
         soonest = min(status["trust"], key=lambda t: t["days_left"])
         lines.append(
-            f"trust           {len(status['trust'])} entries; soonest expiry "
+            f"trust           {counted(len(status['trust']), 'entry')}; soonest expiry "
             f"{soonest['not_after']} ({soonest['days_left']} days, {soonest['subject']})"
         )
     if status["recent"]:

@@ -11,9 +11,12 @@ Threads
       pinger and the profile prober; each only reads what the loop published.
 
 Every pass is `reconcile.reconcile()`: the whole desired state against the set of targets,
-whatever the event was. So a spurious event costs at most one extra pass, and the pass after our
-own writes finds nothing to do (`no-change` writes only to var_dir, which is not watched), so our
-writes never feed a loop. Targets are looked at again where the target watches named a path since
+whatever the event was. So a spurious event costs at most one extra pass. The events of a pass's
+own writes start no pass: when every event due is in a target directory and every managed file
+it names is still what the last pass left there (`reconcile.targets_as_left`), the loop only
+notes it; a file that differs (someone's edit during or right after the pass) runs a pass as
+any event does. A `no-change` pass writes only to var_dir, which is not watched (but for the
+suspend marker). Targets are looked at again where the target watches named a path since
 the previous pass began (`TargetEvents`; the pass's own writes are always looked at again); a
 start, reload, retry or resync pass looks at all of them, so a lost event is found at the next
 resync at the latest.
@@ -42,9 +45,17 @@ from types import FrameType
 
 from reconciler.config import Settings
 from reconciler.core.outcome import Outcome
+from reconciler.core.render import Target
 from reconciler.core.schedule import Backoff, Trigger, next_action, state_key
 from reconciler.daemon.service import Liveness, PassReporter, Services, SystemdNotifier
-from reconciler.daemon.watch import PendingEvents, Wakeup, WatchdogLogHandler, Watcher, watch_specs
+from reconciler.daemon.watch import (
+    PendingEvents,
+    Wakeup,
+    WatchdogLogHandler,
+    Watcher,
+    look_again,
+    watch_specs,
+)
 from reconciler.errors import LockHeldError, ReconcilerError
 from reconciler.gateway import Caches, TargetEvents
 from reconciler.reconcile import (
@@ -54,6 +65,7 @@ from reconciler.reconcile import (
     Recorder,
     Tools,
     reconcile,
+    targets_as_left,
 )
 from reconciler.support.logging import configure_logging, get_logger
 from reconciler.txn import RootLock
@@ -181,6 +193,10 @@ class Daemon:
                 log.debug("pass.held_back", revision=revision, retry_in_s=_retry_in(backoff, now))
                 return
         assert action.trigger is not None
+        if action.trigger == "event" and own_writes_only(
+            self._pending, self._memory.settled, self.settings, self._tools.caches
+        ):
+            return
         self._cycle(action.trigger)
 
     def _stopping(self) -> bool:
@@ -249,11 +265,9 @@ class Daemon:
         return LOCK_WAIT_S + 2 * hooks + self.settings.verify.timeout_s + STALL_MARGIN_S
 
     def _watch(self) -> None:
-        established = self._watcher.establish(watch_specs(self.settings))
-        if established and self._reporter.last is not None:
-            # A new watch (a new worktree, a directory that appeared): what happened there before
-            # it existed was not seen, so look once more after the quiet period.
-            self._pending.note(urgent=False)
+        added = self._watcher.establish(watch_specs(self.settings))
+        if added and self._reporter.last is not None:
+            look_again(self._pending, added)
 
     # -- reload ---------------------------------------------------------------------------------
 
@@ -338,6 +352,32 @@ def lock_for_pass(lock: RootLock, stopping: Callable[[], bool]) -> Iterator[bool
         yield True
     finally:
         lock.release()
+
+
+def own_writes_only(
+    pending: PendingEvents,
+    settled: tuple[Target, ...] | None,
+    settings: Settings,
+    caches: Caches,
+) -> bool:
+    """Whether the events due are only the last pass's own writes: every one in a target
+    directory, on a file that is still what that pass left there (or on no managed file). Then
+    no pass runs. Anything else, a file changed since, an event elsewhere, events that may have
+    been lost, or a last pass that did not leave every target as desired (`settled` None), runs
+    one. Takes the events due either way."""
+    if settled is None:
+        return False
+    if not pending.take():
+        return False  # an event elsewhere: the pass that runs now covers every event
+    touched = pending.take_touched()
+    if touched is None:
+        pending.blind()
+        return False
+    if targets_as_left(settings, settled, touched, caches.targets):
+        log.info("events.own_writes", paths=len(touched), pass_needed=False)
+        return True
+    pending.touch(touched)  # the pass looks at them again
+    return False
 
 
 def peek_state(state_dir: Path, key_dirs: Sequence[Path]) -> str | None:

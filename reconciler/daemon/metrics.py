@@ -20,10 +20,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, get_args
 
-from reconciler import __version__
 from reconciler.core.outcome import Outcome
 from reconciler.daemon.auditmetrics import AuditHeadMetrics
 from reconciler.support.redact import scrub
+from reconciler.version import version
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry, Gauge
@@ -89,7 +89,7 @@ class MetricFamilies:
             ["version", "python"],
             registry=r,
         )
-        self.build_info.labels(__version__, platform.python_version()).set(1)
+        self.build_info.labels(version(), platform.python_version()).set(1)
         self.passes = Counter(
             "reconciler_passes", "Passes run, by outcome.", ["outcome"], registry=r
         )

@@ -24,14 +24,22 @@ from reconciler.support.logging import get_logger
 from reconciler.txn.records import SUSPENDED
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Sequence
 
     from watchdog.events import FileSystemEvent
     from watchdog.observers.api import BaseObserver, ObservedWatch
 
     from reconciler.config import Settings
 
-__all__ = ["PendingEvents", "Wakeup", "WatchSpec", "WatchdogLogHandler", "Watcher", "watch_specs"]
+__all__ = [
+    "PendingEvents",
+    "Wakeup",
+    "WatchSpec",
+    "WatchdogLogHandler",
+    "Watcher",
+    "look_again",
+    "watch_specs",
+]
 
 log = get_logger("reconciler.watch")
 
@@ -132,10 +140,15 @@ class PendingEvents:
         self._touched: set[str] = set()
         self._blind = True
         """Events in the target directories may have been lost since the last take_touched."""
+        self._elsewhere = False
+        """An event outside the target directories (or a request for a pass) since the last
+        take: only then is a pass certainly due."""
 
-    def note(self, *, urgent: bool) -> None:
+    def note(self, *, urgent: bool, target: bool = False) -> None:
+        """An event (`target`: in a target directory, and `touch` named its paths)."""
         with self._lock:
             self._debounce = self._debounce.note(time.monotonic(), urgent=urgent)
+            self._elsewhere = self._elsewhere or not target
         self._wakeup.notify()
 
     def trouble(self, reason: str) -> None:
@@ -173,10 +186,13 @@ class PendingEvents:
         with self._lock:
             return self._debounce.due_at()
 
-    def take(self) -> None:
-        """A pass starts now: it covers every event so far."""
+    def take(self) -> bool:
+        """A pass starts now: it covers every event so far. True when every event since the
+        last take was in a target directory (what `touch` named is all there is to look at)."""
         with self._lock:
             self._debounce = self._debounce.cleared()
+            targets_only, self._elsewhere = not self._elsewhere, False
+        return targets_only
 
     def take_trouble(self) -> str | None:
         with self._lock:
@@ -246,6 +262,8 @@ class _EventClassifier:
             return
         if spec.role == "target":
             self._pending.touch(p for p in (src, dest) if p)
+            self._pending.note(urgent=False, target=True)
+            return
         urgent = spec.role in ("state", "keys") and appeared and K8S_DATA in names
         self._pending.note(urgent=urgent)
 
@@ -276,9 +294,9 @@ class Watcher:
             return None
         return TargetEvents(steady, touched)
 
-    def establish(self, specs: tuple[WatchSpec, ...]) -> bool:
-        """Add and remove watches to match `specs`; True when a watch was added (events may have
-        been missed there, so the caller should look once more)."""
+    def establish(self, specs: tuple[WatchSpec, ...]) -> list[WatchSpec]:
+        """Add and remove watches to match `specs`; the watches added (events may have been
+        missed there, so the caller should look once more)."""
         if self._watchdog_propagates is None:
             # watchdog reports trouble only as log lines: they come to us (watch.trouble), and
             # not a second time through logging's last resort.
@@ -294,7 +312,7 @@ class Watcher:
             except OSError as exc:
                 # Out of inotify instances, say: passes still run at every resync, which retries.
                 log.error("watch.unavailable", error=str(exc), fallback="a pass at every resync")
-                return False
+                return []
             self._observer = observer
         observer = self._observer
         wanted = set(specs)
@@ -304,7 +322,7 @@ class Watcher:
                     observer.unschedule(self._watches.pop(spec))
                 except (KeyError, OSError) as exc:
                     log.debug("watch.unschedule_failed", path=spec.path, error=str(exc))
-        added = False
+        added: list[WatchSpec] = []
         for spec in specs:
             if spec in self._watches:
                 continue
@@ -321,7 +339,7 @@ class Watcher:
                 self._failed.add(spec)
                 continue
             self._failed.discard(spec)
-            added = True
+            added.append(spec)
             log.debug("watch.added", path=spec.path, role=spec.role, recursive=spec.recursive)
         return added
 
@@ -366,3 +384,21 @@ class Watcher:
 
 
 # -- the loop -----------------------------------------------------------------------------------
+
+
+def look_again(pending: PendingEvents, added: Sequence[WatchSpec]) -> None:
+    """New watches (a new worktree, a directory that appeared): what happened there before they
+    existed was not seen, so look once more after the quiet period. In a new target directory
+    (one a pass just created) every file is looked at as if an event named it, so the pass's own
+    files start no pass; the var dir's watch matters only for a suspension."""
+    for spec in added:
+        if spec.role == "target":
+            try:
+                names = os.listdir(spec.path)
+            except OSError:
+                pending.note(urgent=False)
+                continue
+            pending.touch(f"{spec.path}/{name}" for name in names)
+            pending.note(urgent=False, target=True)
+        elif spec.role != "control" or os.path.lexists(os.path.join(spec.path, SUSPENDED)):
+            pending.note(urgent=False)

@@ -12,12 +12,13 @@ from reconciler import lazy_exports
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from reconciler.gateway.console import fingerprint_of, verify_console
-    from reconciler.gateway.credentials import ensure_credentials_dir
+    from reconciler.gateway.credentials import CREDENTIAL_SUFFIXES, ensure_credentials_dir
     from reconciler.gateway.nginx import detect_ssl_on
     from reconciler.gateway.observe import Caches, ObservationCache, Observations, TargetEvents
 
 __all__ = [
     "Caches",
+    "CREDENTIAL_SUFFIXES",
     "detect_ssl_on",
     "ensure_credentials_dir",
     "fingerprint_of",
@@ -33,6 +34,7 @@ __getattr__ = lazy_exports(
         "ObservationCache": "observe",
         "Observations": "observe",
         "TargetEvents": "observe",
+        "CREDENTIAL_SUFFIXES": "credentials",
         "ensure_credentials_dir": "credentials",
         "detect_ssl_on": "nginx",
         "fingerprint_of": "console",

@@ -12,7 +12,7 @@ from reconciler.core.render import Layout
 from reconciler.errors import ApplyError
 from reconciler.support import fsio
 
-SUFFIXES = (".password", ".api_key")
+CREDENTIAL_SUFFIXES = (".password", ".api_key")
 
 
 def credentials_dir(root: Path | str) -> Path:
@@ -32,7 +32,7 @@ def managed_credentials(layout: Layout) -> list[str]:
     return sorted(
         f"{directory}/{name}"
         for name in names
-        if name.endswith(SUFFIXES) and not name.startswith((".", fsio.TMP_PREFIX))
+        if name.endswith(CREDENTIAL_SUFFIXES) and not name.startswith((".", fsio.TMP_PREFIX))
     )
 
 

@@ -12,7 +12,7 @@ from reconciler import lazy_exports
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from reconciler.reconcile.events import Notice, Recorder
-    from reconciler.reconcile.planning import Planned, make_plan
+    from reconciler.reconcile.planning import Planned, make_plan, targets_as_left
     from reconciler.reconcile.runner import (
         Hints,
         PassMemory,
@@ -30,6 +30,7 @@ __all__ = [
     "Planned",
     "reconcile",
     "Recorder",
+    "targets_as_left",
     "Tools",
 ]
 __getattr__ = lazy_exports(
@@ -42,6 +43,7 @@ __getattr__ = lazy_exports(
         "Tools": "runner",
         "make_plan": "planning",
         "Planned": "planning",
+        "targets_as_left": "planning",
         "Recorder": "events",
         "Notice": "events",
     },

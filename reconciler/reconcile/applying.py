@@ -16,6 +16,7 @@ from reconciler.config import Settings
 from reconciler.core.layout import RootLayout
 from reconciler.core.plan import Plan
 from reconciler.core.render import Target
+from reconciler.core.wording import counted
 from reconciler.errors import ApplyError, HookFailedError, VerificationError
 from reconciler.gateway import ensure_credentials_dir
 from reconciler.hooks import HookPhase, HookResult, hook_environment, hooks_for, run_hook
@@ -62,6 +63,7 @@ def apply_plan(
     recorder.record(
         PassStarted(revision=revision, kinds=tuple(current.kinds), changes=len(current.changes))
     )
+    recorder.progress.step(f"staging {counted(len(current.changes), 'change')}")
     try:
         ensure_target_dirs(settings.root)
         txn = Transaction.prepare(settings.var_dir, current)
@@ -91,10 +93,12 @@ def complete(
             ensure_credentials_dir(
                 current, settings.root, settings.key_mode_bits, group_id(settings.file_group)
             )
+            recorder.progress.step(f"swapping {counted(len(current.changes), 'file')} into place")
             txn.swap()
             # One audit write for all of them: the records are durable before the hooks run.
             recorder.record_many([applied_change(journal.revision, c) for c in current.changes])
         if journal.trust_changed:
+            recorder.progress.step("refreshing the trust store")
             _refresh_trust(settings, journal, several, trust_links)
         crashpoint("refreshed")
         _run_hooks(settings, recorder, journal, "apply", hooks)
@@ -112,6 +116,7 @@ def complete(
             revision=journal.revision, changes=len(journal.entries), kinds=tuple(journal.kinds)
         )
     )
+    recorder.progress.step("committing")
     txn.commit()
     drift = sum(1 for e in journal.entries if e.cause == "drift")
     return Applied(True, hooks=tuple(hooks), drift=drift)
@@ -127,6 +132,7 @@ def roll_back(
 ) -> list[HookResult]:
     """Put the previous generation back and tell the services. The one cleanup path."""
     journal = txn.journal
+    recorder.progress.step("rolling back")
     try:
         txn.restore()
     except ApplyError as exc:
@@ -198,6 +204,7 @@ def _run_hooks(
     env = hook_environment(journal.kinds, journal.revision, str(settings.root), phase)
     failures: list[str] = []
     for hook in hooks_for(settings.hooks, journal.kinds):
+        recorder.progress.step(f"hook {hook.name} ({phase})")
         ran = run_hook(hook, phase=phase, env=env)
         for result in ran:
             results.append(result)

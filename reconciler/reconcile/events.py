@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar, Final
+from typing import TYPE_CHECKING, ClassVar, Final, Protocol
 
 from reconciler.support.logging import Level, Logger, get_logger
 
@@ -31,6 +31,7 @@ __all__ = [
     "PassFailed",
     "PassStarted",
     "PassSucceeded",
+    "Progress",
     "Recorder",
     "RecoveryCompleted",
     "RollbackCompleted",
@@ -257,12 +258,38 @@ EVENT_TYPES: Final[tuple[type[AuditEvent], ...]] = (
 )
 
 
-class Recorder:
-    """Feeds each event to both sinks: the audit log first (durable), then the operational log."""
+class Progress(Protocol):
+    """Where a pass says which of its steps it is in (a terminal's progress line)."""
 
-    def __init__(self, audit: AuditLog | None, logger: Logger | None = None) -> None:
+    def step(self, what: str) -> None:
+        """A step begins: `what` it does, shown until the next step."""
+
+
+class _NoProgress:
+    def step(self, what: str) -> None:
+        pass
+
+
+class Recorder:
+    """Feeds each event to both sinks: the audit log first (durable), then the operational log.
+
+    `progress` hears which step a pass is in. With `summarize_changes`, `change.applied` and
+    `drift.corrected` go to the audit log only, not one log line each: a person at a terminal
+    gets a summary by kind instead (the JSON log keeps a record per change).
+    """
+
+    def __init__(
+        self,
+        audit: AuditLog | None,
+        logger: Logger | None = None,
+        *,
+        progress: Progress | None = None,
+        summarize_changes: bool = False,
+    ) -> None:
         self.audit = audit
         self.logger = logger if logger is not None else get_logger("reconciler.audit")
+        self.progress: Progress = progress if progress is not None else _NoProgress()
+        self.summarize_changes = summarize_changes
 
     def record(self, event: AuditEvent) -> Record | None:
         """Append the audit record (fsynced) and log the event; returns the record.
@@ -279,14 +306,20 @@ class Recorder:
         entries = [(e.name, e.revision, e.fields()) for e in events]
         if self.audit is None:
             for event, (name, revision, fields) in zip(events, entries, strict=True):
-                self.logger.log(event.level, name, revision=revision, **fields)
+                if not self._summarized(event):
+                    self.logger.log(event.level, name, revision=revision, **fields)
             return []
         written = self.audit.append_many(entries)
         for event, (name, revision, fields), record in zip(events, entries, written, strict=True):
+            if self._summarized(event):
+                continue
             # The audit record's JSON values, so both sinks show the same text for the same event.
             logged = {key: record[key] for key in fields}
             self.logger.log(event.level, name, revision=revision, seq=record["seq"], **logged)
         return written
+
+    def _summarized(self, event: AuditEvent) -> bool:
+        return self.summarize_changes and isinstance(event, _TargetChange)
 
     def close(self) -> None:
         if self.audit is not None:

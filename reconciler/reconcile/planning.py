@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
 
 from reconciler.config import Settings
+from reconciler.core.desired import Kind
 from reconciler.core.evaluate import Evaluation, evaluate
-from reconciler.core.plan import Plan, plan
+from reconciler.core.plan import Observed, Plan, plan
 from reconciler.core.render import Layout, Target, render
+from reconciler.core.wording import counted
 from reconciler.errors import SettingsError
-from reconciler.gateway import ObservationCache, Observations, TargetEvents
+from reconciler.gateway import (
+    CREDENTIAL_SUFFIXES,
+    ObservationCache,
+    Observations,
+    TargetEvents,
+)
+from reconciler.reconcile.events import Progress
 from reconciler.source import read_snapshot
 from reconciler.txn import records
 
-__all__ = ["Planned", "group_id", "layout_for", "make_plan"]
+__all__ = ["Planned", "group_id", "layout_for", "make_plan", "targets_as_left"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,17 +79,26 @@ def make_plan(
     cache: ObservationCache | None = None,
     prior: Observations | None = None,
     events: TargetEvents | None = None,
+    progress: Progress | None = None,
 ) -> Planned:
     """Read, validate, render and compare: everything a pass decides, no target touched.
 
     With the previous pass's `prior` observations and the target `events` seen since, only the
-    targets something happened to are looked at again (the daemon); else every one is."""
+    targets something happened to are looked at again (the daemon); else every one is.
+    `progress` hears each step."""
+    if progress is not None:
+        progress.step("reading the desired state")
     inp = read_snapshot(settings.state_dir, settings.key_dirs)
+    if progress is not None:
+        files = 1 + len(inp.trust) + len(inp.profiles) + (inp.cert is not None)
+        progress.step(f"validating {counted(files, 'file')}")
     evaluation = evaluate(inp, now or datetime.now(UTC))
     if evaluation.desired is None:
         return Planned(inp.revision, evaluation, None, in_transit=inp.in_transit)
     layout = layout_for(settings)
     targets = render(evaluation.desired, layout)
+    if progress is not None:
+        progress.step(f"comparing {counted(len(targets), 'target')} with what is in place")
     last = records.load_last_applied(settings.var_dir)
     cache = cache if cache is not None else ObservationCache()
     if prior is not None and events is not None:
@@ -96,3 +115,47 @@ def make_plan(
         content_digest=inp.content_digest,
         observations=observations,
     )
+
+
+def targets_as_left(
+    settings: Settings,
+    targets: Sequence[Target],
+    touched: Iterable[str],
+    cache: ObservationCache,
+) -> bool:
+    """Whether every managed file among `touched` (real paths an event named) is as `targets`
+    (what the last pass left in place) say: then nothing happened there that a pass would undo,
+    and the events were the pass's own writes (or a change and its reversal). A file nobody
+    manages (a hash link, a temp file, another program's file) counts as unchanged."""
+    from reconciler.core.layout import RootLayout
+
+    layout = RootLayout(settings.root)
+    trust_dir = str(settings.trust_path)
+    prefix = settings.trust_prefix
+    secrets = str(layout.secrets)
+    wanted = {t.path: t for t in targets}
+    real_of = {d: os.path.realpath(d) for d in {p.rpartition("/")[0] for p in wanted}}
+    real_of.update({d: os.path.realpath(d) for d in (trust_dir, secrets)})
+    configured = {real: d for d, real in real_of.items()}
+    looked: list[Target] = []
+    found: dict[str, Observed] = {}
+    for path in touched:
+        real_dir, _, name = path.rpartition("/")
+        directory = configured.get(real_dir)
+        if directory is None:
+            continue
+        shown = f"{directory}/{name}"
+        target = wanted.get(shown)
+        if target is not None:
+            looked.append(target)
+            kind: Kind = target.kind
+        elif directory == trust_dir and name.startswith(prefix) and name.endswith(".crt"):
+            kind = "trust"
+        elif directory == secrets and name.endswith(CREDENTIAL_SUFFIXES):
+            kind = "profiles"
+        else:
+            continue  # not ours: nothing a pass would do there
+        seen = cache.observe(shown, kind)
+        if seen is not None:
+            found[shown] = seen
+    return plan("", looked, found).empty

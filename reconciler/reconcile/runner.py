@@ -69,6 +69,10 @@ class PassMemory:
     interrupted: bool = True
     """Whether a pass of ours may have left temp files behind (none has ended normally yet, or
     the last one raised): recovery then sweeps the target directories for them."""
+    settled: tuple[Target, ...] | None = None
+    """The targets as the last pass left them when it left every one as desired (converged, or
+    nothing to change); None after any other outcome. What the daemon compares its target
+    events with, to tell a pass's own writes from someone else's (`targets_as_left`)."""
     reported: frozenset[tuple[str, str, Hashable]] = frozenset()
     """What was reported once and is not reported again while its revision stays the current
     one: a rejection, a warning, or the pending changes while suspended, as (what, revision,
@@ -76,7 +80,7 @@ class PassMemory:
 
     def after_error(self) -> PassMemory:
         """The pass raised: nothing it knew of the targets holds."""
-        return replace(self, observations=None, interrupted=True)
+        return replace(self, observations=None, interrupted=True, settled=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +116,13 @@ def reconcile(
     crashpoint("recovered")
     prior = memory.observations if hints.undisturbed else None
     caches = tools.caches
-    planned = make_plan(settings, cache=caches.targets, prior=prior, events=hints.events)
+    planned = make_plan(
+        settings,
+        cache=caches.targets,
+        prior=prior,
+        events=hints.events,
+        progress=tools.recorder.progress,
+    )
     result = _decide(settings, planned, tools, reported)
     observations = None
     if planned.observations is not None:
@@ -125,7 +135,9 @@ def reconcile(
     if result.outcome is not Outcome.DEFERRED:
         _record_status(settings.var_dir, result)
     current = frozenset(key for key in reported if key[1] == result.revision)
-    return result, PassMemory(observations, False, current)
+    as_desired = result.outcome in (Outcome.CONVERGED, Outcome.NO_CHANGE)
+    settled = planned.targets if as_desired and planned.plan is not None else None
+    return result, PassMemory(observations, False, settled, current)
 
 
 def _record_status(var_dir: Path, result: PassResult) -> None:

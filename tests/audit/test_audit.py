@@ -593,7 +593,7 @@ def test_parse_since(text: str, expected: datetime) -> None:
 
 @pytest.mark.parametrize("text", ["", "yesterday", "2h ago", "-5m", "5y", "2026-13-01", "h"])
 def test_parse_since_rejects_with_a_clear_message(text: str) -> None:
-    with pytest.raises(ValueError, match=r"--since .*: not an ISO 8601 date or time .*duration"):
+    with pytest.raises(ValueError, match=r"^'.*': not an ISO 8601 date or time .*duration"):
         parse_since(text, NOW)
 
 

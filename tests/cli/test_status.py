@@ -38,16 +38,18 @@ class Cli:
         out, err = self.capsys.readouterr()
         return code, out, err
 
-    def status(self) -> dict[str, Any]:
+    def status(self, expect: int = 0) -> dict[str, Any]:
+        """`status --json`, which must exit `expect` (the monitoring check's code)."""
         code, out, err = self("status", "--json")
-        assert code == 0, err
+        assert code == expect, err + out
         value = json.loads(out)
         assert isinstance(value, dict)
+        assert value["check"]["exit_code"] == code
         return value
 
-    def text(self) -> str:
+    def text(self, expect: int = 0) -> str:
         code, out, err = self("status")
-        assert code == 0, err
+        assert code == expect, err + out
         return out
 
     def apply(self, expect: int = 0) -> None:
@@ -78,7 +80,8 @@ def var_files(box: Sandbox) -> dict[str, bytes]:
 
 def test_status_before_any_pass(run: Cli, sandbox: Sandbox) -> None:
     before = var_files(sandbox)
-    status = run.status()
+    status = run.status(expect=5)
+    assert status["check"]["state"] == "not-serving"
     assert status["last_applied"] is None
     assert status["last_attempt"] is None
     assert status["recent"] == []
@@ -89,7 +92,8 @@ def test_status_before_any_pass(run: Cli, sandbox: Sandbox) -> None:
     assert status["desired"]["revision"] == revision(sandbox)
     assert status["pending"]["changes"] > 0
     assert status["pending"]["drift"] == []
-    text = run.text()
+    text = run.text(expect=5)
+    assert "check           not-serving: no pass has finished yet" in text
     assert "never" in text
     assert "none installed" in text
     assert var_files(sandbox) == before  # status reads, never writes
@@ -122,7 +126,7 @@ def test_status_after_apply(sandbox: Sandbox, pki: Pki) -> None:
     assert f"last applied    {rev} at " in text
     assert "identity        CN=gateway.test, expires " in text
     assert "days" in text
-    assert "trust           1 entries" in text
+    assert "trust           1 entry;" in text
     assert "SUSPENDED" not in text
     assert "recent passes" in text
 
@@ -144,7 +148,8 @@ def test_status_after_a_failed_apply(run: Cli, sandbox: Sandbox, pki: Pki) -> No
     assert bad != good
     run.apply(expect=1)
 
-    status = run.status()
+    status = run.status(expect=4)
+    assert status["check"]["state"] == "failed"
     assert status["last_applied"]["revision"] == good
     attempt = status["last_attempt"]
     assert (attempt["revision"], attempt["outcome"]) == (bad, "failed")
@@ -155,7 +160,7 @@ def test_status_after_a_failed_apply(run: Cli, sandbox: Sandbox, pki: Pki) -> No
     assert status["pending"]["changes"] == 3  # the new identity is still to be applied
     assert status["pending"]["drift"] == []
 
-    text = run.text()
+    text = run.text(expect=4)
     assert f"last applied    {good}" in text
     assert f"last attempt    {bad} at " in text
     assert ": failed (" in text
@@ -167,7 +172,8 @@ def test_status_after_a_rejected_state(run: Cli, sandbox: Sandbox) -> None:
     good = revision(sandbox)
     sandbox.state.write("trust/broken.pem", b"not a certificate")
     run.apply(expect=1)
-    status = run.status()
+    status = run.status(expect=3)
+    assert status["check"]["state"] == "rejected"
     assert status["last_applied"]["revision"] == good
     assert status["last_attempt"]["outcome"] == "rejected"
     assert "trust/broken.pem" in status["last_attempt"]["reason"]
@@ -175,7 +181,7 @@ def test_status_after_a_rejected_state(run: Cli, sandbox: Sandbox) -> None:
     assert any("trust/broken.pem" in e for e in status["desired"]["errors"])
     assert status["pending"] is None
     assert status["identity"]["subject"] == "CN=gateway.test"
-    text = run.text()
+    text = run.text(expect=3)
     assert "INVALID" in text
     assert "trust/broken.pem" in text
 
@@ -185,7 +191,8 @@ def test_status_shows_drift(run: Cli, sandbox: Sandbox) -> None:
     inbound = sandbox.root / "data" / "smtp-inbound.json"
     inbound.write_text('{"tls": "off"}\n')
     (sandbox.root / "nginx" / "ssl.conf").unlink()
-    status = run.status()
+    status = run.status(expect=2)
+    assert status["check"]["summary"] == "2 changes pending, 2 from drift"
     drift = sorted(status["pending"]["drift"], key=lambda d: d["path"])
     assert drift == [
         {"path": str(sandbox.root / "data" / "smtp-inbound.json"), "kind": "smtp_inbound",
@@ -193,8 +200,8 @@ def test_status_shows_drift(run: Cli, sandbox: Sandbox) -> None:
         {"path": str(sandbox.root / "nginx" / "ssl.conf"), "kind": "console", "action": "create"},
     ]  # fmt: skip
     assert status["pending"]["changes"] == 2
-    text = run.text()
-    assert "2 change(s), 2 from drift" in text
+    text = run.text(expect=2)
+    assert "pending         2 changes, 2 from drift" in text
     assert f"drift         update {inbound}" in text
 
 
@@ -205,6 +212,7 @@ def test_status_while_suspended(run: Cli, sandbox: Sandbox, pki: Pki) -> None:
     assert "suspended" in done.stdout
 
     status = run.status()
+    assert status["check"]["summary"].endswith("(suspended)")
     assert status["suspended"]["reason"] == "maint"
     assert status["suspended"]["since"].endswith("Z")
     text = run.text()
@@ -216,20 +224,20 @@ def test_status_while_suspended(run: Cli, sandbox: Sandbox, pki: Pki) -> None:
     before = sandbox.targets()
     run.apply(expect=1)
     assert sandbox.targets() == before
-    assert run.status()["pending"]["changes"] == 3
+    assert run.status(expect=2)["pending"]["changes"] == 3
 
     done = sandbox.run("resume")
     assert done.returncode == 0, done.stderr
-    assert run.status()["suspended"] is None
+    assert run.status(expect=2)["suspended"] is None  # not applied yet
     run.apply()
     assert run.status()["identity"]["subject"] == "CN=gateway2.test"
 
 
 def test_suspend_without_reason(run: Cli) -> None:
     assert run("suspend")[0] == 0
-    status = run.status()
+    status = run.status(expect=5)
     assert status["suspended"]["reason"] is None
-    assert "no reason given" in run.text()
+    assert "no reason given" in run.text(expect=5)
     assert run("resume")[0] == 0
     code, out, _ = run("resume")
     assert code == 0
@@ -238,6 +246,6 @@ def test_suspend_without_reason(run: Cli) -> None:
 
 def test_status_with_missing_state_dir(run: Cli, sandbox: Sandbox, tmp_path: Path) -> None:
     sandbox.state.path.rename(tmp_path / "moved")
-    status = run.status()
+    status = run.status(expect=5)
     assert status["desired"]["valid"] is False
     assert str(sandbox.state.path) in status["desired"]["errors"][0]

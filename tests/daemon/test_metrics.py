@@ -7,13 +7,13 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from reconciler import __version__
 from reconciler.audit.witness import Head, read_head
 from reconciler.core.outcome import Outcome
 from reconciler.core.plan import Change, Plan
 from reconciler.daemon.metrics import CertExpiry, Metrics
 from reconciler.hooks.runner import HookResult
 from reconciler.reconcile.runner import PassResult
+from reconciler.version import version
 from tests.helpers.daemon import Daemon
 from tests.helpers.net import free_port, http_get
 from tests.helpers.sandbox import Sandbox
@@ -62,7 +62,7 @@ def test_every_outcome_kind_and_hook_is_there_at_zero_from_the_start() -> None:
         assert not [k for k in samples(text) if k[0] == absent], absent
     info = [k for k in samples(text) if k[0] == "reconciler_build_info"]
     assert len(info) == 1
-    assert dict(info[0][1])["version"] == __version__
+    assert dict(info[0][1])["version"] == version()
 
 
 def test_revisions_pending_work_and_failures_follow_the_passes() -> None:

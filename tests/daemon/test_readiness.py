@@ -74,8 +74,10 @@ def _with_metrics(sandbox: Sandbox) -> str:
     return f"http://127.0.0.1:{port}"
 
 
-def _status(sandbox: Sandbox) -> dict[str, object]:
-    done = sandbox.run("status", "--json", check=True)
+def _status(sandbox: Sandbox, expect: int) -> dict[str, object]:
+    """`status --json`, which exits with its check's code: 3 rejected, 5 not serving."""
+    done = sandbox.run("status", "--json")
+    assert done.returncode == expect, done.stderr + done.stdout
     return json.loads(done.stdout)  # type: ignore[no-any-return]
 
 
@@ -95,7 +97,7 @@ def test_rejected_push_keeps_ready_and_shows_in_metrics_and_status(
     assert _metric(base, "reconciler_ready") == 1.0
     assert _metric(base, "reconciler_last_pass_ok") == 0.0
     assert _metric(base, "reconciler_rejected_states_total") == 1.0
-    status = _status(sandbox)
+    status = _status(sandbox, 3)
     assert status["ready"] == {"ready": True, "reason": body.strip()}
     assert sandbox.run("status").stdout.count("ready           yes: serving revision") == 1
     assert daemon.stop() == 0
@@ -152,7 +154,7 @@ def test_not_ready_until_a_first_state_is_verified(
     assert code == 503
     assert body.startswith("no verified configuration in place yet; last pass rejected")
     assert _metric(base, "reconciler_ready") == 0.0
-    assert _status(sandbox)["ready"] == {"ready": False, "reason": body.strip()}
+    assert _status(sandbox, 5)["ready"] == {"ready": False, "reason": body.strip()}
 
     sandbox.state.write("gateway.toml", good)
     wait_for(lambda: http_get(f"{base}/readyz")[0] == 200, "/readyz to turn 200", daemon)

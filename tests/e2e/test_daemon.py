@@ -67,7 +67,7 @@ def test_each_gitops_layout_push_is_applied_once(
     cert = sandbox.root / "data" / "cert.pem"
     wait_for(lambda: cert.read_bytes() == new_chain, "the new identity applied", daemon)
     wait_for(lambda: len(hook_apply_runs(hooks)) == 2, "the hook run for the push", daemon)
-    daemon.wait_idle_after(before)
+    daemon.wait_idle_after(before + 1)
 
     assert daemon.stop() == 0
     runs = hook_apply_runs(hooks)
@@ -188,7 +188,7 @@ def test_drift_is_corrected_by_passes_that_look_only_where_events_were(
         seen = len(daemon.passes())
         edit()
         wait_for(lambda p=path: str(p) in corrected(), f"drift.corrected for {path.name}", daemon)
-        daemon.wait_idle_after(seen)
+        daemon.wait_idle_after(seen + 1)
     assert not planted.exists()
     assert oct(cert.stat().st_mode & 0o777) == oct(0o644)
     assert sandbox.targets() == good

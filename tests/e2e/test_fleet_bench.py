@@ -1,4 +1,5 @@
-"""The fleet simulation runs end to end, tiny (2 gateways, 1 push), and leaves nothing running."""
+"""The fleet simulation runs end to end, tiny (2 gateways, 1 push), and leaves nothing running;
+every query of the Grafana dashboard and of docs/metrics.md returns series from its Prometheus."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from pathlib import Path
 
 from tests.helpers import REPO
 from tests.helpers.prometheus import require_prometheus_tool
+
+DASHBOARD = REPO / "deploy" / "grafana" / "reconciler.json"
 
 
 def processes_mentioning(text: str) -> list[int]:
@@ -37,6 +40,7 @@ def test_fleet_bench_tiny(tmp_path: Path) -> None:
         [
             sys.executable, "-m", "bench.fleet", "--gateways", "2", "--pushes", "1",
             "--idle-s", "1", "--idle-runs", "1", "--no-bad-push", "--keep", "--json", str(out),
+            "--check-queries", str(DASHBOARD), str(REPO / "docs" / "metrics.md"),
         ],
         cwd=REPO, capture_output=True, text=True, timeout=240, check=False,
     )  # fmt: skip
@@ -50,6 +54,13 @@ def test_fleet_bench_tiny(tmp_path: Path) -> None:
         assert "push -> all 2 converged, seen by PromQL" in names
         assert any(name.startswith("idle CPU of 2 daemons") for name in names)
         assert "push -> all 2 converged" in done.stdout
+        # Every query of the dashboard and of metrics.md returned series from the fleet.
+        checked = data["facts"]["queries_checked"]
+        dashboard = json.loads(DASHBOARD.read_text())
+        titles = {f"reconciler.json: {panel['title']}" for panel in dashboard["panels"]}
+        assert titles <= set(checked)
+        assert sum(1 for where in checked if where.startswith("metrics.md:")) >= 4
+        assert all(count > 0 for count in checked.values())
         assert processes_mentioning(work) == [], "the bench stopped every process it started"
         logs = sorted(Path(work, "gw").glob("*/daemon.log"))
         assert len(logs) == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import tarfile
@@ -103,3 +104,17 @@ def test_sdist_leaves_the_tests_out_and_keeps_what_the_wheel_needs(built: Path) 
     assert not any(n.startswith(("tests/", "tests_host/")) for n in names)
     for needed in ("LICENSE", "hooks/nginx-reload", "systemd/reconciler.service", "pyproject.toml"):
         assert needed in names, needed
+
+
+def test_the_version_is_written_in_one_place() -> None:
+    """pyproject.toml's `version` is the one source: the command, the metrics and the wheel's
+    name read it from the installed metadata, so a release edits one line."""
+    from reconciler.version import version
+
+    assert version() == PROJECT["version"]
+    written = []
+    for path in sorted((REPO / "reconciler").rglob("*.py")):
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            if re.match(r"\s*(__version__|VERSION)\s*[:=]", line) or PROJECT["version"] in line:
+                written.append(f"{path.relative_to(REPO)}:{number}: {line.strip()}")
+    assert not written, "\n".join(written)

@@ -77,13 +77,23 @@ class Daemon:
     def wait_started(self) -> None:
         wait_for(lambda: self.passes(trigger="start"), "the first pass", self)
 
+    def idle_after(self, count: int) -> bool:
+        """Whether `count` passes have finished and the daemon is idle: the last of them found
+        nothing to do, or the events of its own writes were seen and dismissed without a pass
+        (`events.own_writes`)."""
+        passes = 0
+        settled = False
+        for record in self.log_events():
+            if record.get("event") == "pass.finished":
+                passes += 1
+                settled = record.get("outcome") == "no-change"
+            elif record.get("event") == "events.own_writes":
+                settled = True
+        return passes >= count and settled
+
     def wait_idle_after(self, count: int) -> None:
-        """Wait until a pass after the first `count` found nothing to do: our own writes' echo."""
-        wait_for(
-            lambda: any(p["outcome"] == "no-change" for p in self.passes()[count:]),
-            "a no-change pass",
-            self,
-        )
+        """Wait until `idle_after(count)`."""
+        wait_for(lambda: self.idle_after(count), f"idle after {count} pass(es)", self)
 
 
 class DaemonStarter:
