@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 LOCKS := requirements-dev.txt requirements.txt requirements-uv.txt
 
-.PHONY: demo test lint bench clean image image-wheelhouse wheelhouse host-test lock test-latest \
+.PHONY: demo test lint bench clean image image-wheelhouse wheelhouse deb host-test lock test-latest \
   generated
 
 # The venv is made from the lock, from scratch whenever the lock or pyproject.toml changes, so
@@ -61,7 +61,14 @@ wheelhouse: $(BIN)/.installed
 	  --wheel-dir dist/wheelhouse .
 	cp requirements.txt dist/wheelhouse/
 
-# A Debian 12 booted under systemd-nspawn: install.sh, the unit, the system nginx (tests_host/).
+# dist/deb/mailgw-tls-reconciler_VERSION_ARCH.deb from the same locked wheels, built with
+# dpkg-buildpackage and debhelper (deploy/debian/), then checked by lintian (deploy/deb.sh).
+# DEB_VERSION overrides the project's version.
+deb: wheelhouse
+	bash deploy/deb.sh $(DEB_VERSION)
+
+# A Debian 12 gateway host booted under systemd-nspawn: install.sh and the .deb, the unit, nginx,
+# Postfix, certbot (tests_host/). The tier builds its two .deb files itself.
 host-test: wheelhouse
 	$(BIN)/pytest -p no:cacheprovider -p no:xdist tests_host
 

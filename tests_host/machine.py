@@ -2,9 +2,14 @@
 
 The root file system is built once by mmdebstrap and kept as a tar outside the clone
 ($RECONCILER_CI_CACHE, default /var/cache/reconciler-ci), named by a digest of the build command
-so a changed package list builds a new one. Each run unpacks it into a fresh directory, boots it
-with the repository bound read-only at /src, and always powers it off and deletes it at the end.
-The container shares the host's network: servers on either side meet on 127.0.0.1.
+so a changed package list builds a new one (older tars of the recipe are removed). Each run
+unpacks it into a fresh directory, boots it with the repository bound read-only at /src, and
+always powers it off and deletes it at the end.
+
+The machine holds what a mail gateway host runs, as Debian installs it: nginx (its default site
+on port 80), Postfix, certbot. By default the container shares the host's network (servers on
+either side meet on 127.0.0.1); `private_network=True` gives it a loopback of its own, where
+its nginx and Postfix listen on 80, 443 and 25 as on a real host, and clients run inside.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -24,22 +30,46 @@ import pytest
 from tests.helpers.waiting import wait_for
 
 SUITE = "bookworm"
-PACKAGES = "systemd,systemd-sysv,dbus,python3,python3-venv,ca-certificates,nginx-light,openssl"
-MMDEBSTRAP = ("mmdebstrap", "--variant=apt", f"--include={PACKAGES}", SUITE)
+PACKAGES = (
+    "systemd,systemd-sysv,dbus,python3,python3-venv,ca-certificates,openssl,nginx,postfix,certbot"
+)
+MMDEBSTRAP = (
+    "mmdebstrap", "--variant=apt", f"--include={PACKAGES}",
+    # Postfix asks how mail is delivered; "Internet Site" is the gateway's answer.
+    "--essential-hook=echo postfix postfix/main_mailer_type select Internet Site"
+    " | chroot \"$1\" debconf-set-selections",
+    "--essential-hook=echo postfix postfix/mailname string gateway.test"
+    " | chroot \"$1\" debconf-set-selections",
+    # Smaller to unpack at every run: no manuals, translations or documentation but copyrights.
+    "--dpkgopt=path-exclude=/usr/share/man/*", "--dpkgopt=path-exclude=/usr/share/locale/*",
+    "--dpkgopt=path-exclude=/usr/share/doc/*", "--dpkgopt=path-include=/usr/share/doc/*/copyright",
+    # Said, not guessed from the output's name (which ends in .partial while it is written).
+    "--format=tar",
+    SUITE,
+)  # fmt: skip
 CACHE = Path(os.environ.get("RECONCILER_CI_CACHE", "/var/cache/reconciler-ci"))
+STALE_S = 7 * 86400
+# What systemd-nspawn exits with when the container's init asks for a reboot.
+REBOOT_STATUS = 133
 # A clean environment for commands inside: nothing of the host's (pip settings, say) leaks in.
 INSIDE_ENV = ("env", "-i", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
 
 
 def rootfs_tar() -> Path:
     """The cached root file system tar; built (about a minute) when missing."""
-    key = hashlib.sha256(" ".join(MMDEBSTRAP).encode()).hexdigest()[:12]
+    key = hashlib.sha256("\0".join(MMDEBSTRAP).encode()).hexdigest()[:12]
     tar = CACHE / f"host-{SUITE}-{key}.tar"
     if tar.is_file():
+        os.utime(tar)  # its mtime says when it was last used
         return tar
     if shutil.which("mmdebstrap") is None:
         pytest.fail("mmdebstrap is not installed (apt-get install mmdebstrap systemd-container)")
     CACHE.mkdir(parents=True, exist_ok=True)
+    for stale in CACHE.glob(f"host-{SUITE}-*.tar"):
+        # Another recipe's root, unused for a week (a checkout of another branch may still use
+        # a recent one).
+        if time.time() - stale.stat().st_mtime > STALE_S:
+            stale.unlink(missing_ok=True)
     partial = tar.with_name(f"{tar.name}.{os.getpid()}.partial")
     try:
         subprocess.run([*MMDEBSTRAP, str(partial)], check=True, stdin=subprocess.DEVNULL)
@@ -60,11 +90,37 @@ def free_port() -> int:
 class Machine:
     """A booted container: run commands in it, read and write its files from the host."""
 
-    def __init__(self, root: Path, nspawn: subprocess.Popen[bytes], console: Path) -> None:
+    def __init__(self, root: Path, nspawn_argv: list[str], console: Path) -> None:
         self.root = root
-        self.nspawn = nspawn
         self.console = console
         self.init_pid = 0
+        self._argv = nspawn_argv
+        self.nspawn = self._launch()
+
+    def _launch(self) -> subprocess.Popen[bytes]:
+        with self.console.open("ab") as log:
+            return subprocess.Popen(
+                self._argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def reboot(self) -> None:
+        """`systemctl reboot` inside, as an operator would; nspawn, which runs no supervisor
+        here, exits when the container asks for a reboot (status 133) and is started again on
+        the same root file system. Returns once the machine has booted again."""
+        self.run("systemctl", "reboot", check=False)
+        try:
+            status = self.nspawn.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the machine did not shut down for the reboot\n{self.console_tail()}")
+        if status != REBOOT_STATUS:
+            pytest.fail(f"systemd-nspawn exited {status}, not {REBOOT_STATUS} (a reboot)")
+        self.init_pid = 0
+        self.nspawn = self._launch()
+        self.wait_booted()
 
     def path(self, inside: str) -> Path:
         """The host path of a file inside the container (same file, same inode)."""
@@ -154,10 +210,15 @@ class Machine:
 
 @contextlib.contextmanager
 def booted(
-    workdir: Path, repo: Path, prepare: Callable[[Path], None] | None = None
+    workdir: Path,
+    repo: Path,
+    prepare: Callable[[Path], None] | None = None,
+    *,
+    private_network: bool = False,
 ) -> Iterator[Machine]:
     """Unpack the cached root file system under `workdir`, let `prepare(root)` adjust it, boot
-    it with `repo` bound read-only at /src; powered off and deleted on the way out, always."""
+    it with `repo` bound read-only at /src; powered off and deleted on the way out, always.
+    `private_network`: a network namespace of its own, with only a loopback interface."""
     tar = rootfs_tar()
     root = workdir / "rootfs"
     root.mkdir()
@@ -170,19 +231,13 @@ def booted(
         )
         if prepare is not None:
             prepare(root)
-        console = workdir / "console.log"
-        with console.open("wb") as log:
-            nspawn = subprocess.Popen(
-                [
-                    "systemd-nspawn", "-q", "--register=no", "--keep-unit",
-                    "-D", str(root), f"--bind-ro={repo}:/src", "--boot",
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )  # fmt: skip
-        machine = Machine(root, nspawn, console)
+        argv = [
+            "systemd-nspawn", "-q", "--register=no", "--keep-unit",
+            "-D", str(root), f"--bind-ro={repo}:/src", "--boot",
+        ]  # fmt: skip
+        if private_network:
+            argv.insert(-1, "--private-network")
+        machine = Machine(root, argv, workdir / "console.log")
         machine.wait_booted()
         yield machine
     finally:

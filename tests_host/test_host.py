@@ -1,4 +1,9 @@
-"""The README's host installation on a booted Debian 12: install.sh, the unit, the system nginx.
+"""The README's host installation on a booted Debian 12 that is a real gateway host.
+
+install.sh, the shipped unit and the example settings (only `state_dir` edited, as a user must),
+with Debian's nginx (its default site on 80, the console on 443) and Postfix on 25 in front of
+ROOT. Every check that the gateway serves an identity asks real clients inside the machine:
+`openssl s_client` to 443 and `openssl s_client -starttls smtp` to 25.
 
 One machine for the module; the tests run in file order, each starting from where the previous
 left the host (installed, running, serving), as an operator's session would.
@@ -6,20 +11,16 @@ left the host (installed, running, serving), as an operator's session would.
 
 from __future__ import annotations
 
-import hashlib
-import http.client
 import json
 import re
-import socket
-import ssl
 from pathlib import Path
 
 import pytest
 
 from reconciler.support import devpki
-from tests.helpers.tls import TlsServer, server_context
+from tests.helpers.certbot import CertbotTree
 from tests.helpers.waiting import wait_for
-from tests_host.conftest import WHEELHOUSE, Host
+from tests_host.conftest import SETTINGS, WHEELHOUSE, Host
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -27,7 +28,6 @@ INSTALL = (
     "cd /src && systemd/install.sh dist/wheelhouse/mailgw_tls_reconciler-*.whl "
     "--wheelhouse dist/wheelhouse"
 )
-SETTINGS = "/etc/reconciler/reconciler.toml"
 HOLD = "/etc/reconciler/hold"
 # Blocks while HOLD exists: a pass is caught between writing its files and finishing its hooks.
 HOLD_HOOK = f"""
@@ -38,22 +38,7 @@ run = ["/bin/sh", "-c", "while [ -e {HOLD} ]; do sleep 0.1; done"]
 timeout_s = 300
 """
 HOLD_ARGV = f"/bin/sh\0-c\0while [ -e {HOLD} ]".encode()
-
-
-def served_fingerprint(port: int) -> str | None:
-    """SHA-256 of the leaf the console presents over TLS, or None (no TLS yet, refused)."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    try:
-        with (
-            socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
-            context.wrap_socket(raw) as tls,
-        ):
-            der = tls.getpeercert(binary_form=True)
-    except (OSError, ssl.SSLError):
-        return None
-    return hashlib.sha256(der).hexdigest() if der else None
+LINEAGE = "gateway.test"
 
 
 def unit_state(host: Host) -> dict[str, str]:
@@ -75,11 +60,37 @@ def journal_tail(host: Host) -> str:
     return host.machine.run("journalctl", "-u", "reconciler", "-n", "40", "-o", "cat").stdout
 
 
-def audit_records(host: Host) -> list[dict[str, object]]:
+def audit_records(host: Host, event: str | None = None) -> list[dict[str, object]]:
     path = host.machine.path("/var/lib/reconciler/audit.jsonl")
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in records if event is None or r["event"] == event]
+
+
+def wait_serving(host: Host, leaf: devpki.Issued, what: str) -> None:
+    wait_for(
+        lambda: host.serving(leaf),
+        f"nginx on 443 and Postfix on 25 to serve {what}",
+        timeout=120,
+        detail=lambda: journal_tail(host),
+    )
+
+
+def http_get(host: Host, url: str) -> tuple[int, str]:
+    """A GET from inside the machine (Python's urllib): status and body."""
+    client = (
+        "import sys, urllib.error, urllib.request\n"
+        "try:\n"
+        "    response = urllib.request.urlopen(sys.argv[1], timeout=10)\n"
+        "except urllib.error.HTTPError as error:\n"
+        "    response = error\n"
+        "print(response.status)\n"
+        "print(response.read().decode())\n"
+    )
+    out = host.machine.run("python3", "-c", client, url).stdout
+    status, _, body = out.partition("\n")
+    return int(status), body
 
 
 def test_install_sh_installs_venv_hooks_unit_and_settings(host: Host) -> None:
@@ -105,24 +116,14 @@ def test_install_sh_installs_venv_hooks_unit_and_settings(host: Host) -> None:
     for guide in guides:
         assert machine.path(guide).is_file(), guide
     example = machine.path(f"{share}/systemd/reconciler.toml.example").read_text()
-    assert machine.path(SETTINGS).read_text() == example
+    assert host.settings().read_text() == example
 
 
-def test_unit_is_ready_after_the_first_pass_and_names_the_revision(host: Host) -> None:
-    """The README's last step: edit the settings (nginx hook, verification), start the unit."""
-    settings = host.machine.path(SETTINGS)
-    text = settings.read_text()
-    edits = {
-        'state_dir = "/srv/gitops/gateway/current"': 'state_dir = "/srv/gitops/gateway/checkout"',
-        'trust_store = "debian"': 'trust_store = "debian"\nfile_group = "www-data"',
-        '"127.0.0.1:9465"': f'"127.0.0.1:{host.metrics_port}"',
-        'console = "127.0.0.1:443"': f'console = "127.0.0.1:{host.console_port}"',
-        '"--port", "25"': f'"--port", "{host.smtp_port}"',
-    }
-    for old, new in edits.items():
-        assert text.count(old) == 1, f"the example settings no longer hold {old!r}"
-        text = text.replace(old, new)
-    settings.write_text(text)
+def test_the_example_settings_with_a_state_dir_start_the_unit(host: Host) -> None:
+    """The README's last step: the one value a user must edit, then start the unit."""
+    host.edit_settings(
+        {'state_dir = "/srv/gitops/gateway/current"': 'state_dir = "/srv/gitops/gateway/checkout"'}
+    )
     commit = host.push(host.pki.leaves[0])
     # Type=notify: start returns once the daemon said READY=1, after its first pass.
     host.machine.run("systemctl", "start", "reconciler", timeout=300)
@@ -131,78 +132,130 @@ def test_unit_is_ready_after_the_first_pass_and_names_the_revision(host: Host) -
     assert running_with(host, commit), (state, journal_tail(host))
 
 
-def test_metrics_and_readiness_answer_on_loopback(host: Host) -> None:
-    def get(path: str) -> tuple[int, str]:
-        connection = http.client.HTTPConnection("127.0.0.1", host.metrics_port, timeout=10)
-        try:
-            connection.request("GET", path)
-            response = connection.getresponse()
-            return response.status, response.read().decode()
-        finally:
-            connection.close()
+def test_nginx_on_80_and_443_and_postfix_on_25_serve_the_first_identity(host: Host) -> None:
+    wait_serving(host, host.pki.leaves[0], "the first identity")
+    # The package's default site on 80 is untouched, and the check that bound it passed.
+    status, body = http_get(host, "http://127.0.0.1/")
+    assert status == 200
+    assert "Welcome to nginx" in body
+    checks = [r for r in audit_records(host, "hook.ran") if r["step"] == "check"]
+    assert checks, "the reload-console check never ran"
+    assert checks[-1]["hook"] == "reload-console"
+    assert checks[-1]["exit_code"] == 0, checks[-1]
 
-    assert get("/readyz")[0] == 200
-    status, text = get("/metrics")
+
+def test_metrics_and_readiness_answer_on_loopback(host: Host) -> None:
+    assert http_get(host, f"http://127.0.0.1:{host.metrics_port}/readyz")[0] == 200
+    status, text = http_get(host, f"http://127.0.0.1:{host.metrics_port}/metrics")
     assert status == 200
     assert "reconciler_" in text
 
 
-def test_system_nginx_serves_the_pushed_identities(host: Host) -> None:
-    first, second = host.pki.leaves[0], host.pki.leaves[1]
-    assert served_fingerprint(host.console_port) == first.fingerprint
-    smtpd_before = host.machine.show("gateway-smtpd", "InvocationID")["InvocationID"]
+def test_a_push_reaches_both_real_clients(host: Host) -> None:
+    second = host.pki.leaves[1]
+    postfix_before = host.machine.show("postfix@-", "ExecMainPID")["ExecMainPID"]
     commit = host.push(second)
-    wait_for(
-        lambda: served_fingerprint(host.console_port) == second.fingerprint,
-        "nginx to serve the second identity",
-        timeout=90,
-        detail=lambda: journal_tail(host),
-    )
+    wait_serving(host, second, "the second identity")
     wait_for(lambda: running_with(host, commit), f"STATUS= naming {commit}", timeout=60)
-    # The restart-service hook restarted the SMTP stand-in through systemctl, from the sandbox.
-    smtpd_after = host.machine.show("gateway-smtpd", "InvocationID", "ActiveState")
-    assert smtpd_after["InvocationID"] != smtpd_before
-    assert smtpd_after["ActiveState"] == "active"
+    ran = {
+        (r["hook"], r["step"]): r["exit_code"]
+        for r in audit_records(host, "hook.ran")
+        if r["revision"] == commit
+    }
+    assert ran == {
+        ("reload-console", "check"): 0,
+        ("reload-console", "run"): 0,
+        ("reload-smtp", "run"): 0,
+    }
+    # `systemctl reload postfix` from the sandbox: the same master, reloaded (not restarted).
+    assert host.machine.show("postfix@-", "ExecMainPID")["ExecMainPID"] == postfix_before
 
 
-def test_debian_store_trusts_the_pushed_ca_inside(host: Host) -> None:
+def test_a_bad_identity_rolls_back_and_both_keep_serving_the_old_one(host: Host) -> None:
+    """A chain through a 1024-bit RSA intermediate passes validation, but nginx (OpenSSL at
+    Debian's security level) refuses it: the check fails, every target goes back, both servers
+    keep the old one."""
+    old = host.pki.leaves[1]
+    commit = host.push(*host.pki.weak_chain("weak.test"))
+
+    def failed() -> dict[str, object] | None:
+        return next(
+            (r for r in audit_records(host, "pass.failed") if r["revision"] == commit), None
+        )
+
+    wait_for(
+        failed, "the bad identity's pass to fail", timeout=120, detail=lambda: journal_tail(host)
+    )
+    assert [r for r in audit_records(host, "rollback.completed") if r["revision"] == commit]
+    check = next(
+        r
+        for r in audit_records(host, "hook.ran")
+        if r["revision"] == commit and r["step"] == "check"
+    )
+    assert check["exit_code"] != 0
+    assert "ca key too small" in str(check["output_tail"])
+    assert host.serving(old)
+    key = host.machine.path("/opt/gateway/data/key.pem").read_bytes()
+    assert key == old.key_pem
+    assert unit_state(host)["ActiveState"] == "active"
+
+
+def test_the_pushed_ca_reaches_the_os_bundle(host: Host) -> None:
     machine = host.machine
+    commit = host.push(host.pki.leaves[1])  # a good state again after the bad one
+    wait_for(lambda: running_with(host, commit), "the good state again", timeout=120)
     entry = machine.path("/usr/local/share/ca-certificates/reconciler-partner-ca.crt")
     assert entry.read_bytes().strip() == host.pki.partner_ca.cert_pem.strip()
     bundle = machine.path("/etc/ssl/certs/ca-certificates.crt").read_bytes()
     assert host.pki.partner_ca.cert_pem.strip() in bundle
-    client = (
-        "import socket, ssl, sys\n"
-        "context = ssl.create_default_context()\n"
-        "raw = socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=10)\n"
-        "with context.wrap_socket(raw, server_hostname='partner.test') as tls:\n"
-        "    print(tls.version())\n"
-    )
     trusted = devpki.issue(host.pki.partner_ca, "partner.test", sans=("partner.test",))
-    stranger_ca = devpki.make_ca("Not In Any Store CA")
-    untrusted = devpki.issue(stranger_ca, "partner.test", sans=("partner.test",))
-    with TlsServer(server_context(trusted.cert_pem, trusted.key_pem)) as server:
-        result = machine.run("python3", "-c", client, str(server.port), check=False)
-        assert result.returncode == 0, result.stderr
-        assert result.stdout.startswith("TLSv1.")
-    with TlsServer(server_context(untrusted.cert_pem, untrusted.key_pem)) as server:
-        result = machine.run("python3", "-c", client, str(server.port), check=False)
-        assert result.returncode != 0
-        assert "CERTIFICATE_VERIFY_FAILED" in result.stderr
+    untrusted = devpki.issue(
+        devpki.make_ca("Not In Any Store CA"), "partner.test", sans=("partner.test",)
+    )
+    assert verify_with_the_os_store(host, trusted).startswith("TLSv1.")
+    assert "CERTIFICATE_VERIFY_FAILED" in verify_with_the_os_store(host, untrusted)
 
 
-def test_file_group_is_applied(host: Host) -> None:
-    for name in ("key.pem", "cert.pem", "tls.pem"):
-        group, mode = host.machine.run(
-            "stat", "-c", "%G %a", f"/opt/gateway/data/{name}"
-        ).stdout.split()
-        assert group == "www-data", name
-        assert mode == ("644" if name == "cert.pem" else "600"), name
+def verify_with_the_os_store(host: Host, server: devpki.Issued) -> str:
+    """A TLS server inside the machine (`openssl s_server`, one connection) presenting `server`,
+    and a Python client with the default (OS) store connecting to it: its TLS version, or the
+    error it gave."""
+    machine = host.machine
+    machine.path("/root/partner.pem").write_bytes(server.key_pem + server.cert_pem)
+    machine.run(
+        "systemd-run", "--unit=partner-tls", "--collect", "--quiet",
+        "openssl", "s_server", "-accept", "127.0.0.1:8443", "-naccept", "1", "-quiet",
+        "-cert", "/root/partner.pem",
+    )  # fmt: skip
+    client = (
+        "import socket, ssl, sys, time\n"
+        "context = ssl.create_default_context()\n"
+        "deadline = time.monotonic() + 20\n"
+        "while True:\n"
+        "    try:\n"
+        "        raw = socket.create_connection(('127.0.0.1', 8443), timeout=10)\n"
+        "        break\n"
+        "    except ConnectionRefusedError:\n"
+        "        if time.monotonic() > deadline: raise\n"
+        "        time.sleep(0.05)\n"
+        "try:\n"
+        "    with context.wrap_socket(raw, server_hostname='partner.test') as tls:\n"
+        "        print(tls.version())\n"
+        "except ssl.SSLError as error:\n"
+        "    print(error)\n"
+    )
+    try:
+        return machine.run("python3", "-c", client).stdout.strip()
+    finally:
+        machine.run("systemctl", "stop", "partner-tls", check=False)
 
 
 def test_sighup_reloads_the_settings(host: Host) -> None:
-    """`systemctl reload` sends SIGHUP: the added hook is used by the next test's pass."""
-    settings = host.machine.path(SETTINGS)
+    """`systemctl reload` sends SIGHUP: file_group and the added hook are used from now on."""
+    host.edit_settings(
+        {'trust_store = "debian"': 'trust_store = "debian"\nfile_group = "www-data"'}
+    )
+    settings = host.settings()
     settings.write_text(settings.read_text() + HOLD_HOOK)
     before = host.machine.run("journalctl", "-u", "reconciler", "-o", "cat").stdout
     host.machine.run("systemctl", "reload", "reconciler")
@@ -214,7 +267,38 @@ def test_sighup_reloads_the_settings(host: Host) -> None:
     wait_for(
         reloaded, "settings.reloaded in the journal", timeout=60, detail=lambda: journal_tail(host)
     )
+
+
+def test_the_reload_pass_applies_file_group(host: Host) -> None:
+    def owned() -> dict[str, list[str]] | None:
+        stats = {
+            name: host.machine.run(
+                "stat", "-c", "%G %a", f"/opt/gateway/data/{name}"
+            ).stdout.split()
+            for name in ("key.pem", "cert.pem", "tls.pem")
+        }
+        return stats if all(group == "www-data" for group, _ in stats.values()) else None
+
+    stats = wait_for(
+        owned, "the targets in group www-data", timeout=60, detail=lambda: journal_tail(host)
+    )
+    assert stats == {
+        "key.pem": ["www-data", "600"],
+        "cert.pem": ["www-data", "644"],
+        "tls.pem": ["www-data", "600"],
+    }
     wait_for(lambda: running_with(host, "at revision"), "the reload pass", timeout=60)
+
+
+def test_systemctl_restart_comes_back_serving_without_changing_anything(host: Host) -> None:
+    before = unit_state(host)
+    applied = len(audit_records(host, "change.applied"))
+    host.machine.run("systemctl", "restart", "reconciler", timeout=300)
+    state = wait_for(lambda: running_with(host, "at revision"), "the restarted daemon", timeout=60)
+    assert state["MainPID"] != before["MainPID"]
+    assert state["StatusText"].startswith("no-change at revision"), state
+    assert len(audit_records(host, "change.applied")) == applied
+    assert host.serving(host.pki.leaves[1])
 
 
 def test_kill_9_mid_pass_is_restarted_and_the_pass_recovered(host: Host) -> None:
@@ -253,15 +337,12 @@ def test_kill_9_mid_pass_is_restarted_and_the_pass_recovered(host: Host) -> None
         detail=lambda: journal_tail(host),
     )
     assert state["MainPID"] != old_pid
-    recoveries = [
-        r
-        for r in audit_records(host)
-        if r["event"] == "recovery.completed" and r["revision"] == commit
-    ]
+    recoveries = [r for r in audit_records(host, "recovery.completed") if r["revision"] == commit]
     assert recoveries, "no recovery.completed record for the interrupted pass"
     assert recoveries[-1]["action"] == "completed"
     assert recoveries[-1]["phase"] == "swapped"
-    assert served_fingerprint(host.console_port) == third.fingerprint
+    # Completed: the hooks ran again, so nginx and Postfix both serve the third identity.
+    wait_serving(host, third, "the third identity after the recovery")
 
 
 def test_a_hung_loop_is_restarted_by_the_watchdog(host: Host) -> None:
@@ -278,6 +359,59 @@ def test_a_hung_loop_is_restarted_by_the_watchdog(host: Host) -> None:
     assert int(after["NRestarts"]) > int(before["NRestarts"])
     systemd_said = host.machine.run("journalctl", "-u", "reconciler", "_PID=1", "-o", "cat").stdout
     assert "Watchdog timeout" in systemd_said
+
+
+def test_after_a_reboot_the_unit_starts_and_both_serve_the_identity(host: Host) -> None:
+    commit = unit_state(host)["StatusText"].rsplit(" ", 1)[-1]
+    host.machine.reboot()
+    state = wait_for(
+        lambda: running_with(host, commit),
+        "the unit started at boot",
+        timeout=180,
+        detail=lambda: journal_tail(host),
+    )
+    assert state["NRestarts"] == "0"
+    wait_serving(host, host.pki.leaves[2], "the identity after the reboot")
+
+
+def test_certbots_lineage_is_the_identity_and_its_renewal_is_followed(host: Host) -> None:
+    """certbot's own code (Debian's certbot package on the machine) issues and renews; the
+    settings name its live directory in key_dirs (the example's commented line); no deploy
+    hook: the daemon's watch applies the renewal."""
+    machine = host.machine
+    certbot = CertbotTree(
+        "/etc/letsencrypt",
+        "/root/certbot",
+        lambda argv: machine.run("python3", *argv, check=False),
+        machine.path,
+    )
+    issued, renewed = host.pki.leaf("mail1.test"), host.pki.leaf("mail2.test")
+    certbot.issue(LINEAGE, issued, host.pki.intermediate.cert_pem)
+    live = certbot.live(LINEAGE)
+    host.edit_settings(
+        {
+            '# key_dirs = ["/etc/letsencrypt/live/mail.example.org"]': f'key_dirs = ["{live}"]',
+        }
+    )
+    host.machine.run("systemctl", "reload", "reconciler")
+    files = host.desired(issued)
+    del files["tls/cert.pem"], files["tls/key.pem"]
+    files["gateway.toml"] = (
+        files["gateway.toml"]
+        .replace(b'"tls/cert.pem"', f'"{live}/fullchain.pem"'.encode())
+        .replace(b'"tls/key.pem"', f'"{live}/privkey.pem"'.encode())
+    )
+    commit = host.push_files(files)
+    wait_for(lambda: running_with(host, commit), "the certbot identity applied", timeout=120)
+    wait_serving(host, issued, "certbot's first certificate")
+    rejected = len(audit_records(host, "state.rejected"))
+
+    certbot.renew(LINEAGE, renewed, host.pki.intermediate.cert_pem)
+    assert machine.run("readlink", f"{live}/privkey.pem").stdout.strip() == (
+        f"../../archive/{LINEAGE}/privkey2.pem"
+    )
+    wait_serving(host, renewed, "certbot's renewed certificate")
+    assert len(audit_records(host, "state.rejected")) == rejected
 
 
 def test_journal_holds_one_json_object_per_daemon_line(host: Host) -> None:
@@ -308,14 +442,14 @@ def test_exposure_score_is_at_most_2(host: Host) -> None:
 
 
 def test_install_sh_again_upgrades_in_place_and_keeps_the_settings(host: Host) -> None:
-    settings = host.machine.path(SETTINGS).read_bytes()
+    settings = host.settings().read_bytes()
     before = unit_state(host)
     out = host.machine.sh(INSTALL).stdout
     assert "kept the existing /etc/reconciler/reconciler.toml" in out
-    assert host.machine.path(SETTINGS).read_bytes() == settings
+    assert host.settings().read_bytes() == settings
     state = wait_for(lambda: running_with(host, "at revision"), "the restarted daemon", timeout=120)
     assert state["MainPID"] != before["MainPID"]
-    assert served_fingerprint(host.console_port) == host.pki.leaves[2].fingerprint
+    assert host.served(host.console_port) is not None
 
 
 def test_uninstall_leaves_no_unit_and_keeps_settings_and_audit(host: Host) -> None:

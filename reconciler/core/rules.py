@@ -100,9 +100,10 @@ RULES: dict[str, RuleDoc] = {
     ),
     "key-outside-key-dirs": _rule(
         "error",
-        "An absolute `identity.key` path is not inside any of the settings' `key_dirs`.",
+        "An absolute `identity.key` path is not inside any of the settings' `key_dirs`, or a "
+        "link there leads out of it (other than certbot's, from `live/NAME` into `archive/NAME`).",
         "Absolute key paths are for secrets mounted at known places only (a Kubernetes Secret, "
-        "a decrypted SOPS file), never any file of the host.",
+        "a decrypted SOPS file, certbot's live directory), never any file of the host.",
         "Add the secret's mount directory to `key_dirs` on the gateway, or correct the path. "
         "In CI, where the secret is not mounted, use `validate --no-secrets`.",
         secret=True,

@@ -1,7 +1,8 @@
 """The desired state as files: pins the links STATE is read through (`..data`, a git-sync
-worktree, key_dirs), reads every input file once within its limits (no link out, no FIFO, no
-file over 1 MiB), composes a fleet gateway with its shared layers, and hands the pure core bytes
-(`StateInput`). Nothing here judges the content; `core.evaluate` does.
+worktree, key_dirs, certbot's live directory), reads every input file once within its limits
+(no link out, no FIFO, no file over 1 MiB), composes a fleet gateway with its shared layers,
+and hands the pure core bytes (`StateInput`). Nothing here judges the content; `core.evaluate`
+does.
 """
 
 from __future__ import annotations

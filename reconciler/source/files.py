@@ -9,6 +9,7 @@ import stat
 from reconciler.core.collect import error
 from reconciler.core.desired import MAX_FILE_BYTES, Finding
 from reconciler.core.secret import KEY_MARKER
+from reconciler.source.certbot import Lineages
 from reconciler.source.links import PinnedKeyDirs, PinnedState, SnapshotMovedError
 from reconciler.support.fsio import read_up_to
 from reconciler.support.redact import remember_key
@@ -30,6 +31,7 @@ class FileReader:
     def __init__(self, base: PinnedState, key_dirs: PinnedKeyDirs) -> None:
         self.base = base
         self.key_dirs = key_dirs
+        self.lineages = Lineages()
         self.findings: list[Finding] = []
         self.digest = hashlib.sha256()
 
@@ -125,6 +127,7 @@ class FileReader:
         try:
             self.base.check_unchanged()
             self.key_dirs.check_unchanged()
+            self.lineages.check_unchanged()
         except SnapshotMovedError:
             return True
         return not os.path.isdir(self.base.real)

@@ -119,7 +119,8 @@ class StateReader(FileReader):
 
     def _read_in_key_dir(self, path: str, field: str, what: str) -> bytes | None:
         """An absolute identity path: inside one of key_dirs (a mounted Secret), whose `..data`
-        is resolved once per snapshot like STATE's, so cert and key come from one version."""
+        is resolved once per snapshot like STATE's, so cert and key come from one version; or
+        a link of certbot's live directory into its archive, both read from one renewal."""
         key_dir = self.key_dirs.containing(path)
         if key_dir is None:
             reason = f"{path}: an absolute {what} path must be inside one of key_dirs"
@@ -128,9 +129,12 @@ class StateReader(FileReader):
             self.findings.append(error(GATEWAY_FILE, field, reason, rule="key-outside-key-dirs"))
             return None
         self.key_dirs.pin(key_dir)
+        archive = self.lineages.archive_for(path, key_dir)
         real = os.path.realpath(path)
-        if not inside(real, key_dir):
+        if not inside(real, key_dir) and (archive is None or not inside(real, archive)):
             reason = f"{path}: leads outside key_dirs"
+            if archive is not None:
+                reason += f" and certbot's {archive}"
             self.findings.append(error(GATEWAY_FILE, field, reason, rule="key-outside-key-dirs"))
             return None
         return self.load(real, path, field)

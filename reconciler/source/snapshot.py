@@ -73,6 +73,7 @@ def _read_once(state_dir: Path, key_dirs: Sequence[Path], no_secrets: bool = Fal
     credentials = _read_credentials(reader, profiles)
     base.check_unchanged()
     reader.key_dirs.check_unchanged()
+    reader.lineages.check_unchanged()
     nothing_read = gateway is None and not trust and not profiles and not reader.findings
     if nothing_read and not os.listdir(base.real):
         return _unusable(state_dir, "desired-state directory is empty")

@@ -46,6 +46,14 @@ class Sandbox:
     def config(self) -> Path:
         return self.base / "reconciler.toml"
 
+    def identity_from_key_dir(self, gateway: str, key_dir: Path | str) -> None:
+        """The identity read from `key_dir` (a mounted Secret, certbot's live directory): STATE's
+        gateway.toml names it, STATE's own tls/ files go, the settings list the key dir."""
+        self.state.gateway(gateway)
+        self.state.remove("tls/key.pem")
+        self.state.remove("tls/cert.pem")
+        self.extra = f'key_dirs = ["{key_dir}"]\n'
+
     def write_config(self) -> Path:
         trust = self.trust_settings or (
             f'trust_store = "directory"\ntrust_dir = "{self.trust_dir}"\n'

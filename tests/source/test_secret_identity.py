@@ -153,10 +153,7 @@ def test_daemon_applies_a_cert_manager_renewal_and_runs_the_hooks(
 ) -> None:
     volume = ConfigMapVolume(sandbox.base)
     volume.push(cert_manager_secret(pki))
-    sandbox.state.gateway(secret_identity(volume.root))
-    sandbox.state.remove("tls/key.pem")
-    sandbox.state.remove("tls/cert.pem")
-    sandbox.extra = f'key_dirs = ["{volume.root}"]\n'
+    sandbox.identity_from_key_dir(secret_identity(volume.root), volume.root)
     hook_log = install_record_hook(sandbox)
     daemon = start_daemon()
     cert = sandbox.root / "data" / "cert.pem"
