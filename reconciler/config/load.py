@@ -33,6 +33,18 @@ NOT_SETTINGS = frozenset(
 )
 #: The variables `quick_state_paths` reads itself; any other RECONCILER_* one needs the loader.
 QUICK_VARIABLES = frozenset({"RECONCILER_CONFIG", "RECONCILER_STATE_DIR", "RECONCILER_KEY_DIRS"})
+#: Prefixes of variables the test suite and CI set for themselves (fault injection, and which
+#: tools a run must have): never settings.
+_TEST_PREFIXES = ("RECONCILER_TEST_", "RECONCILER_REQUIRE_")
+
+
+def _is_setting_variable(name: str) -> bool:
+    """Whether an environment variable is meant as a setting (known or misspelt)."""
+    return (
+        name.upper().startswith("RECONCILER_")
+        and name not in NOT_SETTINGS
+        and not name.startswith(_TEST_PREFIXES)
+    )
 
 
 def config_path(explicit: Path | None, environ: Mapping[str, str] | None = None) -> Path | None:
@@ -61,7 +73,7 @@ def quick_state_paths(
         return None
     # pydantic-settings matches variable names case-insensitively: any other spelling, or any
     # other setting, is left to it.
-    if any(n.upper().startswith("RECONCILER_") and n not in QUICK_VARIABLES for n in env):
+    if any(_is_setting_variable(n) and n not in QUICK_VARIABLES for n in env):
         return None
     state_dir = state
     if state_dir is None:
@@ -110,9 +122,7 @@ def _check_environment() -> None:
     fields = Settings.model_fields
     unknown = []
     for name in sorted(os.environ):
-        if not name.startswith("RECONCILER_") or name in NOT_SETTINGS:
-            continue
-        if name.startswith(("RECONCILER_TEST_", "RECONCILER_REQUIRE_")):
+        if not name.startswith("RECONCILER_") or not _is_setting_variable(name):
             continue
         top = name.removeprefix("RECONCILER_").lower().partition("__")[0]
         if top not in fields:

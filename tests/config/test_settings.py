@@ -510,6 +510,20 @@ def test_any_other_variable_is_left_to_load_settings(
     assert quick_state_paths(None, Path("/flag")) is None
 
 
+@pytest.mark.parametrize(
+    "name", ["RECONCILER_REVISION", "RECONCILER_REQUIRE_NGINX", "RECONCILER_TEST_FAULT"]
+)
+def test_variables_that_are_not_settings_keep_the_quick_path(
+    monkeypatch: pytest.MonkeyPatch, default_config: Path, name: str
+) -> None:
+    """A hook's RECONCILER_REVISION, or CI's RECONCILER_REQUIRE_*, are no settings: `validate`
+    still answers without loading the settings model, and with what load_settings gives."""
+    monkeypatch.setenv(name, "1")
+    quick, full = _both(None)
+    assert quick is not None
+    assert quick == full
+
+
 _ENV_TEXT = st.text(
     st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=30
 )
