@@ -23,7 +23,7 @@ from typing import Any
 
 from reconciler.core.collect import error
 from reconciler.core.desired import NAME_RE, Finding, GatewayFile
-from reconciler.core.evaluate import GATEWAY_FILE, SourceFile, StateInput
+from reconciler.core.evaluate import GATEWAY_FILE, KeySource, Skipped, SourceFile, StateInput
 from reconciler.core.schema import check_table, schema_rule
 from reconciler.core.toml_limits import load_toml
 
@@ -126,15 +126,21 @@ def compose(
     findings: list[Finding] = []
     trust: dict[str, SourceFile] = {}
     profiles: dict[str, SourceFile] = {}
+    # A shared profile's credential files are read with its layer (by absolute path).
+    credentials: dict[str, KeySource] = {}
+    skipped: list[Skipped] = []
     for layer in layers:
         findings += [_moved(f, layer.shown) for f in layer.inp.findings]
         for name, source in layer.inp.trust:
             trust[name] = _shown_in(source, layer.shown)
         for name, source in layer.inp.profiles:
             profiles[name] = _shown_in(source, layer.shown)
+        credentials.update(layer.inp.credentials)
+        skipped += layer.inp.skipped
     findings += own.findings
     trust.update(own.trust)
     profiles.update(own.profiles)
+    credentials.update(own.credentials)
     gateway, found = merge_gateway(
         [(_join(layer.shown, GATEWAY_FILE), layer.inp.gateway) for layer in layers], own.gateway
     )
@@ -145,6 +151,8 @@ def compose(
         gateway=gateway,
         trust=tuple(sorted(trust.items())),
         profiles=tuple(sorted(profiles.items())),
+        credentials=tuple(sorted(credentials.items())),
+        skipped=tuple(skipped) + own.skipped,
         findings=tuple(findings),
         in_transit=own.in_transit or any(layer.inp.in_transit for layer in layers),
         content_digest=content_digest,

@@ -118,7 +118,7 @@ def _read_once(
             continue
         if not os.listdir(where):
             continue  # an empty layer adds nothing
-        inp = read_directory(path, key_dirs)
+        inp = read_directory(path, key_dirs, no_secrets=no_secrets)
         layers.append(Layer(shown, inp))
         digest.update(f"\0{layer}\0{inp.content_digest}".encode())
     content = digest.hexdigest()

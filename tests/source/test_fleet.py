@@ -350,3 +350,31 @@ def test_fleet_toml_must_be_a_small_regular_file(tmp_path: Path, pki: Pki) -> No
     _, evaluation = composed(repo / "gateways" / "gw-a")
     assert evaluation.desired is None
     assert "over the limit of 65536" in errors_of(evaluation)
+
+
+def test_a_shared_profile_with_a_credential_file_applies_to_every_gateway(
+    tmp_path: Path, pki: Pki
+) -> None:
+    repo = make_fleet(tmp_path, pki)
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (keys / "relay-password").write_bytes(b"shared-relay-password\n")
+    StateDir(repo / "common").profile(
+        "relay", f'url = "smtps://relay.example.com"\npassword_file = "{keys}/relay-password"\n'
+    )
+    for name in ("gw-a", "gw-b"):
+        _, evaluation = composed(repo / "gateways" / name, (keys,))
+        assert evaluation.desired is not None, errors_of(evaluation)
+        relay = next(p for p in evaluation.desired.profiles if p.name == "relay")
+        assert [c.value.reveal() for c in relay.credentials] == [b"shared-relay-password\n"]
+
+
+def test_no_secrets_skips_a_shared_profiles_credential_file(tmp_path: Path, pki: Pki) -> None:
+    repo = make_fleet(tmp_path, pki)
+    StateDir(repo / "common").profile(
+        "relay", 'url = "smtps://relay.example.com"\npassword_file = "/run/secrets/relay/pw"\n'
+    )
+    inp = read_snapshot(repo / "gateways" / "gw-a", no_secrets=True)
+    evaluation = evaluate(inp, datetime.now(UTC))
+    assert evaluation.desired is not None, errors_of(evaluation)
+    assert [s.path for s in inp.skipped] == ["/run/secrets/relay/pw", "tls/key.pem"]
