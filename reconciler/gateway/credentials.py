@@ -6,13 +6,13 @@ import os
 from pathlib import Path
 
 from reconciler.core.desired import Kind
-from reconciler.core.layout import RootLayout
+from reconciler.core.layout import CREDENTIAL_SUFFIXES, RootLayout
 from reconciler.core.plan import Plan
 from reconciler.core.render import Layout
 from reconciler.errors import ApplyError
 from reconciler.support import fsio
 
-SUFFIXES = (".password", ".api_key")
+SUFFIXES = CREDENTIAL_SUFFIXES
 
 
 def credentials_dir(root: Path | str) -> Path:

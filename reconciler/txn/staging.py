@@ -7,10 +7,11 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from reconciler.core.layout import RootLayout
+from reconciler.core.layout import CREDENTIAL_SUFFIXES, RootLayout
 from reconciler.core.plan import Change, digest
+from reconciler.core.secret import KEY_MARKER
 from reconciler.errors import ApplyError
-from reconciler.support import fsio
+from reconciler.support import fsio, redact
 from reconciler.txn.journal import JOURNAL, LINK, NEW, OLD, Entry
 
 STAGING = "txn"
@@ -23,10 +24,13 @@ def stage(directory: Path, changes: Sequence[Change]) -> list[Entry]:
 
     Two files rather than one per target: with thousands of trust entries, creating a file per
     target would be most of a cold pass; and the backups are made durable by one fsync. Entries
-    refer to their bytes as `FILE:OFFSET:LENGTH`.
+    refer to their bytes as `FILE:OFFSET:LENGTH`. The secrets among the backups (a key, a
+    credential) are what a rollback puts back and its hooks may print: the output boundary keeps
+    them for as long as they are this pass's backups.
     """
     new, old = bytearray(), bytearray()
     entries = []
+    backups: list[tuple[str, bytes]] = []
     for change in changes:
         target = Path(change.path)
         staged = None
@@ -55,6 +59,7 @@ def stage(directory: Path, changes: Sequence[Change]) -> list[Entry]:
             backup = f"{OLD}:{len(old)}:{len(current)}"
             old += current
             before_sha = digest(current)
+            backups.append((change.path, current))
         entries.append(
             Entry(
                 path=change.path,
@@ -72,9 +77,22 @@ def stage(directory: Path, changes: Sequence[Change]) -> list[Entry]:
                 secret=bool(change.target and change.target.secret),
             )
         )
+    keep_secrets_redacted(backups)
     fsio.write_new(directory / NEW, bytes(new))
     fsio.write_new(directory / OLD, bytes(old))
     return entries
+
+
+def keep_secrets_redacted(contents: Sequence[tuple[str, bytes]]) -> None:
+    """Tell the output boundary which of these target contents (path, bytes) are secrets: key
+    material anywhere, and the credential copies. They replace the previous pass's."""
+    keys = [data for _, data in contents if KEY_MARKER.encode() in data.upper()]
+    secrets = [
+        data
+        for path, data in contents
+        if path.endswith(CREDENTIAL_SUFFIXES) and KEY_MARKER.encode() not in data.upper()
+    ]
+    redact.in_use("backups", keys=keys, secrets=secrets)
 
 
 def holds_previous(entry: Entry) -> bool:

@@ -66,6 +66,7 @@ from reconciler.txn.staging import (
     ensure_target_dir,
     holds_previous,
     keep_generation,
+    keep_secrets_redacted,
     stage,
 )
 
@@ -202,6 +203,15 @@ class Transaction:
         todo = [entry for entry in reversed(self.journal.entries) if not holds_previous(entry)]
         if not todo:
             return  # nothing swapped yet, or all back: no journal write (a full disk, say)
+        # Loaded after a crash, the backups are new to this process: keep their secrets
+        # redacted before the rollback hooks can print them.
+        keep_secrets_redacted(
+            [
+                (entry.path, self._staged_bytes(entry.backup))
+                for entry in self.journal.entries
+                if entry.backup is not None and not entry.backup.startswith(LINK)
+            ]
+        )
         if self.journal.phase != "rolling-back":
             self._set_phase("rolling-back")
         touched: list[Path] = []
