@@ -1,8 +1,10 @@
 """`validate` over one or more states: findings located, and printed as text, JSON or CI formats.
 
 Formats: `text` (people), `json` (scripts), `github` (workflow annotation commands, placed on the
-file and line by GitHub), `gitlab` (a Code Quality report, shown in merge requests). Every message
-goes through the same cleaning: private key blocks redacted, control characters escaped.
+file and line by GitHub), `gitlab` (a Code Quality report, shown in merge requests). Every value
+goes through the output boundary on its own before it is placed in a line or a document: private
+keys and secrets redacted, control characters escaped (newlines too: a finding is one line), and
+GitHub's legacy ``##[`` commands neutralised, in every format a CI runner reads.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from reconciler.core.desired import Finding
 from reconciler.core.evaluate import Evaluation, StateInput, evaluate
 from reconciler.core.positions import locate
 from reconciler.source import gateways_of, read_snapshot
-from reconciler.support.redact import scrub
+from reconciler.support.redact import scrub_document, scrub_line
 
 FORMATS = ("text", "json", "github", "gitlab")
 
@@ -99,7 +101,7 @@ def exit_code(reports: Sequence[StateReport]) -> int:
 def clean(text: str) -> str:
     """Text as outputs may show it (the output boundary's rules), on one line: a finding is one
     annotation or one line of text, so newlines are escaped too."""
-    return scrub(text).replace("\n", "\\x0a")
+    return scrub_line(text)
 
 
 def display_path(report: StateReport, finding: Finding, cwd: Path | None = None) -> str:
@@ -174,7 +176,7 @@ def write_text(reports: Sequence[StateReport], out: TextIO, err: TextIO) -> None
             print(line, file=out)
         print(clean(_summary(report)), file=out if report.valid else err)
     if several:
-        print(_total(reports), file=out if exit_code(reports) == 0 else err)
+        print(clean(_total(reports)), file=out if exit_code(reports) == 0 else err)
 
 
 def to_json(reports: Sequence[StateReport]) -> dict[str, object]:
@@ -265,10 +267,10 @@ def write(reports: Sequence[StateReport], fmt: str, out: TextIO | None = None) -
     if fmt == "text":
         write_text(reports, out, sys.stderr)
     elif fmt == "json":
-        print(json.dumps(to_json(reports), indent=2), file=out)
+        print(json.dumps(scrub_document(to_json(reports)), indent=2), file=out)
     elif fmt == "github":
         print("\n".join(github_lines(reports)), file=out)
     else:
-        print(json.dumps(gitlab_report(reports), indent=2), file=out)
+        print(json.dumps(scrub_document(gitlab_report(reports)), indent=2), file=out)
         for report in reports:
             print(clean(_summary(report)), file=sys.stderr)

@@ -1,8 +1,13 @@
-"""The operator's view of a plan: its text lines and the `plan --json` document."""
+"""The operator's view of a plan: its text lines and the `plan --json` document.
+
+The text scrubs every value it shows; the document is scrubbed by whoever serialises it.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
+
+from reconciler.support.redact import scrub_line
 
 if TYPE_CHECKING:
     from reconciler.reconcile import Planned
@@ -39,18 +44,21 @@ def format_plan(planned: Planned) -> str:
     assert planned.plan is not None
     current = planned.plan
     if current.empty:
-        return f"revision {current.revision}: no changes; the targets match the desired state"
-    lines = [f"revision {current.revision}: {len(current.changes)} change(s)"]
-    width = max(len(c.path) for c in current.changes)
-    for c in current.changes:
+        revision = scrub_line(current.revision)
+        return f"revision {revision}: no changes; the targets match the desired state"
+    lines = [f"revision {scrub_line(current.revision)}: {len(current.changes)} change(s)"]
+    paths = [scrub_line(c.path) for c in current.changes]
+    width = max(len(path) for path in paths)
+    for c, path in zip(current.changes, paths, strict=True):
         cause = "  (drift: changed by someone else)" if c.cause == "drift" else ""
         lines.append(
-            f"  {c.kind:<12} {c.action:<6} {c.path:<{width}}  "
+            f"  {c.kind:<12} {c.action:<6} {path:<{width}}  "
             f"{_short(c.before_sha256)} -> {_short(c.after_sha256)}{cause}"
         )
         if c.certs:
             leaf = c.certs[0]
             more = f" (+{len(c.certs) - 1} more)" if len(c.certs) > 1 else ""
             expires = f"{leaf.not_after:%Y-%m-%d}"
-            lines.append(f"  {'':<12} {'':<6} subject {leaf.subject}, expires {expires}{more}")
+            subject = scrub_line(leaf.subject)
+            lines.append(f"  {'':<12} {'':<6} subject {subject}, expires {expires}{more}")
     return "\n".join(lines)

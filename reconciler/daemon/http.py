@@ -92,8 +92,11 @@ class _Handler(BaseHTTPRequestHandler):
             ok = self.server.alive()
             self._send(200 if ok else 503, b"ok\n" if ok else b"the reconcile loop is stuck\n")
         elif path == "/readyz":
+            from reconciler.support.redact import scrub_line
+
+            # The reason may quote a rejected finding: a file name, a key pasted as a TOML key.
             ok, why = self.server.ready()
-            self._send(200 if ok else 503, why.encode() + b"\n")
+            self._send(200 if ok else 503, scrub_line(why).encode() + b"\n")
         else:
             self._send(404, b"not found: try /metrics, /healthz or /readyz\n")
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any, Final, TextIO
+from typing import Final
 
 from reconciler.core.secret import KEY_MARKER
 from reconciler.support.remembered import (
@@ -56,7 +56,6 @@ __all__ = [
     "scrub_document",
     "scrub_line",
     "scrub_output",
-    "scrub_secrets",
 ]
 
 REDACTED: Final = "[private key redacted]"
@@ -153,35 +152,8 @@ def _neutralise(text: str) -> str:
     return text.replace(_GITHUB_LEGACY, _GITHUB_LEGACY_ESCAPED) if _GITHUB_LEGACY in text else text
 
 
-def scrub_secrets(text: str) -> str:
-    """`scrub` escaping only what cannot be encoded: for text already rendered for a terminal
-    (colours kept), whose values went through `scrub` before."""
-    try:
-        return _scrub(text, escape_controls=False)
-    except Exception:  # the boundary itself must never fail
-        return _WITHHELD
-
-
-class ScrubbedStream:
-    """A text stream (stdout, stderr) whose every write goes through `scrub_secrets`."""
-
-    def __init__(self, inner: TextIO) -> None:
-        self.inner = inner
-
-    def write(self, text: str) -> int:
-        self.inner.write(scrub_secrets(text))
-        return len(text)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-
-_SURROGATE: Final = re.compile(r"[\ud800-\udfff]")
-
-
-def _scrub(text: str, *, escape_controls: bool = True) -> str:
-    keep_controls = _SURROGATE.sub(lambda m: escape(m.group()), text)
-    text = escape(text) if escape_controls else keep_controls
+def _scrub(text: str) -> str:
+    text = escape(text)
     if "-----" in text and KEY_MARKER in text.upper():
         text = _PEM_BLOCK.sub(REDACTED, text)
     matcher = current()
