@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from types import TracebackType
 
 from reconciler.core.secret import SecretBytes
-from reconciler.support.redact import scrub, scrub_line
+from reconciler.support.redact import made, scrub, scrub_line
 
 __all__ = [
     "Level",
@@ -266,7 +266,7 @@ class Logger:
     __slots__ = ("_context", "_name")
 
     def __init__(self, name: str, context: Mapping[str, object] | None = None) -> None:
-        self._name = name
+        self._name = made(name)  # a logger's name is the code's (or a library's) own
         self._context = dict(context or {})
 
     def bind(self, **context: object) -> Logger:
