@@ -221,8 +221,18 @@ def _escape_property(text: str) -> str:
     return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
 
 
+def _plain(line: str) -> str:
+    """A line that is not a command, as the runner must not read it: one that would start with
+    ``::`` has its first colon escaped (``##[`` is neutralised by the boundary already)."""
+    stripped = line.lstrip()
+    if stripped.startswith("::"):
+        return line[: len(line) - len(stripped)] + "\\x3a" + stripped[1:]
+    return line
+
+
 def github_lines(reports: Sequence[StateReport]) -> list[str]:
-    """GitHub Actions workflow commands: `::error file=F,line=L,col=C,title=RULE::message`."""
+    """GitHub Actions workflow commands: `::error file=F,line=L,col=C,title=RULE::message`; every
+    other line is plain text the runner reads as no command."""
     lines = []
     for report in reports:
         for f in report.findings:
@@ -236,9 +246,9 @@ def github_lines(reports: Sequence[StateReport]) -> list[str]:
         lines += [
             f"::notice title=no-secrets::{_escape_data(line)}" for line in _skipped_lines(report)
         ]
-        lines.append(clean(_summary(report)))
+        lines.append(_plain(clean(_summary(report))))
     if len(reports) > 1:
-        lines.append(_total(reports))
+        lines.append(_plain(clean(_total(reports))))
     return lines
 
 

@@ -14,8 +14,10 @@ What `scrub` does, in order:
 2. PEM private-key blocks in any letter case (also cut off at either end) become `REDACTED`.
 3. Every value remembered (`reconciler.support.remembered`: the keys and credentials in use, and
    the newest others) is cut out wherever it appears, in any form it remembers.
-4. ``##[`` (GitHub's legacy workflow command syntax, which its runner reads anywhere in a line)
-   becomes ``#\\x23[``.
+4. ``##[`` (GitHub's legacy workflow command syntax, which its runner reads anywhere in a line
+   that is not a ``::`` command) becomes ``#\\x23[``, and ``##vso[`` (Azure Pipelines' logging
+   commands, read anywhere in a line too) becomes ``#\\x23vso[``: no CI runner reads a value
+   as a command, whatever format shows it.
 
 `scrub` returns a `Clean` text, and returns a `Clean` text it is given as it is: a record's
 fields are scrubbed once however many outputs show them. Text the reconciler made itself from
@@ -76,8 +78,9 @@ _HEX_RUN: Final = re.compile(
     rf"[0-9A-Fa-f]{{2}}|(?<![0-9A-Fa-f])[0-9A-Fa-f]{{{2 * MIN_HEX_BYTES},}}"
 )
 _HEX_SEPARATORS: Final = re.compile(r"[:\s]")
-_GITHUB_LEGACY: Final = "##["
-_GITHUB_LEGACY_ESCAPED: Final = "#\\x23["
+_CI_COMMANDS: Final = re.compile(r"##(?=\[|vso\[)")
+"""GitHub's legacy ``##[command]`` and Azure's ``##vso[command]``: a runner reads them anywhere."""
+_CI_COMMAND_ESCAPED: Final = "#\\x23"
 
 
 class Clean(str):
@@ -149,7 +152,7 @@ def scrub_output(data: bytes) -> Clean:
 
 
 def _neutralise(text: str) -> str:
-    return text.replace(_GITHUB_LEGACY, _GITHUB_LEGACY_ESCAPED) if _GITHUB_LEGACY in text else text
+    return _CI_COMMANDS.sub(lambda _: _CI_COMMAND_ESCAPED, text) if "##" in text else text
 
 
 def _scrub(text: str) -> str:

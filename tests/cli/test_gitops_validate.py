@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.core.desired import Finding
 from reconciler.core.evaluate import evaluate
 from reconciler.core.positions import toml_key_position
 from reconciler.core.rules import RULES, secret_rules
@@ -346,3 +347,63 @@ def test_profile_credential_files_are_secrets_for_no_secrets(tmp_path: Path, pki
     wrong = validate(repo.path, "--no-secrets", ".")
     assert wrong.returncode == 1
     assert "[credential-ref]" in wrong.stderr
+
+
+# -- what a CI runner would read as a command ------------------------------------------------------
+
+CI_COMMAND = re.compile(r"##\[|##vso\[")
+WELL_FORMED = re.compile(r"::(error|warning|notice) [^:\n]*::[^\n]*")
+
+
+def _fleet_with_a_gateway_named(tmp_path: Path, pki: Pki, name: str) -> Path:
+    """A fleet repository whose first gateway directory has `name`, then a valid one, gw-b."""
+    repo = tmp_path / "repo"
+    (repo / "common").mkdir(parents=True)
+    (repo / "fleet.toml").write_text('shared = ["common"]\n')
+    for gateway in (name, "gw-b"):
+        state = standard_state(repo / "gateways" / gateway, pki)
+        state.trust("Bad Name", pki.other_ca.cert_pem)  # one error each, to annotate
+    return repo
+
+
+CI_HOSTILE = {
+    "fleet-gateway-directory": ("fleet", "##[stop-commands]x"),
+    "trust-file-name": ("trust/##[error]x.pem", ""),
+    "toml-key": ("gateway.toml", '"##[add-mask]secret" = 1\n'),
+    "azure-in-a-name": ("trust/x##vso[task.setvariable variable=a]1.pem", ""),
+}
+
+
+@pytest.mark.parametrize("fmt", ["text", "json", "github", "gitlab"])
+@pytest.mark.parametrize(("where", "what"), CI_HOSTILE.values(), ids=CI_HOSTILE.keys())
+def test_no_line_in_any_ci_format_holds_a_runner_command(
+    tmp_path: Path, pki: Pki, fmt: str, where: str, what: str
+) -> None:
+    if where == "fleet":
+        target = _fleet_with_a_gateway_named(tmp_path, pki, what)
+    else:
+        target = standard_state(tmp_path / "repo", pki).path
+        path = target / where
+        path.write_text(path.read_text() + what if path.exists() else "x\n")
+    result = validate(tmp_path, "--format", fmt, "repo")
+    assert result.returncode == 1
+    lines = (result.stdout + result.stderr).splitlines()
+    assert not [line for line in lines if CI_COMMAND.search(line)]
+    commands = [line for line in lines if line.lstrip().startswith("::")]
+    assert all(WELL_FORMED.fullmatch(line) for line in commands), commands
+    if fmt == "github" and where == "fleet":
+        # The valid gateway after the hostile one still gets its annotation.
+        assert any("gw-b" in line for line in commands), commands
+
+
+def test_a_plain_github_line_never_starts_a_command() -> None:
+    from reconciler.cli.findings import StateReport, github_lines
+    from reconciler.core.evaluate import Evaluation
+
+    finding = Finding("error", "x.toml", None, "bad", rule="toml-syntax")
+    report = StateReport(Path("::error::forged"), Evaluation(None, (finding,)), (finding,), "r")
+    lines = github_lines([report, report])
+    assert lines[0].startswith("::error file=")
+    plain = [line for line in lines if not line.startswith("::error file=")]
+    assert plain
+    assert not [line for line in plain if line.lstrip().startswith("::")]
