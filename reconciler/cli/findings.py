@@ -252,13 +252,27 @@ def github_lines(reports: Sequence[StateReport]) -> list[str]:
     return lines
 
 
-def gitlab_report(reports: Sequence[StateReport]) -> list[dict[str, object]]:
-    """A GitLab Code Quality report (`artifacts: reports: codequality`)."""
+def gitlab_report(
+    reports: Sequence[StateReport], cwd: Path | None = None
+) -> list[dict[str, object]]:
+    """A GitLab Code Quality report (`artifacts: reports: codequality`).
+
+    GitLab tells new issues from fixed ones by their fingerprint, so it is made of what names
+    the problem, never of its message (which may say "in 19 days"): the rule, the file, the
+    field and the gateway (the state directory, relative to the working directory: two gateways
+    sharing a layer's file have one issue each), and, for the same four again, how many came
+    before it in the report.
+    """
     issues: list[dict[str, object]] = []
+    seen: dict[tuple[str, ...], int] = {}
+    base = cwd or Path.cwd()
     for report in reports:
+        gateway = os.path.relpath(report.state_dir, base)
         for f in report.findings:
-            path = clean(display_path(report, f))
-            identity = f"{f.rule}\0{path}\0{f.field}\0{f.reason}".encode()
+            path = clean(display_path(report, f, base))
+            key = (f.rule or "reconciler", path, f.field or "", gateway)
+            occurrence = seen[key] = seen.get(key, -1) + 1
+            identity = "\0".join([*key, str(occurrence)]).encode("utf-8", "surrogateescape")
             issues.append(
                 {
                     "description": _message(f),

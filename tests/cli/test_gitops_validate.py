@@ -407,3 +407,51 @@ def test_a_plain_github_line_never_starts_a_command() -> None:
     plain = [line for line in lines if not line.startswith("::error file=")]
     assert plain
     assert not [line for line in plain if line.lstrip().startswith("::")]
+
+
+def _fingerprints(paths: list[Path], cwd: Path, now: dt.datetime) -> list[tuple[str, str]]:
+    import contextlib
+
+    from reconciler.cli.findings import gitlab_report, validate_states
+
+    with contextlib.chdir(cwd):  # as CI runs it: paths relative to the repository's checkout
+        issues = gitlab_report(validate_states(paths, no_secrets=True, now=now))
+    return [(str(i["check_name"]), str(i["fingerprint"])) for i in issues]
+
+
+def test_gitlab_fingerprints_are_one_per_issue_for_gateways_sharing_a_layer(
+    tmp_path: Path, pki: Pki
+) -> None:
+    repo = tmp_path / "repo"
+    (repo / "fleet.toml").parent.mkdir()
+    (repo / "fleet.toml").write_text('shared = ["common"]\n')
+    StateDir(repo / "common").write("trust/notes.txt", "stray\n")  # one warning, in the layer
+    for name in ("gw-a", "gw-b"):
+        state = StateDir(repo / "gateways" / name)
+        state.write("gateway.toml", GITOPS_GATEWAY)
+        state.write("tls/cert.pem", pki.chain())
+    found = _fingerprints([repo], tmp_path, dt.datetime.now(dt.UTC))
+    stray = [fingerprint for rule, fingerprint in found if rule == "name-ignored"]
+    assert len(stray) == 2
+    assert len(set(stray)) == 2
+
+
+def test_gitlab_fingerprints_stay_when_only_the_message_changes(tmp_path: Path, pki: Pki) -> None:
+    state = gitops_repo(tmp_path / "repo", pki)
+    leaf = devpki.issue(pki.intermediate, "gateway.test", days=25)
+    state.write("tls/cert.pem", pki.chain(leaf))
+    today = dt.datetime.now(dt.UTC)
+    first = _fingerprints([state.path], tmp_path, today)
+    later = _fingerprints([state.path], tmp_path, today + dt.timedelta(days=1))
+    assert "leaf-expiring" in dict(first)  # "in 24 days", then "in 23 days"
+    assert first == later
+
+
+def test_gitlab_fingerprints_differ_for_the_same_finding_twice(tmp_path: Path, pki: Pki) -> None:
+    state = gitops_repo(tmp_path / "repo", pki)
+    # The same CA twice in one file, and in another file: two equal warnings on that file.
+    state.trust("zz-again", pki.other_ca.cert_pem + pki.other_ca.cert_pem)
+    found = _fingerprints([state.path], tmp_path, dt.datetime.now(dt.UTC))
+    duplicates = [fingerprint for rule, fingerprint in found if rule == "trust-duplicate"]
+    assert len(duplicates) == 2
+    assert len(set(duplicates)) == 2
