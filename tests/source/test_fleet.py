@@ -378,3 +378,45 @@ def test_no_secrets_skips_a_shared_profiles_credential_file(tmp_path: Path, pki:
     evaluation = evaluate(inp, datetime.now(UTC))
     assert evaluation.desired is not None, errors_of(evaluation)
     assert [s.path for s in inp.skipped] == ["/run/secrets/relay/pw", "tls/key.pem"]
+
+
+def _link(repo: Path, name: str, target: str) -> None:
+    (repo / name).parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(target, repo / name)
+
+
+LINKED_LAYERS = {
+    # The issue's: a link deep in the tree makes a gateway's directory a shared layer.
+    "through-a-deep-link": (("deep/a/gw", "../../gateways"), "deep/a/gw/gw-b", "gateways/gw-b"),
+    "a-link-to-a-gateway": (("gwlink", "gateways/gw-b"), "gwlink", "gateways/gw-b"),
+    "a-link-to-git": (("meta", ".git"), "meta", ".git"),
+    "the-same-layer-twice": (("alias", "common"), "alias", "same directory as common"),
+}
+
+
+@pytest.mark.parametrize(("link", "layer", "words"), LINKED_LAYERS.values(), ids=LINKED_LAYERS)
+def test_a_layer_is_judged_where_its_links_lead(
+    tmp_path: Path, pki: Pki, link: tuple[str, str], layer: str, words: str
+) -> None:
+    repo = make_fleet(tmp_path, pki)
+    (repo / ".git").mkdir()
+    StateDir(repo / ".git").profile("leaked", 'url = "smtps://leak.example.com"\n')
+    StateDir(repo / "gateways" / "gw-b").profile("only-b", 'url = "smtps://b.example.com"\n')
+    _link(repo, *link)
+    (repo / "fleet.toml").write_text(f'shared = ["common", "{layer}"]\n')
+    inp, evaluation = composed(repo / "gateways" / "gw-a")
+    assert evaluation.desired is None
+    [problem] = [f for f in evaluation.errors if f.file == "../../fleet.toml"]
+    assert problem.field == "shared"
+    assert layer in problem.reason
+    assert words in problem.reason
+    assert not {"only-b", "leaked"} & {name for name, _ in inp.profiles}
+
+
+def test_a_gateway_directory_linked_to_a_layer_is_no_gateway(tmp_path: Path, pki: Pki) -> None:
+    repo = make_fleet(tmp_path, pki)
+    StateDir(repo / "common").gateway(SHARED_GATEWAY)
+    os.symlink("../common", repo / "gateways" / "gw-x")
+    _, evaluation = composed(repo / "gateways" / "gw-x")
+    assert evaluation.desired is None
+    assert "leads to common, outside gateways/" in errors_of(evaluation)
