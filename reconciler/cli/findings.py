@@ -85,10 +85,11 @@ def _expand_fleets(state_dirs: Sequence[Path]) -> list[Path]:
 
 
 def _public_sources(inp: StateInput) -> dict[str, bytes]:
-    """path -> bytes of every file read that is not the key (positions are looked up in them)."""
+    """path -> bytes of every file read that is not the key (positions are looked up in them):
+    as written, where what was evaluated differs (a fleet gateway's composed gateway.toml)."""
     sources: dict[str, bytes] = {}
     files = [inp.gateway, inp.cert, *(s for _, s in inp.trust), *(s for _, s in inp.profiles)]
-    for source in files:
+    for source in [*files, *inp.originals]:
         if source is not None and source.data is not None:
             sources[source.path] = source.data
     return sources

@@ -420,3 +420,39 @@ def test_a_gateway_directory_linked_to_a_layer_is_no_gateway(tmp_path: Path, pki
     _, evaluation = composed(repo / "gateways" / "gw-x")
     assert evaluation.desired is None
     assert "leads to common, outside gateways/" in errors_of(evaluation)
+
+
+def _located(repo: Path, gateway: str = "gw-a") -> list[tuple[str, str | None, int | None]]:
+    from reconciler.cli.findings import validate_states
+
+    [report] = validate_states([repo / "gateways" / gateway], no_secrets=True)
+    return [(f.file, f.field, f.line) for f in report.findings if f.severity == "error"]
+
+
+def test_a_finding_in_a_gateways_own_file_is_on_its_own_line(tmp_path: Path, pki: Pki) -> None:
+    repo = make_fleet(tmp_path, pki)
+    own = (
+        "# mx1's own settings\n#\n#\n\n"
+        + IDENTITY
+        + "\n\n[smtp_inbound]\n# why\ntls = 'sometimes'\n"
+    )
+    (repo / "gateways" / "gw-a" / "gateway.toml").write_text(own)
+    line = own.splitlines().index("tls = 'sometimes'") + 1
+    assert ("gateway.toml", "smtp_inbound.tls", line) in _located(repo)
+
+
+def test_a_finding_on_a_value_a_layer_wrote_names_the_layers_file_and_line(
+    tmp_path: Path, pki: Pki
+) -> None:
+    repo = make_fleet(tmp_path, pki)
+    shared = "# fleet defaults\n\n" + SHARED_GATEWAY
+    StateDir(repo / "common").gateway(shared)
+    (repo / "gateways" / "gw-a" / "gateway.toml").write_text("[policy]\nmin_days_valid = 3\n")
+    line = shared.splitlines().index("https = true") + 1
+    assert ("../../common/gateway.toml", "console.https", line) in _located(repo)
+
+
+def test_a_typo_in_a_shared_gateway_toml_gets_its_line(tmp_path: Path, pki: Pki) -> None:
+    repo = make_fleet(tmp_path, pki)
+    StateDir(repo / "common").gateway("[console]\nhttps = true\n\n[policy]\nmin_day_valid = 14\n")
+    assert ("../../common/gateway.toml", "policy.min_day_valid", 5) in _located(repo)
