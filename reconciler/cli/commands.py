@@ -72,6 +72,13 @@ def _plan(settings: Settings, args: argparse.Namespace) -> int:
     from reconciler.reconcile import make_plan
 
     planned = make_plan(settings)
+    if planned.blocked is not None:
+        from reconciler.support.redact import scrub_line
+
+        if args.json:
+            _print_json({"revision": planned.revision, "valid": True, "blocked": planned.blocked})
+        print(f"reconciler: {scrub_line(planned.blocked)}", file=sys.stderr)
+        return EXIT_FAILED
     if planned.plan is None:
         if args.json:
             invalid = {
@@ -98,7 +105,7 @@ def _plan(settings: Settings, args: argparse.Namespace) -> int:
         print(format_plan(planned))
         if diffs:
             print(plandiff.format_diffs(diffs))
-    return EXIT_OK if planned.plan.empty else EXIT_CHANGES
+    return EXIT_OK if planned.plan.empty and not planned.dir_modes else EXIT_CHANGES
 
 
 # -- apply / run -----------------------------------------------------------------------------

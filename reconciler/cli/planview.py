@@ -35,6 +35,10 @@ def plan_to_json(planned: Planned) -> dict[str, Any]:
             }
             for c in planned.plan.changes
         ],
+        "directories": [
+            {"path": d.path, "mode": f"{d.mode:04o}", "wanted": f"{d.wanted:04o}"}
+            for d in planned.dir_modes
+        ],
         "warnings": [str(w) for w in planned.evaluation.warnings],
     }
 
@@ -43,8 +47,11 @@ def format_plan(planned: Planned) -> str:
     """`plan`'s text: one line per change, and the leaf certificate's subject and expiry."""
     assert planned.plan is not None
     current = planned.plan
+    modes = [f"  {'directory':<12} {'mode':<6} {scrub_line(d)}" for d in planned.dir_modes]
     if current.empty:
         revision = scrub_line(current.revision)
+        if modes:
+            return "\n".join([f"revision {revision}: no target changes", *modes])
         return f"revision {revision}: no changes; the targets match the desired state"
     lines = [f"revision {scrub_line(current.revision)}: {len(current.changes)} change(s)"]
     paths = [scrub_line(c.path) for c in current.changes]
@@ -61,4 +68,4 @@ def format_plan(planned: Planned) -> str:
             expires = f"{leaf.not_after:%Y-%m-%d}"
             subject = scrub_line(leaf.subject)
             lines.append(f"  {'':<12} {'':<6} subject {subject}, expires {expires}{more}")
-    return "\n".join(lines)
+    return "\n".join(lines + modes)

@@ -11,7 +11,13 @@ from reconciler.core.evaluate import Evaluation, evaluate
 from reconciler.core.plan import Plan, plan
 from reconciler.core.render import Layout, Target, render
 from reconciler.errors import SettingsError
-from reconciler.gateway import ObservationCache, Observations, TargetEvents
+from reconciler.gateway import (
+    DirMode,
+    ObservationCache,
+    Observations,
+    TargetEvents,
+    inspect_root,
+)
 from reconciler.source import read_snapshot
 from reconciler.txn import records
 
@@ -32,6 +38,11 @@ class Planned:
     """What was read, whatever the revision says: a new key in key_dirs under the same commit
     is a new desired state (backoff tells states apart by this)."""
     observations: Observations | None = None
+    blocked: str | None = None
+    """Why a valid state cannot be compared with the targets: a link (or a file) where one of
+    the reconciler's directories under ROOT belongs. Nothing was looked at through it."""
+    dir_modes: tuple[DirMode, ...] = ()
+    """The reconciler's directories under ROOT whose mode a pass sets back."""
 
 
 def layout_for(settings: Settings) -> Layout:
@@ -79,6 +90,10 @@ def make_plan(
     if evaluation.desired is None:
         return Planned(inp.revision, evaluation, None, in_transit=inp.in_transit)
     layout = layout_for(settings)
+    root_dirs = inspect_root(settings.root, settings.key_mode_bits)
+    if root_dirs.refused:
+        reason = "; ".join(root_dirs.refused)
+        return Planned(inp.revision, evaluation, None, blocked=reason)
     targets = render(evaluation.desired, layout)
     last = records.load_last_applied(settings.var_dir)
     cache = cache if cache is not None else ObservationCache()
@@ -95,4 +110,5 @@ def make_plan(
         last_applied=last,
         content_digest=inp.content_digest,
         observations=observations,
+        dir_modes=root_dirs.modes,
     )
