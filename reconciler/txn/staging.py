@@ -9,27 +9,31 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from reconciler.core.layout import CREDENTIAL_SUFFIXES, RootLayout
+from reconciler.core.plan import OVERSIZED as OVERSIZED_DIGEST
 from reconciler.core.plan import Change, digest
 from reconciler.core.secret import KEY_MARKER
 from reconciler.errors import ApplyError
 from reconciler.support import fsio, redact
 from reconciler.support.confined import ConfinedDir, ConfinedDirs
-from reconciler.txn.journal import JOURNAL, LINK, NEW, OLD, Entry
+from reconciler.txn.journal import JOURNAL, LINK, NEW, OLD, OVERSIZED, Entry
 
 STAGING = "txn"
 GENERATIONS = "generations"
 KEEP_GENERATIONS = 5
 
 
-def stage(directory: Path, changes: Sequence[Change], dirs: ConfinedDirs) -> list[Entry]:
+def stage(
+    directory: Path, changes: Sequence[Change], dirs: ConfinedDirs, limit: int
+) -> list[Entry]:
     """Write every new content to `NEW` and every current one to `OLD`, one file each.
 
     Two files rather than one per target: with thousands of trust entries, creating a file per
     target would be most of a cold pass; and the backups are made durable by one fsync. Entries
     refer to their bytes as `FILE:OFFSET:LENGTH`. The targets are read through `dirs`: no link
-    inside ROOT is followed. The secrets among the backups (a key, a credential) are what a
-    rollback puts back and its hooks may print: the output boundary keeps them for as long as
-    they are this pass's backups.
+    inside ROOT is followed. A file larger than `limit` (the largest the pass writes) is not read
+    nor kept: it is garbage to replace, and a rollback removes it. The secrets among the backups
+    (a key, a credential) are what a rollback puts back and its hooks may print: the output
+    boundary keeps them for as long as they are this pass's backups.
     """
     new, old = bytearray(), bytearray()
     entries = []
@@ -59,12 +63,15 @@ def stage(directory: Path, changes: Sequence[Change], dirs: ConfinedDirs) -> lis
                     "the file"
                 )
             else:
-                current = where.read(target.name, fsio.TARGET_LIMIT) or b""
                 before_mode, before_gid = info.st_mode & 0o7777, info.st_gid
-                backup = f"{OLD}:{len(old)}:{len(current)}"
-                old += current
-                before_sha = digest(current)
-                backups.append((change.path, current))
+                current = _current(where, target.name, info.st_size, limit)
+                if current is None:
+                    backup, before_sha = f"{OVERSIZED}{info.st_size}", OVERSIZED_DIGEST
+                else:
+                    backup = f"{OLD}:{len(old)}:{len(current)}"
+                    old += current
+                    before_sha = digest(current)
+                    backups.append((change.path, current))
         entries.append(
             Entry(
                 path=change.path,
@@ -86,6 +93,16 @@ def stage(directory: Path, changes: Sequence[Change], dirs: ConfinedDirs) -> lis
     fsio.write_new(directory / NEW, bytes(new))
     fsio.write_new(directory / OLD, bytes(old))
     return entries
+
+
+def _current(where: ConfinedDir, name: str, size: int, limit: int) -> bytes | None:
+    """A regular target's content, or None when it is larger than `limit` (not read)."""
+    if size > limit:
+        return None
+    try:
+        return where.read(name, limit) or b""
+    except fsio.RefusedFileError:
+        return None  # it grew past the limit meanwhile: garbage all the same
 
 
 def _found(dirs: ConfinedDirs, target: Path) -> tuple[ConfinedDir, os.stat_result] | None:
@@ -125,8 +142,13 @@ def holds_previous(entry: Entry, dirs: ConfinedDirs) -> bool:
     where, info = found
     if sha256 is None or not stat.S_ISREG(info.st_mode):
         return False
+    if entry.backup is not None and entry.backup.startswith(OVERSIZED):
+        # Never swapped: still the file it found (which was not read, and is not now).
+        return info.st_size == int(entry.backup.removeprefix(OVERSIZED))
+    # The previous content's size is all there is to read: a larger file is not it.
+    size = int(entry.backup.rsplit(":", 1)[1]) if entry.backup is not None else 0
     try:
-        content = where.read(path.name, fsio.TARGET_LIMIT)
+        content = where.read(path.name, size)
     except OSError:
         return False
     if content is None or digest(content) != sha256:

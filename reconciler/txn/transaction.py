@@ -55,6 +55,7 @@ from reconciler.txn.journal import (
     JOURNAL,
     LINK,
     OLD,
+    OVERSIZED,
     Entry,
     Journal,
     Phase,
@@ -111,7 +112,7 @@ class Transaction:
             fsio.ensure_private_dir(var_dir / STAGING)
             fsio.ensure_private_dir(directory)
             with ConfinedDirs((root,) if root is not None else ()) as dirs:
-                entries = stage(directory, plan.changes, dirs)
+                entries = stage(directory, plan.changes, dirs, plan.read_limit)
             crashpoint("staged")
             journal = Journal(
                 id=txn_id,
@@ -236,15 +237,15 @@ class Transaction:
             [
                 (entry.path, self._staged_bytes(entry.backup))
                 for entry in self.journal.entries
-                if entry.backup is not None and not entry.backup.startswith(LINK)
+                if entry.backup is not None and entry.backup.startswith(OLD)
             ]
         )
         if self.journal.phase != "rolling-back":
             self._set_phase("rolling-back")
         for entry in todo:
             target = Path(entry.path)
-            if entry.backup is None:
-                _remove(dirs, target)
+            if entry.backup is None or entry.backup.startswith(OVERSIZED):
+                _remove(dirs, target)  # nothing was there, or garbage that was not kept
                 continue
             where = dirs.of(target.parent, create_mode=0o755)
             if entry.backup.startswith(LINK):
