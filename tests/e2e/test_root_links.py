@@ -129,3 +129,20 @@ def test_the_modes_of_its_directories_are_reported_and_set_back(
     audit = (applied.var / "audit.jsonl").read_text()
     assert f"{path} had mode {mode:04o}: set to {wanted:04o}" in audit
     assert applied.run("plan").returncode == 0
+
+
+def test_root_and_var_dir_themselves_may_be_links(sandbox: Sandbox) -> None:
+    """They are configured (a volume, a bind mount, StateDirectory's link): only what is
+    inside them is the reconciler's own."""
+    for name in ("root", "var"):
+        real = sandbox.base / f"real-{name}"
+        if (sandbox.base / name).exists():
+            (sandbox.base / name).rename(real)
+        else:
+            real.mkdir(mode=0o700)
+        (sandbox.base / name).symlink_to(real)
+    assert sandbox.run("apply").returncode == 0, sandbox.run("apply").stderr
+    sandbox.state.profile("second", 'url = "smtps://second.example.com"\n')
+    assert sandbox.run("apply").returncode == 0
+    assert (sandbox.base / "real-var" / "audit.jsonl").is_file()
+    assert (sandbox.base / "real-root" / "data" / "server-profiles.json").is_file()
