@@ -578,7 +578,10 @@ def _command_outputs(
 def _probe_stays_here(world: World) -> bool:
     """Whether every server any profile names is on this machine (probe connects to them)."""
     for path in (world.state / "profiles").glob("*.toml"):
-        text = path.read_bytes().decode("utf-8", "replace")
+        try:
+            text = path.read_bytes().decode("utf-8", "replace")
+        except OSError:
+            continue  # a dangling link, a FIFO...: not a profile the probe can read either
         if any(host not in _LOOPBACK for host in _HOST.findall(text)):
             return False
     return True
@@ -688,6 +691,8 @@ def _examples(
         failures.append(str(exc))
     except ExceptionGroup as group:  # hypothesis found several distinct failures
         failures += [str(exc) for exc in group.exceptions]
+    except Exception as exc:  # the harness itself: reported, never a crash that loses the run
+        failures.append(f"the harness failed: {exc!r}")
     return ran, failures
 
 
