@@ -7,7 +7,8 @@
 # Installs: a virtualenv in /opt/reconciler/venv with WHEEL and its dependencies at the versions
 # and hashes of the lock (requirements.txt: DIR's when --wheelhouse is given, and then nothing is
 # downloaded; else the one beside this script, from the package index), the example hooks in /opt/reconciler/hooks/
-# (executable), the unit in /etc/systemd/system/reconciler.service, and
+# (executable), the unit in /etc/systemd/system/reconciler.service, /etc/reconciler (0700 when
+# created; an existing one is never opened further, and loses any access for other users), and
 # /etc/reconciler/reconciler.toml from the example only when that file does not exist yet. Then
 # daemon-reload and enable; a running daemon is restarted onto the new version, a stopped one is
 # left for you to start once the settings are right.
@@ -41,6 +42,22 @@ uninstall_all() {
   systemctl daemon-reload
   systemctl reset-failed reconciler.service 2>/dev/null || true
   say "removed $UNIT and $PREFIX; kept $CONFIG_DIR, /var/lib/reconciler and any drop-ins"
+}
+
+# /etc/reconciler holds the settings and, by default, the desired state (a git checkout leaves its
+# tls/key.pem readable, 0644): it is created 0700, an existing one is never opened further, and
+# one that others may enter (an earlier install.sh made it 0755) loses the others' access.
+ensure_config_dir() {
+  if [ ! -d "$CONFIG_DIR" ]; then
+    install -d -m 0700 "$CONFIG_DIR"
+    return
+  fi
+  local mode
+  mode=$(stat -c %a "$CONFIG_DIR")
+  if [ $((8#$mode & 8#007)) -ne 0 ]; then
+    chmod o-rwx "$CONFIG_DIR"
+    say "closed $CONFIG_DIR to other users (it was $mode): it may hold the desired state's key"
+  fi
 }
 
 install_wheel() {
@@ -80,7 +97,7 @@ install_wheel() {
   done
   install -m 0644 "$share/systemd/reconciler.service" "$UNIT"
 
-  install -d -m 0755 "$CONFIG_DIR"
+  ensure_config_dir
   if [ -e "$CONFIG_DIR/reconciler.toml" ]; then
     say "kept the existing $CONFIG_DIR/reconciler.toml"
   else

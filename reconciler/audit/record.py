@@ -34,7 +34,7 @@ from typing import Final, Literal, TypeAlias, TypeGuard, get_args
 
 from reconciler.core.secret import SecretBytes
 from reconciler.core.timefmt import rfc3339
-from reconciler.support.redact import REDACTED, scrub
+from reconciler.support.redact import REDACTED, made, scrub
 
 JsonValue: TypeAlias = "bool | int | float | str | list[JsonValue] | dict[str, JsonValue] | None"
 Record: TypeAlias = dict[str, JsonValue]
@@ -90,7 +90,12 @@ def event_fields(event: Event, revision: str | None, fields: Mapping[str, object
     reserved = sorted(set(fields) & set(REQUIRED_FIELDS))
     if reserved:
         raise ValueError(f"audit fields {', '.join(reserved)} are set by the audit log itself")
-    return {scrub(key): _to_json(value, key) for key, value in fields.items()}
+    return {_name(key): _to_json(value, key) for key, value in fields.items()}
+
+
+def _name(key: str) -> str:
+    """A field's name: an identifier is the code's own (escaped, not searched); else scrubbed."""
+    return made(key) if isinstance(key, str) and key.isidentifier() else scrub(key)
 
 
 def _to_json(value: object, where: str) -> JsonValue:

@@ -119,7 +119,8 @@ class AuditLog:
     # File handling; every method below runs with self._lock held.
 
     def _open(self) -> None:
-        flags = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC
+        # Never through a link someone put where the log belongs: records are appended.
+        flags = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
         try:
             self.path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
             try:

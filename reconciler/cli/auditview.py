@@ -19,6 +19,7 @@ from reconciler.audit import (
     verify,
 )
 from reconciler.core.timefmt import rfc3339
+from reconciler.support.redact import scrub_line
 
 _DURATION = re.compile(r"(?:\d+[smhdw])+")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -114,13 +115,13 @@ def read_records(
                     yield record
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _CHAIN_KEYS = frozenset(REQUIRED_FIELDS)
 
 
 def _clean(text: str) -> str:
-    """One line, no terminal escapes: hook output and file names come from outside."""
-    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+    """One line, through the output boundary: hook output and file names come from outside,
+    and the file itself may have been edited."""
+    return scrub_line(text)
 
 
 def _text(value: JsonValue) -> str:

@@ -1,4 +1,8 @@
-"""The commands' bodies: each takes its settings and arguments, prints, returns its exit code."""
+"""The commands' bodies: each takes its settings and arguments, prints, returns its exit code.
+
+Everything printed goes through the output boundary field by field (`reconciler.support.redact`):
+a JSON document is scrubbed before it is serialised, a text view scrubs each value it shows.
+"""
 
 from __future__ import annotations
 
@@ -23,10 +27,24 @@ EXIT_USAGE = 64
 
 
 def _print_findings(findings: Sequence[Finding]) -> None:
-    from reconciler.support.redact import scrub
+    from reconciler.support.redact import scrub_line
 
     for finding in findings:
-        print(scrub(str(finding)), file=sys.stderr)
+        print(scrub_line(str(finding)), file=sys.stderr)
+
+
+def _print_json(
+    document: object,
+    *,
+    indent: int | None = None,
+    sort_keys: bool = False,
+    ensure_ascii: bool = True,
+) -> None:
+    """`document` as JSON on stdout, every text in it scrubbed before it is serialised."""
+    from reconciler.support.redact import scrub_document
+
+    shown = scrub_document(document)
+    print(json.dumps(shown, indent=indent, sort_keys=sort_keys, ensure_ascii=ensure_ascii))
 
 
 def validate(state_dir: Path, key_dirs: tuple[Path, ...], args: argparse.Namespace) -> int:
@@ -64,18 +82,21 @@ def _plan(settings: Settings, args: argparse.Namespace) -> int:
     from reconciler.reconcile import make_plan
 
     planned = make_plan(settings)
+    if planned.blocked is not None:
+        from reconciler.support.redact import scrub_line
+
+        if args.json:
+            _print_json({"revision": planned.revision, "valid": True, "blocked": planned.blocked})
+        print(f"reconciler: {scrub_line(planned.blocked)}", file=sys.stderr)
+        return EXIT_FAILED
     if planned.plan is None:
         if args.json:
-            print(
-                json.dumps(
-                    {
-                        "revision": planned.revision,
-                        "valid": False,
-                        "errors": [str(f) for f in planned.evaluation.errors],
-                    },
-                    indent=2,
-                )
-            )
+            invalid = {
+                "revision": planned.revision,
+                "valid": False,
+                "errors": [str(f) for f in planned.evaluation.errors],
+            }
+            _print_json(invalid, indent=2)
         _print_findings(planned.evaluation.findings)
         return EXIT_FAILED
     diffs = None
@@ -94,13 +115,13 @@ def _plan(settings: Settings, args: argparse.Namespace) -> int:
         if diffs is not None:
             for change, (_, diff) in zip(document["changes"], diffs, strict=True):
                 change["diff"] = diff
-        print(json.dumps(document, indent=2))
+        _print_json(document, indent=2)
     else:
         _print_findings(planned.evaluation.warnings)
         print(format_plan(planned))
         if diffs:
             print(plandiff.format_diffs(diffs))
-    return EXIT_OK if planned.plan.empty else EXIT_CHANGES
+    return EXIT_OK if planned.plan.empty and not planned.dir_modes else EXIT_CHANGES
 
 
 # -- apply / run -----------------------------------------------------------------------------
@@ -184,8 +205,10 @@ def _apply(settings: Settings, args: argparse.Namespace) -> int:
         return code
     if args.json:  # stdout holds the one result object; the findings are in it
         return code
+    from reconciler.support.redact import scrub_line
+
     _print_findings(result.findings)
-    print(summary, file=sys.stdout if code != EXIT_FAILED else sys.stderr)
+    print(scrub_line(summary), file=sys.stdout if code != EXIT_FAILED else sys.stderr)
     return code
 
 
@@ -229,12 +252,15 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
 
 def _status(settings: Settings, args: argparse.Namespace) -> int:
     from reconciler.cli.status import collect_status, format_status
+    from reconciler.support.redact import scrub_document
 
     status = collect_status(settings)
     if args.json:
-        print(json.dumps(status, indent=2, sort_keys=True))
+        _print_json(status, indent=2, sort_keys=True)
     else:
-        print(format_status(status))
+        shown = scrub_document(status, one_line=True)
+        assert isinstance(shown, dict)
+        print(format_status(shown))
     exit_code: int = status["check"]["exit_code"]
     return exit_code
 
@@ -281,14 +307,15 @@ def _resume(settings: Settings, args: argparse.Namespace) -> int:
 def _audit(settings: Settings, args: argparse.Namespace) -> int:
     from reconciler.audit import audit_files
     from reconciler.cli import auditview
+    from reconciler.support.redact import scrub_line
 
     files = audit_files(settings.audit_path)
     if args.audit_command == "verify":
         intact, line = auditview.verify_retained(files)
-        print(line, file=sys.stdout if intact else sys.stderr)
+        print(scrub_line(line), file=sys.stdout if intact else sys.stderr)
         if args.witness:
             matches, lines = auditview.verify_witnessed(files, args.witness)
-            print("\n".join(lines), file=sys.stdout if matches else sys.stderr)
+            print(scrub_line("\n".join(lines)), file=sys.stdout if matches else sys.stderr)
             intact = intact and matches
         return EXIT_OK if intact else EXIT_FAILED
     if args.audit_command == "head":
@@ -314,8 +341,10 @@ def _audit(settings: Settings, args: argparse.Namespace) -> int:
         revision=args.revision,
     )
     if args.json:
+        # What the file holds, field by field through the boundary: a record written by us
+        # is shown unchanged, one someone edited cannot reach the terminal raw.
         for record in selected:
-            print(json.dumps(record, sort_keys=True, ensure_ascii=False))
+            _print_json(record, sort_keys=True, ensure_ascii=False)
     else:
         print(auditview.format_records(list(selected)))
     return EXIT_OK
@@ -336,7 +365,7 @@ def _probe(settings: Settings, args: argparse.Namespace) -> int:
     trust_pem = b"".join(entry.pem for entry in evaluation.desired.trust)
     results = probe_profiles(evaluation.desired.profiles, trust_pem)
     if args.json:
-        print(json.dumps(probereport.results_to_json(results), indent=2))
+        _print_json(probereport.results_to_json(results), indent=2)
     else:
         print(probereport.format_results(results))
     return probereport.exit_code(results)

@@ -1,8 +1,10 @@
 """`validate` over one or more states: findings located, and printed as text, JSON or CI formats.
 
 Formats: `text` (people), `json` (scripts), `github` (workflow annotation commands, placed on the
-file and line by GitHub), `gitlab` (a Code Quality report, shown in merge requests). Every message
-goes through the same cleaning: private key blocks redacted, control characters escaped.
+file and line by GitHub), `gitlab` (a Code Quality report, shown in merge requests). Every value
+goes through the output boundary on its own before it is placed in a line or a document: private
+keys and secrets redacted, control characters escaped (newlines too: a finding is one line), and
+GitHub's legacy ``##[`` commands neutralised, in every format a CI runner reads.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from reconciler.core.evaluate import Evaluation, StateInput, evaluate
 from reconciler.core.positions import locate
 from reconciler.core.wording import counted
 from reconciler.source import gateways_of, read_snapshot
-from reconciler.support.redact import scrub
+from reconciler.support.redact import scrub_document, scrub_line
 
 FORMATS = ("text", "json", "github", "gitlab")
 
@@ -84,10 +86,11 @@ def _expand_fleets(state_dirs: Sequence[Path]) -> list[Path]:
 
 
 def _public_sources(inp: StateInput) -> dict[str, bytes]:
-    """path -> bytes of every file read that is not the key (positions are looked up in them)."""
+    """path -> bytes of every file read that is not the key (positions are looked up in them):
+    as written, where what was evaluated differs (a fleet gateway's composed gateway.toml)."""
     sources: dict[str, bytes] = {}
     files = [inp.gateway, inp.cert, *(s for _, s in inp.trust), *(s for _, s in inp.profiles)]
-    for source in files:
+    for source in [*files, *inp.originals]:
         if source is not None and source.data is not None:
             sources[source.path] = source.data
     return sources
@@ -100,7 +103,7 @@ def exit_code(reports: Sequence[StateReport]) -> int:
 def clean(text: str) -> str:
     """Text as outputs may show it (the output boundary's rules), on one line: a finding is one
     annotation or one line of text, so newlines are escaped too."""
-    return scrub(text).replace("\n", "\\x0a")
+    return scrub_line(text)
 
 
 def display_path(report: StateReport, finding: Finding, cwd: Path | None = None) -> str:
@@ -175,7 +178,7 @@ def write_text(reports: Sequence[StateReport], out: TextIO, err: TextIO) -> None
             print(line, file=out)
         print(clean(_summary(report)), file=out if report.valid else err)
     if several:
-        print(_total(reports), file=out if exit_code(reports) == 0 else err)
+        print(clean(_total(reports)), file=out if exit_code(reports) == 0 else err)
 
 
 def to_json(reports: Sequence[StateReport]) -> dict[str, object]:
@@ -220,8 +223,18 @@ def _escape_property(text: str) -> str:
     return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
 
 
+def _plain(line: str) -> str:
+    """A line that is not a command, as the runner must not read it: one that would start with
+    ``::`` has its first colon escaped (``##[`` is neutralised by the boundary already)."""
+    stripped = line.lstrip()
+    if stripped.startswith("::"):
+        return line[: len(line) - len(stripped)] + "\\x3a" + stripped[1:]
+    return line
+
+
 def github_lines(reports: Sequence[StateReport]) -> list[str]:
-    """GitHub Actions workflow commands: `::error file=F,line=L,col=C,title=RULE::message`."""
+    """GitHub Actions workflow commands: `::error file=F,line=L,col=C,title=RULE::message`; every
+    other line is plain text the runner reads as no command."""
     lines = []
     for report in reports:
         for f in report.findings:
@@ -235,19 +248,33 @@ def github_lines(reports: Sequence[StateReport]) -> list[str]:
         lines += [
             f"::notice title=no-secrets::{_escape_data(line)}" for line in _skipped_lines(report)
         ]
-        lines.append(clean(_summary(report)))
+        lines.append(_plain(clean(_summary(report))))
     if len(reports) > 1:
-        lines.append(_total(reports))
+        lines.append(_plain(clean(_total(reports))))
     return lines
 
 
-def gitlab_report(reports: Sequence[StateReport]) -> list[dict[str, object]]:
-    """A GitLab Code Quality report (`artifacts: reports: codequality`)."""
+def gitlab_report(
+    reports: Sequence[StateReport], cwd: Path | None = None
+) -> list[dict[str, object]]:
+    """A GitLab Code Quality report (`artifacts: reports: codequality`).
+
+    GitLab tells new issues from fixed ones by their fingerprint, so it is made of what names
+    the problem, never of its message (which may say "in 19 days"): the rule, the file, the
+    field and the gateway (the state directory, relative to the working directory: two gateways
+    sharing a layer's file have one issue each), and, for the same four again, how many came
+    before it in the report.
+    """
     issues: list[dict[str, object]] = []
+    seen: dict[tuple[str, ...], int] = {}
+    base = cwd or Path.cwd()
     for report in reports:
+        gateway = os.path.relpath(report.state_dir, base)
         for f in report.findings:
-            path = clean(display_path(report, f))
-            identity = f"{f.rule}\0{path}\0{f.field}\0{f.reason}".encode()
+            path = clean(display_path(report, f, base))
+            key = (f.rule or "reconciler", path, f.field or "", gateway)
+            occurrence = seen[key] = seen.get(key, -1) + 1
+            identity = "\0".join([*key, str(occurrence)]).encode("utf-8", "surrogateescape")
             issues.append(
                 {
                     "description": _message(f),
@@ -266,10 +293,10 @@ def write(reports: Sequence[StateReport], fmt: str, out: TextIO | None = None) -
     if fmt == "text":
         write_text(reports, out, sys.stderr)
     elif fmt == "json":
-        print(json.dumps(to_json(reports), indent=2), file=out)
+        print(json.dumps(scrub_document(to_json(reports)), indent=2), file=out)
     elif fmt == "github":
         print("\n".join(github_lines(reports)), file=out)
     else:
-        print(json.dumps(gitlab_report(reports), indent=2), file=out)
+        print(json.dumps(scrub_document(gitlab_report(reports)), indent=2), file=out)
         for report in reports:
             print(clean(_summary(report)), file=sys.stderr)

@@ -1,4 +1,7 @@
-"""The operator's view of a plan: its text lines and the `plan --json` document."""
+"""The operator's view of a plan: its text lines and the `plan --json` document.
+
+The text scrubs every value it shows; the document is scrubbed by whoever serialises it.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from reconciler.core.wording import counted
+from reconciler.support.redact import scrub_line
 
 if TYPE_CHECKING:
     from reconciler.core.plan import Change
@@ -33,6 +37,10 @@ def plan_to_json(planned: Planned) -> dict[str, Any]:
                 "certificates": [i.fields() for i in c.certs],
             }
             for c in planned.plan.changes
+        ],
+        "directories": [
+            {"path": d.path, "mode": f"{d.mode:04o}", "wanted": f"{d.wanted:04o}"}
+            for d in planned.dir_modes
         ],
         "warnings": [str(w) for w in planned.evaluation.warnings],
     }
@@ -65,22 +73,28 @@ def format_plan(planned: Planned) -> str:
     """`plan`'s text: one line per change, and the leaf certificate's subject and expiry."""
     assert planned.plan is not None
     current = planned.plan
+    modes = [f"  {'directory':<12} {'mode':<6} {scrub_line(d)}" for d in planned.dir_modes]
     if current.empty:
-        return f"revision {current.revision}: no changes; the targets match the desired state"
-    lines = [f"revision {current.revision}: {counted(len(current.changes), 'change')}"]
-    width = max(len(c.path) for c in current.changes)
-    for c in current.changes:
+        revision = scrub_line(current.revision)
+        if modes:
+            return "\n".join([f"revision {revision}: no target changes", *modes])
+        return f"revision {revision}: no changes; the targets match the desired state"
+    lines = [f"revision {scrub_line(current.revision)}: {counted(len(current.changes), 'change')}"]
+    paths = [scrub_line(c.path) for c in current.changes]
+    width = max(len(path) for path in paths)
+    for c, path in zip(current.changes, paths, strict=True):
         cause = "  (drift: changed by someone else)" if c.cause == "drift" else ""
         lines.append(
-            f"  {c.kind:<12} {c.action:<6} {c.path:<{width}}  "
+            f"  {c.kind:<12} {c.action:<6} {path:<{width}}  "
             f"{_short(c.before_sha256)} -> {_short(c.after_sha256)}{cause}"
         )
         if c.certs:
             leaf = c.certs[0]
             more = f" (+{len(c.certs) - 1} more)" if len(c.certs) > 1 else ""
             expires = f"{leaf.not_after:%Y-%m-%d}"
-            lines.append(f"  {'':<12} {'':<6} subject {leaf.subject}, expires {expires}{more}")
-    return "\n".join(lines)
+            subject = scrub_line(leaf.subject)
+            lines.append(f"  {'':<12} {'':<6} subject {subject}, expires {expires}{more}")
+    return "\n".join(lines + modes)
 
 
 def tally(changes: Sequence[Change]) -> dict[str, dict[str, int]]:

@@ -8,6 +8,7 @@ from typing import Literal
 
 from reconciler.core.timefmt import rfc3339
 from reconciler.probe import ProbeResult
+from reconciler.support.redact import scrub_line
 
 __all__ = ["ProfileVerdict", "exit_code", "format_results", "profile_verdicts", "results_to_json"]
 
@@ -67,18 +68,22 @@ def results_to_json(results: Sequence[ProbeResult]) -> list[dict[str, object]]:
 
 def format_results(results: Sequence[ProbeResult]) -> str:
     """Human output of `reconciler probe`: one aligned row per server, then the profiles that are
-    not fine, warnings, a summary."""
+    not fine, warnings, a summary. Every cell goes through the output boundary: a server's
+    certificate subject and what it said come from outside."""
     header = ("PROFILE", "SERVER", "TARGET", "TLS", "STATUS", "LEAF", "NOT AFTER", "DETAIL")
     rows = [header] + [
-        (
-            r.name,
-            f"{r.server + 1}/{r.servers}",
-            r.target,
-            r.tls,
-            r.status if not r.failed else f"{r.status} !",
-            r.leaf_subject or "-",
-            _rfc3339_or_none(r.leaf_not_after) or "-",
-            r.detail,
+        tuple(
+            scrub_line(cell)
+            for cell in (
+                r.name,
+                f"{r.server + 1}/{r.servers}",
+                r.target,
+                r.tls,
+                r.status if not r.failed else f"{r.status} !",
+                r.leaf_subject or "-",
+                _rfc3339_or_none(r.leaf_not_after) or "-",
+                r.detail,
+            )
         )
         for r in results
     ]
@@ -92,8 +97,12 @@ def format_results(results: Sequence[ProbeResult]) -> str:
     verdicts = profile_verdicts(results)
     for name, verdict in verdicts.items():
         if verdict in ("degraded", "failed"):
-            lines.append(f"{verdict}: {name}: {_verdict_detail(name, results)}")
-    lines += [f"warning: {r.name}: {r.downgrade_warning}" for r in results if r.downgrade_warning]
+            lines.append(scrub_line(f"{verdict}: {name}: {_verdict_detail(name, results)}"))
+    lines += [
+        scrub_line(f"warning: {r.name}: {r.downgrade_warning}")
+        for r in results
+        if r.downgrade_warning
+    ]
     counts = {
         "trusted": sum(r.status == "trusted" for r in results),
         "failed": sum(r.failed for r in results),

@@ -25,17 +25,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Commands that go on to real work turn collection back on once settings are loaded.
     collecting = gc.isenabled()
     gc.disable()
-    from reconciler.support.redact import ScrubbedStream
-
-    streams = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = ScrubbedStream(sys.stdout), ScrubbedStream(sys.stderr)
     try:
         # Inside the try: a usage error or --help leaves by SystemExit, and the finally below
         # must still turn collection back on (main() is also called in-process, by tests).
         args = build_parser().parse_args(argv)
         return _dispatch(args)
     except ReconcilerError as exc:  # settings, lock, I/O: one line, no traceback
-        print(f"reconciler: {exc}", file=sys.stderr)
+        from reconciler.support.redact import scrub_line
+
+        print(f"reconciler: {scrub_line(exc)}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_FAILED
     except KeyboardInterrupt:
         return 130
@@ -44,7 +42,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_FAILED
     finally:
-        sys.stdout, sys.stderr = streams
         if collecting:
             gc.enable()
 

@@ -54,7 +54,7 @@ def collect_status(settings: Settings) -> dict[str, Any]:
         "ready": _ready(saved),
     }
     try:
-        interrupted = Transaction.load(settings.var_dir)
+        interrupted = Transaction.load(settings.var_dir, root=settings.root)
         status["interrupted_pass"] = (
             {"revision": interrupted.journal.revision, "phase": interrupted.journal.phase}
             if interrupted
@@ -63,7 +63,14 @@ def collect_status(settings: Settings) -> dict[str, Any]:
     except ReconcilerError as exc:
         status["interrupted_pass"] = {"error": str(exc)}
     planned = make_plan(settings, now)
-    if planned.plan is None:
+    if planned.blocked is not None:
+        status["desired"] = {
+            "valid": True,
+            "revision": planned.revision,
+            "blocked": planned.blocked,
+        }
+        status["pending"] = None
+    elif planned.plan is None:
         status["desired"] = {
             "valid": False,
             "revision": planned.revision,
@@ -84,8 +91,11 @@ def collect_status(settings: Settings) -> dict[str, Any]:
                 for c in changes
                 if c.cause == "drift"
             ],
+            "directories": [str(d) for d in planned.dir_modes],
         }
-    status["identity"] = _expiry(RootLayout(settings.root).cert, now)
+    # Read from ROOT/data only when it is the reconciler's directory, not a link out of ROOT.
+    blocked = planned.blocked is not None
+    status["identity"] = None if blocked else _expiry(RootLayout(settings.root).cert, now)
     from reconciler.truststore import managed_files
 
     trust = []
@@ -172,12 +182,15 @@ def format_status(status: dict[str, Any]) -> str:
     desired = status["desired"]
     if not desired["valid"]:
         lines.append(f"desired state   INVALID: {desired['errors'][0]}")
+    if desired.get("blocked"):
+        lines.append(f"BLOCKED         {desired['blocked']}")
     pending = status["pending"]
     if pending is not None:
         drift = pending["drift"]
         changes = counted(pending["changes"], "change")
         lines.append(f"pending         {changes}, {len(drift)} from drift")
         lines += [f"  drift         {d['action']} {d['path']}" for d in drift]
+        lines += [f"  directory     {d}" for d in pending.get("directories", [])]
     identity = status["identity"]
     if identity:
         lines.append(

@@ -23,7 +23,7 @@ from typing import Any
 
 from reconciler.core.collect import error
 from reconciler.core.desired import NAME_RE, Finding, GatewayFile
-from reconciler.core.evaluate import GATEWAY_FILE, SourceFile, StateInput
+from reconciler.core.evaluate import GATEWAY_FILE, KeySource, Skipped, SourceFile, StateInput
 from reconciler.core.schema import check_table, schema_rule
 from reconciler.core.toml_limits import load_toml
 
@@ -126,25 +126,40 @@ def compose(
     findings: list[Finding] = []
     trust: dict[str, SourceFile] = {}
     profiles: dict[str, SourceFile] = {}
+    # A shared profile's credential files are read with its layer (by absolute path).
+    credentials: dict[str, KeySource] = {}
+    skipped: list[Skipped] = []
     for layer in layers:
         findings += [_moved(f, layer.shown) for f in layer.inp.findings]
         for name, source in layer.inp.trust:
             trust[name] = _shown_in(source, layer.shown)
         for name, source in layer.inp.profiles:
             profiles[name] = _shown_in(source, layer.shown)
+        credentials.update(layer.inp.credentials)
+        skipped += layer.inp.skipped
     findings += own.findings
     trust.update(own.trust)
     profiles.update(own.profiles)
-    gateway, found = merge_gateway(
-        [(_join(layer.shown, GATEWAY_FILE), layer.inp.gateway) for layer in layers], own.gateway
-    )
+    credentials.update(own.credentials)
+    shared = [(_join(layer.shown, GATEWAY_FILE), layer.inp.gateway) for layer in layers]
+    gateway, found, written = _merge(shared, own.gateway)
     findings += found
+    # Positions are looked up in the files as written: the gateway's own gateway.toml (not the
+    # merged text, whose lines differ) and every file of every layer.
+    originals = [own.gateway] if own.gateway is not None else []
+    for layer in layers:
+        files = [layer.inp.gateway, *(f for _, f in (*layer.inp.trust, *layer.inp.profiles))]
+        originals += [_shown_in(f, layer.shown) for f in files if f is not None]
     return replace(
         own,
         revision=revision,
         gateway=gateway,
         trust=tuple(sorted(trust.items())),
         profiles=tuple(sorted(profiles.items())),
+        credentials=tuple(sorted(credentials.items())),
+        skipped=tuple(skipped) + own.skipped,
+        origins=tuple(sorted(written.items())),
+        originals=tuple(originals),
         findings=tuple(findings),
         in_transit=own.in_transit or any(layer.inp.in_transit for layer in layers),
         content_digest=content_digest,
@@ -160,8 +175,18 @@ def merge_gateway(
     adds its errors and nothing else. When the gateway's own file is missing, unreadable or not
     plain tables of plain values, it is passed on as it is: the usual checks reject it by name.
     """
+    merged, findings, _ = _merge(shared, own)
+    return merged, findings
+
+
+def _merge(
+    shared: Sequence[tuple[str, SourceFile | None]], own: SourceFile | None
+) -> tuple[SourceFile | None, list[Finding], dict[str, str]]:
+    """`merge_gateway`, and where each value that is not the gateway's own was written:
+    `table.key` (and `table`, for a table only layers set) -> the layer's file."""
     findings: list[Finding] = []
     defaults: dict[str, dict[str, Any]] = {}
+    written: dict[str, str] = {}
     for shown, source in shared:
         if source is None or source.data is None:
             continue
@@ -169,17 +194,21 @@ def merge_gateway(
         findings += problems
         for name, values in table.items():
             defaults.setdefault(name, {}).update(values)
+            written[name] = shown
+            written.update({f"{name}.{key}": shown for key in values})
     if own is None or own.data is None or not defaults:
-        return own, findings
+        return own, findings, {}
     mine, problem = _load(own.data)
-    if problem is not None:
-        return own, findings  # the gateway's own file reports it when it is evaluated
-    if not _plain_tables(mine):
-        return own, findings
+    if problem is not None or not _plain_tables(mine):
+        # The gateway's own file reports its problem when it is evaluated.
+        return own, findings, {}
     merged: dict[str, dict[str, Any]] = {name: dict(values) for name, values in defaults.items()}
     for name, values in mine.items():
         merged.setdefault(name, {}).update(values)
-    return SourceFile(own.path, render_tables(merged)), findings
+        written.pop(name, None)
+        for key in values:
+            written.pop(f"{name}.{key}", None)
+    return SourceFile(own.path, render_tables(merged)), findings, written
 
 
 def _shared_tables(data: bytes, shown: str) -> tuple[dict[str, dict[str, Any]], list[Finding]]:

@@ -75,6 +75,12 @@ class StateInput:
     """sha256 of every input read (the revision of a git STATE does not see key_dirs)."""
     skipped: tuple[Skipped, ...] = ()
     """Secret references not read on purpose (`validate --no-secrets`)."""
+    origins: tuple[tuple[str, str], ...] = ()
+    """A composed gateway.toml's values written in a shared layer: `table.key` (or `table`) ->
+    that layer's file, relative to STATE. Findings on them name that file."""
+    originals: tuple[SourceFile, ...] = ()
+    """Files as written where what is evaluated differs (a composed gateway.toml, a layer's
+    files): where findings' lines and columns are looked up."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +153,8 @@ def evaluate(inp: StateInput, now: datetime) -> Evaluation:
     trust = list(_trust(inp.trust, now, findings))
     skipped_paths = frozenset(s.path for s in inp.skipped)
     profiles = list(_profiles(inp.profiles, policy, findings, dict(inp.credentials), skipped_paths))
+    if inp.origins:
+        findings = [_attributed(f, dict(inp.origins)) for f in findings]
     ordered = tuple(sorted(findings, key=lambda f: (f.severity != "error", f.file, f.field or "")))
     if gateway is None or any(f.severity == "error" for f in ordered):
         return Evaluation(None, ordered, inp.skipped)
@@ -159,6 +167,18 @@ def evaluate(inp: StateInput, now: datetime) -> Evaluation:
         warnings=tuple(f for f in ordered if f.severity == "warning"),
     )
     return Evaluation(desired, ordered, inp.skipped)
+
+
+def _attributed(finding: Finding, origins: dict[str, str]) -> Finding:
+    """`finding` naming the file its gateway.toml field was written in (a shared layer's)."""
+    if finding.file != GATEWAY_FILE or not finding.field:
+        return finding
+    parts = finding.field.split(".")
+    for length in range(len(parts), 0, -1):
+        where = origins.get(".".join(parts[:length]))
+        if where is not None:
+            return replace(finding, file=where)
+    return finding
 
 
 def _error_count(findings: list[Finding]) -> int:

@@ -10,7 +10,10 @@ from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Generic, TypeVar
 
-__all__ = ["RootLayout"]
+__all__ = ["CREDENTIAL_SUFFIXES", "RootLayout"]
+
+CREDENTIAL_SUFFIXES = (".password", ".api_key")
+"""The names of the credential copies in ROOT/data/secrets end with one of these."""
 
 P = TypeVar("P", bound=PurePath)
 

@@ -42,12 +42,24 @@ class Change:
     certs: tuple[CertInfo, ...] = ()
 
 
+OVERSIZED = "oversized"
+"""The digest a plan shows for a target larger than anything the pass writes: never read."""
+
+
+def read_limit(targets: Sequence[Target]) -> int:
+    """The size of the largest file these targets write: a file found larger than this at a
+    target is drift to replace, not content to read (or to keep whole for a rollback)."""
+    return max((len(t.content) for t in targets if t.content is not None), default=0)
+
+
 @dataclass(frozen=True, slots=True)
 class Plan:
     """The changes one pass makes, sorted by path."""
 
     revision: str
     changes: tuple[Change, ...]
+    read_limit: int = 0
+    """`read_limit` of the pass's targets: what staging reads of a target's current content."""
 
     @property
     def kinds(self) -> tuple[Kind, ...]:
@@ -118,4 +130,5 @@ def plan(
         # wanted it there (someone planted a prefixed file after we converged): drift.
         cause = "drift" if last_applied is not None and last.get(path) is None else "desired"
         changes.append(Change(found.kind, path, "delete", found.sha256, None, None, cause))
-    return Plan(revision, tuple(sorted(changes, key=lambda c: c.path)))
+    changes.sort(key=lambda c: c.path)
+    return Plan(revision, tuple(changes), read_limit(targets))

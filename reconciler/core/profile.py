@@ -19,7 +19,7 @@ from reconciler.core.desired import (
     Server,
     TransportEncryption,
 )
-from reconciler.core.paths import CONTROL_CHARS
+from reconciler.core.paths import CONTROL_CHARS, path_problem
 from reconciler.core.secret import SecretBytes
 from reconciler.core.server_url import parse_url
 
@@ -238,6 +238,9 @@ def _check_credential_refs(
             )
         elif CONTROL_CHARS.search(path):
             out.error(file, field, "contains a control character", rule="credential-ref")
+        elif (problem := path_problem(path)) is not None:
+            # The identity's rule: a kubelet `..TIMESTAMP` directory goes at the next update.
+            out.error(file, field, problem, rule="credential-ref")
         elif not path.startswith("/"):
             out.error(
                 file,

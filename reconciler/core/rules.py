@@ -413,7 +413,8 @@ RULES: dict[str, RuleDoc] = {
     "credential-ref": _rule(
         "error",
         "A `password_file` or `api_key_file` is on the wrong profile type, is not an absolute "
-        "path, or holds a control character.",
+        "path, holds a control character or key-like text, or points into a kubelet-private "
+        "`..NAME` directory.",
         "Credentials are read from mounted secrets (key_dirs), never from the desired state; "
         "an SMTP password means nothing on a Vault profile.",
         "Use `password_file` on smtp profiles and `api_key_file` on vault profiles, as absolute "

@@ -240,7 +240,8 @@ class Metrics(MetricFamilies):
         self._lock = threading.Lock()
         self.audit = AuditHeadMetrics(self.registry, self._lock)
         if applied_revision is not None:
-            self.applied_revision.labels(applied_revision).set(1)
+            # Read back from var_dir, which others can edit: through the boundary like any text.
+            self.applied_revision.labels(scrub(applied_revision)).set(1)
 
     @classmethod
     def for_settings(cls, settings: Settings) -> Metrics:
@@ -348,9 +349,9 @@ class Metrics(MetricFamilies):
 
 
 def _only(gauge: Gauge, label: str) -> None:
-    """An info gauge's one series: `label` at 1, any other value gone."""
+    """An info gauge's one series: `label` (scrubbed) at 1, any other value gone."""
     gauge.clear()
-    gauge.labels(label).set(1)
+    gauge.labels(scrub(label)).set(1)
 
 
 class _Optional:

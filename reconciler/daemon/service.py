@@ -20,6 +20,7 @@ from reconciler.core.outcome import Outcome
 from reconciler.daemon.metrics import CertExpiry, Metrics, applied_expiry
 from reconciler.daemon.readiness import NOT_YET, Readiness, applied_revision, decide
 from reconciler.support.logging import get_logger
+from reconciler.support.redact import scrub_line
 from reconciler.txn import records
 
 if TYPE_CHECKING:
@@ -321,7 +322,8 @@ class PassReporter:
                 text += f": {last.reason}"
         if suspended and not text.startswith("suspended"):
             text = f"suspended; {text}"
-        return "STATUS=" + text[:200]
+        # `systemctl status` shows it on a terminal: through the boundary, on one line.
+        return "STATUS=" + scrub_line(text[:200])
 
 
 def _readiness_after(result: PassResult, var_dir: Path) -> Readiness:

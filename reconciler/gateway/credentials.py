@@ -6,13 +6,12 @@ import os
 from pathlib import Path
 
 from reconciler.core.desired import Kind
-from reconciler.core.layout import RootLayout
+from reconciler.core.layout import CREDENTIAL_SUFFIXES, RootLayout
 from reconciler.core.plan import Plan
 from reconciler.core.render import Layout
 from reconciler.errors import ApplyError
 from reconciler.support import fsio
-
-CREDENTIAL_SUFFIXES = (".password", ".api_key")
+from reconciler.support.confined import ConfinedDir
 
 
 def credentials_dir(root: Path | str) -> Path:
@@ -49,16 +48,23 @@ def ensure_credentials_dir(plan: Plan, root: Path, key_mode: int, gid: int | Non
     Raises ApplyError naming the directory; nothing has been swapped yet then.
     """
     directory = credentials_dir(root)
-    if directory.is_dir() or not any(
-        c.target is not None and c.path.startswith(f"{directory}/") for c in plan.changes
-    ):
+    if not any(c.target is not None and c.path.startswith(f"{directory}/") for c in plan.changes):
         return
+    mode = secrets_mode(key_mode)
     try:
-        fsio.ensure_private_dir(directory)
-        if gid is not None:
-            os.chown(directory, -1, gid)
-        if key_mode & 0o040:
-            directory.chmod(0o750)
+        # Reached from ROOT without following a link: a planted data/secrets is refused.
+        made = ConfinedDir.open(directory, Path(root), create_mode=mode)
+        try:
+            if gid is not None:
+                os.fchown(made.fd, -1, gid)
+            os.fchmod(made.fd, mode)
+        finally:
+            made.close()
         fsio.fsync_dir(directory.parent)
     except OSError as exc:
         raise ApplyError(fsio.describe(exc, directory)) from exc
+
+
+def secrets_mode(key_mode: int) -> int:
+    """The credential directory's mode: 0700, or 0750 where keys are group-readable (0640)."""
+    return 0o750 if key_mode & 0o040 else 0o700

@@ -6,10 +6,9 @@ import os
 import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from reconciler.core.desired import Kind
-from reconciler.core.plan import Observed, digest
+from reconciler.core.plan import OVERSIZED, Observed, digest, read_limit
 from reconciler.core.render import Layout, Target
 from reconciler.gateway.credentials import leftover_kind, managed_credentials
 from reconciler.support import fsio
@@ -30,21 +29,33 @@ class ObservationCache:
     def __init__(self) -> None:
         self._files: fsio.StatCache[Observed] = fsio.StatCache()
 
-    def observe(self, path: str, kind: Kind) -> Observed | None:
-        """The file at `path` as a target of `kind`, or None when there is none."""
+    def observe(self, path: str, kind: Kind, limit: int) -> Observed | None:
+        """The file at `path` as a target of `kind`, or None when there is none. A file larger
+        than `limit` (the largest the pass writes) is not read: its digest is `OVERSIZED`."""
         try:
             info = os.lstat(path)
         except FileNotFoundError:
             return None
+        mode, gid = info.st_mode & 0o7777, info.st_gid
         if stat.S_ISREG(info.st_mode):
             seen = self._files.get(path, info)
-            if seen is not None and seen.kind == kind:
+            if (
+                seen is not None
+                and seen.kind == kind
+                and (seen.sha256 == OVERSIZED) == (info.st_size > limit)
+            ):
                 return seen
+            if info.st_size > limit:
+                return Observed(kind, OVERSIZED, mode, gid)
         read_at = fsio.now_ns()
-        content = fsio.read_bytes(Path(path))
+        try:
+            content = fsio.read_safe(path, limit)
+        except fsio.RefusedFileError:
+            oversized = stat.S_ISREG(info.st_mode)  # it grew past the limit as it was read
+            return Observed(kind, OVERSIZED if oversized else "not-a-regular-file", mode, gid)
         if content is None:
-            return Observed(kind, "not-a-regular-file", info.st_mode & 0o7777, info.st_gid)
-        seen = Observed(kind, digest(content), info.st_mode & 0o7777, info.st_gid)
+            return None
+        seen = Observed(kind, digest(content), mode, gid)
         self._files.put(path, info, seen, read_at)
         return seen
 
@@ -92,8 +103,9 @@ class Observations:
         from reconciler.truststore import managed_paths
 
         found: dict[str, Observed] = {}
+        limit = read_limit(targets)
         for target in targets:
-            seen = cache.observe(target.path, target.kind)
+            seen = cache.observe(target.path, target.kind, limit)
             if seen is not None:
                 found[target.path] = seen
         managed = managed_paths(str(layout.trust_dir), layout.trust_prefix).values()
@@ -105,7 +117,7 @@ class Observations:
         for paths, kind in leftovers:
             for path in paths:
                 if path not in found:
-                    seen = cache.observe(path, kind)
+                    seen = cache.observe(path, kind, limit)
                     if seen is not None:
                         found[path] = seen
         return cls(found, frozenset([*(t.path for t in targets), *managed, *credentials]))
@@ -153,8 +165,9 @@ class Observations:
         found = {
             path: seen for path in known - look.keys() if (seen := self.found.get(path)) is not None
         }
+        limit = read_limit(targets)
         for path, kind in look.items():
-            seen = cache.observe(path, kind)
+            seen = cache.observe(path, kind, limit)
             if seen is not None:
                 found[path] = seen
         return Observations(found, frozenset(wanted.keys() | found.keys()))

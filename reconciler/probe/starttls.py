@@ -9,6 +9,8 @@ import time
 # SMTP replies are short; a server that sends more is broken or hostile, not worth reading.
 _MAX_REPLY_LINE = 4096
 _MAX_REPLY_LINES = 100
+# What a server said is quoted in a message at most this long (outputs scrub it: it is raw).
+_MAX_QUOTED = 200
 
 
 class NoStartTlsError(Exception):
@@ -41,7 +43,7 @@ def starttls_dialog(sock: socket.socket, deadline: Deadline, phase: list[str]) -
     phase[0] = "SMTP banner"
     code, lines = reader.reply()
     if code != 220:
-        raise SmtpProtocolError(f"server greeted with {code} {' '.join(lines)}".rstrip())
+        raise SmtpProtocolError(f"server greeted with {code} {_said(lines)}".rstrip())
     phase[0] = "EHLO"
     sock.settimeout(deadline.remaining())
     sock.sendall(b"EHLO " + _address_literal(sock).encode("ascii") + b"\r\n")
@@ -58,7 +60,7 @@ def starttls_dialog(sock: socket.socket, deadline: Deadline, phase: list[str]) -
     code, lines = reader.reply()
     if code != 220:
         send_quit(sock)
-        raise NoStartTlsError(f"server refused STARTTLS: {code} {' '.join(lines)}".rstrip())
+        raise NoStartTlsError(f"server refused STARTTLS: {code} {_said(lines)}".rstrip())
     if reader.buffered:
         # Clear text after the 220 would be read as if it came over TLS (STARTTLS injection).
         raise SmtpProtocolError("server sent data after its STARTTLS reply")
@@ -100,6 +102,12 @@ class _ReplyReader:
             self._buffer += chunk
         line, _, self._buffer = self._buffer.partition(b"\n")
         return line.rstrip(b"\r").decode("utf-8", "replace")
+
+
+def _said(lines: list[str]) -> str:
+    """A reply's text as a message quotes it: bounded; the outputs escape what it holds."""
+    text = " ".join(lines)
+    return text if len(text) <= _MAX_QUOTED else text[: _MAX_QUOTED - 3] + "..."
 
 
 def send_quit(sock: socket.socket) -> None:

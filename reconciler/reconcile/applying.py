@@ -66,7 +66,7 @@ def apply_plan(
     recorder.progress.step(f"staging {counted(len(current.changes), 'change')}")
     try:
         ensure_target_dirs(settings.root)
-        txn = Transaction.prepare(settings.var_dir, current)
+        txn = Transaction.prepare(settings.var_dir, current, root=settings.root)
     except ApplyError as exc:
         return _failed(recorder, revision, str(exc))
     several = tuple(Path(t.path) for t in targets if t.kind == "trust" and len(t.certs) > 1)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Final, Protocol
 
 from reconciler.support.logging import Level, Logger, get_logger
+from reconciler.support.redact import made
 
 if TYPE_CHECKING:
     from reconciler.audit import AuditLog, Event, Record
@@ -78,15 +79,21 @@ class _TargetChange(AuditEvent):
     certificate: CertInfo | None = None
 
     def fields(self) -> dict[str, object]:
+        # What the reconciler made itself (the path it rendered, digests, the certificate's
+        # serial, expiry and fingerprint) is escaped, never searched for secrets; a
+        # certificate's subject and issuer come from a pushed file and are scrubbed whole.
         shown: dict[str, object] = {
-            "kind": self.kind,
-            "path": self.path,
-            "action": self.action,
-            "before_sha256": self.before_sha256,
-            "after_sha256": self.after_sha256,
+            "kind": _made(self.kind),
+            "path": _made(self.path),
+            "action": _made(self.action),
+            "before_sha256": _made(self.before_sha256),
+            "after_sha256": _made(self.after_sha256),
         }
         if self.certificate is not None:
-            shown.update(self.certificate.fields())
+            info = self.certificate.fields()
+            shown.update(info)
+            for name in ("serial", "not_after", "sha256_fingerprint"):
+                shown[name] = _made(info[name])
         return shown
 
 
@@ -102,6 +109,10 @@ class DriftCorrected(_TargetChange):
     """A target changed back: someone had edited it since the last pass."""
 
     name: ClassVar[Event] = "drift.corrected"
+
+
+def _made(text: str | None) -> str | None:
+    return None if text is None else made(text)
 
 
 def applied_change(revision: str, change: Change) -> ChangeApplied | DriftCorrected:
@@ -230,11 +241,11 @@ class RecoveryCompleted(AuditEvent):
             changes=len(journal.entries),
             targets=tuple(
                 {
-                    "kind": e.kind,
-                    "path": e.path,
-                    "action": e.action,
-                    "before_sha256": e.before_sha256,
-                    "after_sha256": e.after_sha256,
+                    "kind": _made(e.kind),
+                    "path": _made(e.path),
+                    "action": _made(e.action),
+                    "before_sha256": _made(e.before_sha256),
+                    "after_sha256": _made(e.after_sha256),
                 }
                 for e in journal.entries
             ),
@@ -307,15 +318,18 @@ class Recorder:
         if self.audit is None:
             for event, (name, revision, fields) in zip(events, entries, strict=True):
                 if not self._summarized(event):
-                    self.logger.log(event.level, name, revision=revision, **fields)
+                    self.logger.log(event.level, made(name), revision=_made(revision), **fields)
             return []
         written = self.audit.append_many(entries)
         for event, (name, revision, fields), record in zip(events, entries, written, strict=True):
             if self._summarized(event):
                 continue
-            # The audit record's JSON values, so both sinks show the same text for the same event.
+            # The audit record's JSON values (scrubbed once, there), so both sinks show the same
+            # text for the same event. The event name and revision are the reconciler's own.
             logged = {key: record[key] for key in fields}
-            self.logger.log(event.level, name, revision=revision, seq=record["seq"], **logged)
+            self.logger.log(
+                event.level, made(name), revision=_made(revision), seq=record["seq"], **logged
+            )
         return written
 
     def _summarized(self, event: AuditEvent) -> bool:

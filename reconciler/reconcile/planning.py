@@ -11,15 +11,17 @@ from pathlib import PurePosixPath
 from reconciler.config import Settings
 from reconciler.core.desired import Kind
 from reconciler.core.evaluate import Evaluation, evaluate
-from reconciler.core.plan import Observed, Plan, plan
+from reconciler.core.layout import CREDENTIAL_SUFFIXES, RootLayout
+from reconciler.core.plan import Observed, Plan, plan, read_limit
 from reconciler.core.render import Layout, Target, render
 from reconciler.core.wording import counted
 from reconciler.errors import SettingsError
 from reconciler.gateway import (
-    CREDENTIAL_SUFFIXES,
+    DirMode,
     ObservationCache,
     Observations,
     TargetEvents,
+    inspect_root,
 )
 from reconciler.reconcile.events import Progress
 from reconciler.source import read_snapshot
@@ -42,6 +44,11 @@ class Planned:
     """What was read, whatever the revision says: a new key in key_dirs under the same commit
     is a new desired state (backoff tells states apart by this)."""
     observations: Observations | None = None
+    blocked: str | None = None
+    """Why a valid state cannot be compared with the targets: a link (or a file) where one of
+    the reconciler's directories under ROOT belongs. Nothing was looked at through it."""
+    dir_modes: tuple[DirMode, ...] = ()
+    """The reconciler's directories under ROOT whose mode a pass sets back."""
 
 
 def layout_for(settings: Settings) -> Layout:
@@ -96,6 +103,10 @@ def make_plan(
     if evaluation.desired is None:
         return Planned(inp.revision, evaluation, None, in_transit=inp.in_transit)
     layout = layout_for(settings)
+    root_dirs = inspect_root(settings.root, settings.key_mode_bits)
+    if root_dirs.refused:
+        reason = "; ".join(root_dirs.refused)
+        return Planned(inp.revision, evaluation, None, blocked=reason)
     targets = render(evaluation.desired, layout)
     if progress is not None:
         progress.step(f"comparing {counted(len(targets), 'target')} with what is in place")
@@ -114,6 +125,7 @@ def make_plan(
         last_applied=last,
         content_digest=inp.content_digest,
         observations=observations,
+        dir_modes=root_dirs.modes,
     )
 
 
@@ -127,8 +139,6 @@ def targets_as_left(
     (what the last pass left in place) say: then nothing happened there that a pass would undo,
     and the events were the pass's own writes (or a change and its reversal). A file nobody
     manages (a hash link, a temp file, another program's file) counts as unchanged."""
-    from reconciler.core.layout import RootLayout
-
     layout = RootLayout(settings.root)
     trust_dir = str(settings.trust_path)
     prefix = settings.trust_prefix
@@ -139,6 +149,7 @@ def targets_as_left(
     configured = {real: d for d, real in real_of.items()}
     looked: list[Target] = []
     found: dict[str, Observed] = {}
+    limit = read_limit(targets)
     for path in touched:
         real_dir, _, name = path.rpartition("/")
         directory = configured.get(real_dir)
@@ -155,7 +166,7 @@ def targets_as_left(
             kind = "profiles"
         else:
             continue  # not ours: nothing a pass would do there
-        seen = cache.observe(shown, kind)
+        seen = cache.observe(shown, kind, limit)
         if seen is not None:
             found[shown] = seen
     return plan("", looked, found).empty

@@ -19,11 +19,12 @@ from reconciler.core.layout import RootLayout
 from reconciler.core.outcome import Outcome
 from reconciler.core.plan import Plan
 from reconciler.core.render import Target
-from reconciler.gateway import Caches, Observations, TargetEvents
+from reconciler.gateway import Caches, Observations, TargetEvents, set_dir_modes
 from reconciler.hooks import HookResult
 from reconciler.reconcile.applying import Applied, apply_plan, complete, roll_back
 from reconciler.reconcile.events import (
     Notice,
+    PassFailed,
     Recorder,
     RecoveryCompleted,
     StateRejected,
@@ -31,6 +32,7 @@ from reconciler.reconcile.events import (
 )
 from reconciler.reconcile.planning import Planned, make_plan
 from reconciler.support import fsio
+from reconciler.support.confined import remove_stale_temps
 from reconciler.support.logging import get_logger
 from reconciler.txn import Transaction, crashpoint, records, remove_orphan_staging
 
@@ -169,7 +171,7 @@ def _recover(
     """Resolve an interrupted pass (see transaction's docstring)."""
     recorder, links = tools.recorder, tools.caches.trust_links
     var_dir = settings.var_dir
-    txn = Transaction.load(var_dir)
+    txn = Transaction.load(var_dir, root=settings.root)
     removed: list[Path] = []
     stale: list[Path] = []
     if memory.interrupted or not hints.undisturbed or txn is not None:
@@ -178,7 +180,7 @@ def _recover(
         removed = remove_orphan_staging(var_dir, keep=txn.journal.id if txn else None)
         layout = RootLayout(settings.root)
         target_dirs = [*layout.target_dirs, settings.trust_path, layout.secrets]
-        stale = fsio.remove_stale_temps([*target_dirs, var_dir])
+        stale = remove_stale_temps([*target_dirs, var_dir], confined=[settings.root])
         memory = replace(memory, observations=None)
     if txn is None:
         return None, memory
@@ -219,6 +221,12 @@ def _decide(
         return PassResult(
             Outcome.DEFERRED, revision, findings=evaluation.findings, reason="in transit"
         )
+    if planned.blocked is not None:
+        # A link where the reconciler's directory belongs: nothing is done through it.
+        recorder.record(PassFailed(revision=revision, reason=planned.blocked))
+        return PassResult(
+            Outcome.FAILED, revision, findings=evaluation.findings, reason=planned.blocked
+        )
     if planned.plan is None:
         errors = tuple(str(f) for f in evaluation.errors)
         if _first_time(reported, ("rejected", revision, errors)):
@@ -228,13 +236,16 @@ def _decide(
         )
     last = planned.last_applied
     current = planned.plan
+    suspended = records.load_suspension(var_dir) is not None
+    if planned.dir_modes and not suspended:
+        _set_dir_modes(settings, recorder, revision, planned)
     if not current.empty or last is None or last.revision != revision:
         # Once per revision, not at every resync or cron run of an unchanged state.
         _record_warnings(recorder, revision, evaluation.warnings, reported)
     if current.empty:
         _remember(var_dir, revision, planned.targets, last)
         return PassResult(Outcome.NO_CHANGE, revision, current, evaluation.findings)
-    if records.load_suspension(var_dir) is not None:
+    if suspended:
         _report_suspended(recorder, current, reported)
         return PassResult(
             Outcome.SUSPENDED, revision, current, evaluation.findings, reason="suspended"
@@ -245,6 +256,17 @@ def _decide(
         _remember(var_dir, revision, planned.targets, None)
     # The pass's warnings go with its result, whatever it did: `apply` prints them.
     return _result_of(applied, revision, current, evaluation.findings)
+
+
+def _set_dir_modes(settings: Settings, recorder: Recorder, revision: str, planned: Planned) -> None:
+    """The reconciler's directories under ROOT get their modes back (whatever else the pass
+    does: they are no target of its plan), each change recorded."""
+    try:
+        done = set_dir_modes(settings.root, planned.dir_modes)
+    except OSError as exc:
+        done = [f"cannot set the mode of a directory: {fsio.describe(exc, exc.filename or '?')}"]
+    for sentence in done:
+        recorder.record(Notice(revision=revision, reason=sentence))
 
 
 def _result_of(

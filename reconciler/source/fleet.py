@@ -96,14 +96,23 @@ def _read_once(
         return StateInput("unknown", None, findings=(finding,))
     # Every layer is read through REPO resolved once (`real`): one commit for all of them.
     own_dir = Path(real) / GATEWAYS_DIR / name
-    if not inside(os.path.realpath(own_dir), real):
+    own_real = os.path.realpath(own_dir)
+    if not inside(own_real, real):
         reason = "the gateway's directory leads outside the fleet repository"
+        finding = error(str(state_dir), None, reason, rule="path-escape")
+        return StateInput("unknown", None, findings=(finding,))
+    if not inside(own_real, os.path.join(real, GATEWAYS_DIR)) or own_real == os.path.join(
+        real, GATEWAYS_DIR
+    ):
+        where = os.path.relpath(own_real, real)
+        reason = f"the gateway's directory leads to {where}, outside {GATEWAYS_DIR}/"
         finding = error(str(state_dir), None, reason, rule="path-escape")
         return StateInput("unknown", None, findings=(finding,))
     own = read_directory(own_dir, key_dirs, no_secrets=no_secrets)
     fleet, problems = _fleet_file(Path(real))
     layers: list[Layer] = []
     digest = hashlib.sha256(own.content_digest.encode())
+    resolved: dict[str, str] = {}
     for layer in fleet.shared if fleet is not None else ():
         shown = f"../../{layer}"
         path = Path(real) / layer
@@ -112,13 +121,20 @@ def _read_once(
             reason = f"{layer}: leads outside the repository"
             problems.append(error(FLEET_FILE, "shared", reason, rule="path-escape"))
             continue
+        # Judged where it leads, not how it is written: a link can make any name a gateway.
+        problem = _layer_problem_resolved(os.path.relpath(where, real), resolved.get(where))
+        if problem is not None:
+            reason = f"{layer}: {problem}"
+            problems.append(error(FLEET_FILE, "shared", reason, rule="fleet-invalid"))
+            continue
+        resolved[where] = layer
         if not os.path.isdir(where):
             reason = f"{layer}: no such directory"
             problems.append(error(FLEET_FILE, "shared", reason, rule="fleet-invalid"))
             continue
         if not os.listdir(where):
             continue  # an empty layer adds nothing
-        inp = read_directory(path, key_dirs)
+        inp = read_directory(path, key_dirs, no_secrets=no_secrets)
         layers.append(Layer(shown, inp))
         digest.update(f"\0{layer}\0{inp.content_digest}".encode())
     content = digest.hexdigest()
@@ -129,6 +145,19 @@ def _read_once(
         moved = tuple(replace(f, file=f"../../{FLEET_FILE}") for f in problems)
         composed = replace(composed, findings=moved + composed.findings)
     return composed
+
+
+def _layer_problem_resolved(relative: str, same_as: str | None) -> str | None:
+    """Why a layer that resolves to `relative` (inside the repository) cannot be one: what
+    `parse_fleet` checks of the name as written, checked again of where its links lead."""
+    parts = relative.split(os.sep)
+    if parts[0] == GATEWAYS_DIR:
+        return f"leads into {relative}: {GATEWAYS_DIR}/ holds the gateways, not shared layers"
+    if any(part.startswith(".") for part in parts):
+        return f"leads into {relative}: hidden directories (.git, ..data) are not layers"
+    if same_as is not None:
+        return f"leads to {relative}, the same directory as {same_as}: list it once"
+    return None
 
 
 def _fleet_file(real: Path) -> tuple[FleetFile | None, list[Finding]]:

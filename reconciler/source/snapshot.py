@@ -17,6 +17,7 @@ from pathlib import Path
 from reconciler.core.collect import error
 from reconciler.core.desired import Finding
 from reconciler.core.evaluate import GATEWAY_FILE, KeySource, SourceFile, StateInput
+from reconciler.core.paths import path_problem
 from reconciler.core.secret import SecretBytes
 from reconciler.core.toml_limits import load_toml
 from reconciler.source.links import (
@@ -132,8 +133,8 @@ def _read_credentials(
     read: dict[str, KeySource] = {}
     for _, source in profiles:
         for field, path in _credential_paths(source):
-            if path in read or not os.path.isabs(path) or not path.isprintable():
-                continue  # read once; a relative path or control character is the core's error
+            if path in read or not os.path.isabs(path) or path_problem(path) is not None:
+                continue  # read once; a relative or refused path is the core's error
             if reader.skip_secret(path, f"{source.path}: {field}", ("credential-file",)):
                 read[path] = KeySource(path, None)
                 continue

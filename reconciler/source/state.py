@@ -2,16 +2,20 @@
 
 The one place that tells the two apart, so that the fleet reader and the directory reader each
 call one way: `fleet` reads its layers with `snapshot`, and `snapshot` knows nothing of fleets.
+It is also where the output boundary learns what the state uses: the identity key and every
+credential read stay redacted in every output for as long as this state dir uses them.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from reconciler.core.evaluate import StateInput
 from reconciler.source.fleet import fleet_root, read_composed
 from reconciler.source.snapshot import read_directory
+from reconciler.support.redact import in_use
 
 
 def read_snapshot(
@@ -21,5 +25,11 @@ def read_snapshot(
     repository (`REPO/gateways/NAME`) is composed with the fleet's shared layers."""
     repo = fleet_root(state_dir)
     if repo is not None:
-        return read_composed(repo, state_dir, key_dirs, no_secrets=no_secrets)
-    return read_directory(state_dir, key_dirs, no_secrets=no_secrets)
+        inp = read_composed(repo, state_dir, key_dirs, no_secrets=no_secrets)
+    else:
+        inp = read_directory(state_dir, key_dirs, no_secrets=no_secrets)
+    if not inp.in_transit:
+        keys = [inp.key.data.reveal()] if inp.key is not None and inp.key.data is not None else []
+        secrets = [s.data.reveal() for _, s in inp.credentials if s.data is not None]
+        in_use(f"state:{os.path.abspath(state_dir)}", keys=keys, secrets=secrets)
+    return inp

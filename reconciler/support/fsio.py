@@ -11,11 +11,12 @@ For tests only, RECONCILER_TEST_FAULT=OP:SUBSTRING:ERRNO makes the OP ("write", 
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import secrets
 import stat
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -32,7 +33,8 @@ stamps changes with a coarse clock (a tick of up to 10 ms), so a second write wi
 tick would leave size, mtime and ctime all unchanged (git calls this "racily clean")."""
 
 
-def _fault(op: str, path: str) -> None:
+def fault(op: str, path: str) -> None:
+    """Raise the error RECONCILER_TEST_FAULT asks for at `op` on `path` (tests only)."""
     spec = os.environ.get("RECONCILER_TEST_FAULT")
     if not spec:
         return
@@ -58,11 +60,15 @@ def describe(exc: OSError, path: Path | str) -> str:
     return f"{path}: {reason}"
 
 
-def ensure_private_dir(directory: Path) -> None:
+def ensure_private_dir(directory: Path, *, configured: bool = False) -> None:
     """Create `directory` (and parents) 0700, and tighten it if it exists more open; ApplyError
-    naming it when that fails (a file where the var dir belongs, say)."""
+    naming it when that fails (a file where the var dir belongs, say). A link there is refused
+    unless the directory is `configured` (var_dir itself may be a link; what is inside it is
+    the reconciler's own, and another program's link there is never followed)."""
     try:
-        _fault("mkdir", str(directory))
+        fault("mkdir", str(directory))
+        if not configured and os.path.islink(directory):
+            raise ApplyError(f"{directory}: is a symbolic link: not followed; remove it")
         if os.path.lexists(directory) and not directory.is_dir():
             raise ApplyError(f"{directory}: is not a directory (setting `var_dir`?)")
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -78,7 +84,7 @@ def write_temp(
     """Write `data` to a new 0600 temporary file in `directory`, then give it `mode`; fsynced
     unless `sync` is False (the caller then syncs many at once with `fsync_files`)."""
     tmp = directory / f"{TMP_PREFIX}{name}.{secrets.token_hex(4)}"
-    _fault("write", str(directory / name))
+    fault("write", str(directory / name))
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     try:
         view = memoryview(data)
@@ -105,7 +111,7 @@ def write_new(path: Path, data: bytes) -> None:
     file and rename needed (they double the directory work, which dominates a large pass);
     durability comes from the journal's fsync batch.
     """
-    _fault("write", str(path))
+    fault("write", str(path))
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     try:
         view = memoryview(data)
@@ -125,7 +131,7 @@ def replace_file(
     tmp: Path | None = None
     try:
         tmp = write_temp(path.parent, path.name, data, mode, gid)
-        _fault("rename", str(path))
+        fault("rename", str(path))
         os.rename(tmp, path)
         tmp = None
         if sync_dir:
@@ -140,7 +146,7 @@ def replace_file(
 def remove_file(path: Path, *, sync_dir: bool = True) -> None:
     """Remove `path` if it exists; raise ApplyError naming the path."""
     try:
-        _fault("unlink", str(path))
+        fault("unlink", str(path))
         path.unlink(missing_ok=True)
         if sync_dir:
             fsync_dir(path.parent)
@@ -154,7 +160,7 @@ def fsync_dir(path: Path | str) -> None:
     A file's content is made durable by the same call (`fsync_files` uses it). Links are
     followed: ROOT/data may be one, and fsync through it is harmless.
     """
-    _fault("fsync", str(path))
+    fault("fsync", str(path))
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
@@ -168,17 +174,23 @@ _POOL: ThreadPoolExecutor | None = None
 def _in_parallel(paths: Sequence[Path]) -> None:
     """fsync every path (file or directory), concurrently: the disk sees one batch, not a queue of
     waits (a pass's fsyncs were most of the swap-to-hook latency); ApplyError names the first."""
+    in_parallel([(functools.partial(fsync_dir, path), path) for path in paths])
+
+
+def in_parallel(jobs: Sequence[tuple[Callable[[], object], Path | str]]) -> None:
+    """Run each job (an fsync, say) concurrently; ApplyError naming the first job's path (its
+    second item) whose job raised OSError, once all have ended."""
     global _POOL  # noqa: PLW0603 - one lazily started pool per process, idle threads cost nothing
-    if len(paths) <= 1:
-        for path in paths:
+    if len(jobs) <= 1:
+        for job, path in jobs:
             try:
-                fsync_dir(path)
+                job()
             except OSError as exc:
                 raise ApplyError(describe(exc, path)) from exc
         return
     if _POOL is None:
         _POOL = ThreadPoolExecutor(max_workers=16, thread_name_prefix="fsync")
-    futures = [(_POOL.submit(fsync_dir, path), path) for path in paths]
+    futures = [(_POOL.submit(job), path) for job, path in jobs]
     failure: ApplyError | None = None
     for future, path in futures:
         try:
@@ -221,27 +233,10 @@ def replace_link(path: Path, target: str) -> None:
 def rename_into(tmp: Path, path: Path) -> None:
     """Rename a finished temporary file over `path`; ApplyError naming `path`."""
     try:
-        _fault("rename", str(path))
+        fault("rename", str(path))
         os.rename(tmp, path)
     except OSError as exc:
         raise ApplyError(describe(exc, path)) from exc
-
-
-def remove_stale_temps(directories: Iterable[Path]) -> list[Path]:
-    """Remove temporary files a crashed pass left behind; return what was removed."""
-    removed = []
-    for directory in directories:
-        try:
-            entries = list(os.scandir(directory))
-        except OSError:
-            continue
-        for entry in entries:
-            if entry.name.startswith(TMP_PREFIX) and (
-                entry.is_file(follow_symlinks=False) or entry.is_symlink()
-            ):
-                _unlink_quietly(Path(entry.path))
-                removed.append(Path(entry.path))
-    return removed
 
 
 TARGET_LIMIT = 1 << 30
@@ -264,7 +259,7 @@ def special_file(path: Path) -> str | None:
         return None
     if stat.S_ISREG(mode) or stat.S_ISLNK(mode):
         return None
-    return _kind(mode)
+    return kind_of(mode)
 
 
 class RefusedFileError(OSError):
@@ -295,7 +290,7 @@ def read_safe(path: Path | str, limit: int, *, follow: bool = False) -> bytes | 
             raise RefusedFileError(path, "is a symbolic link: not followed") from exc
         if exc.errno in (errno.ENXIO, errno.ENODEV, errno.EOPNOTSUPP):  # a socket, a device
             try:
-                kind = _kind(os.stat(path).st_mode)
+                kind = kind_of(os.stat(path).st_mode)
             except OSError:
                 kind = "not a plain file"
             raise RefusedFileError(path, f"is not a regular file (it is {kind})") from exc
@@ -303,7 +298,7 @@ def read_safe(path: Path | str, limit: int, *, follow: bool = False) -> bytes | 
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise RefusedFileError(path, f"is not a regular file (it is {_kind(info.st_mode)})")
+            raise RefusedFileError(path, f"is not a regular file (it is {kind_of(info.st_mode)})")
         if info.st_size > limit:
             raise RefusedFileError(path, f"{info.st_size} bytes: over the limit of {limit}")
         data = read_up_to(fd, limit)
@@ -326,7 +321,8 @@ def read_up_to(fd: int, limit: int, start: bytes = b"") -> bytes:
     return b"".join(chunks)
 
 
-def _kind(mode: int) -> str:
+def kind_of(mode: int) -> str:
+    """What a file of this mode is, in words ("a FIFO", "a directory", ...)."""
     kinds = [
         (stat.S_ISDIR, "a directory"),
         (stat.S_ISFIFO, "a FIFO"),

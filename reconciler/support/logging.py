@@ -8,11 +8,14 @@ record. Other diagnostics use `get_logger(name)` directly.
 The pipeline is pure processors and exactly one writer (structlog's WriteLogger on one stream):
 
     merge contextvars -> redact secrets -> add level -> UTC ISO timestamp
-        -> (JSON: format exceptions -> JSONRenderer | console: ConsoleRenderer) -> redact PEM blocks
+        -> (JSON: format exceptions -> scrub them -> JSONRenderer
+            | console: ConsoleRenderer, tracebacks scrubbed)
 
-Key material is kept out by construction (it travels as `SecretBytes`, and the audit log refuses
-it); the two redaction processors are defence in depth: any `SecretBytes` or bytes value, any
-PEM private key block in any text value, and any such block left in the rendered line are replaced.
+Every field goes through the output boundary (`reconciler.support.redact`) once, before it is
+rendered, never the rendered line: a `SecretBytes` or bytes value becomes a placeholder, text is
+scrubbed (an audit record's values, already scrubbed, pass as they are), anything else becomes
+its scrubbed text, and a traceback is scrubbed as one text. On the console (people, one line per
+event) newlines and tabs inside a value are escaped too; JSON escapes them itself.
 
 Everything else the process would write to stderr comes through the same pipeline once
 `configure_logging` has run: Python warnings (a dependency's deprecation, say), records of the
@@ -30,7 +33,7 @@ from __future__ import annotations
 import logging as logging_module
 import os
 import sys
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any, Final, Literal, TextIO, cast
 
 if TYPE_CHECKING:
@@ -38,7 +41,7 @@ if TYPE_CHECKING:
     from types import TracebackType
 
 from reconciler.core.secret import SecretBytes
-from reconciler.support.redact import scrub, scrub_secrets
+from reconciler.support.redact import made, scrub, scrub_line
 
 __all__ = [
     "Level",
@@ -58,36 +61,60 @@ _chosen: list[LogFormat] = []
 _LEVELS: Final = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 
 
-def _redact(value: object) -> object:
+def _redact(value: object, clean: Callable[[object], str] = scrub) -> object:
     if isinstance(value, SecretBytes):
         return REDACTED
     if isinstance(value, bytes | bytearray | memoryview):
         return f"<{len(value)} bytes redacted>"
     if isinstance(value, str):
-        return scrub(value)
+        return clean(value)
+    if value is None or isinstance(value, bool | int | float):
+        return value
     if isinstance(value, Mapping):
-        return {scrub(str(key)): _redact(item) for key, item in value.items()}
+        return {clean(str(key)): _redact(item, clean) for key, item in value.items()}
     if isinstance(value, tuple):
-        return tuple(_redact(item) for item in value)
+        return tuple(_redact(item, clean) for item in value)
     if isinstance(value, list | set | frozenset):
-        return [_redact(item) for item in value]
-    return value
+        return [_redact(item, clean) for item in value]
+    return clean(str(value))  # a path, a time, an object: its text, as any other text
 
 
 def redact_secrets(
     logger: object, method_name: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
-    """Processor: SecretBytes, bytes and text holding "PRIVATE KEY" become placeholders."""
-    # exc_info is left to the renderers (its shape matters to them); _redact_rendered covers it.
+    """Processor: every field through the output boundary (exc_info is formatted later, and
+    its text scrubbed then)."""
     return {
         key: value if key == "exc_info" else _redact(value) for key, value in event_dict.items()
     }
 
 
-def _redact_rendered(logger: object, method_name: str, rendered: str) -> str:
-    """Last processor: a PEM private key block that slipped into the rendered line (say, inside
-    an exception's message) is cut out; JSON escapes newlines, so the block is still one match."""
-    return scrub_secrets(rendered)
+def _redact_one_line(
+    logger: object, method_name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """`redact_secrets` for the console: a value's newline cannot start a forged line."""
+    return {
+        key: value if key == "exc_info" else _redact(value, scrub_line)
+        for key, value in event_dict.items()
+    }
+
+
+def _scrub_exception(
+    logger: object, method_name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """After format_exc_info: the traceback's text through the boundary (an exception's
+    message may quote a file name or the bytes it choked on)."""
+    if isinstance(event_dict.get("exception"), str):
+        event_dict["exception"] = scrub(event_dict["exception"])
+    return event_dict
+
+
+def _scrubbed_traceback(sio: TextIO, exc_info: Any) -> None:
+    """The console's exception formatter: a plain traceback (never the local variables, which
+    may hold key bytes no redaction can recognise), scrubbed."""
+    import traceback
+
+    sio.write("\n" + scrub("".join(traceback.format_exception(*exc_info))).rstrip("\n"))
 
 
 def configure_logging(
@@ -107,24 +134,22 @@ def configure_logging(
     _chosen[:] = [chosen]
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
-        redact_secrets,
+        redact_secrets if chosen == "json" else _redact_one_line,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     if chosen == "json":
         processors += [
             structlog.processors.format_exc_info,
+            _scrub_exception,
             structlog.processors.JSONRenderer(ensure_ascii=False, default=str),
         ]
     else:
         colors = tty and "NO_COLOR" not in os.environ
-        # Plain tracebacks: the default rich formatter prints local variables, and a local may
-        # hold key bytes that no redaction can recognise.
         renderer = structlog.dev.ConsoleRenderer(
-            colors=colors, exception_formatter=structlog.dev.plain_traceback
+            colors=colors, exception_formatter=_scrubbed_traceback
         )
         processors.append(renderer)
-    processors.append(_redact_rendered)
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
@@ -241,7 +266,7 @@ class Logger:
     __slots__ = ("_context", "_name")
 
     def __init__(self, name: str, context: Mapping[str, object] | None = None) -> None:
-        self._name = name
+        self._name = made(name)  # a logger's name is the code's (or a library's) own
         self._context = dict(context or {})
 
     def bind(self, **context: object) -> Logger:

@@ -7,7 +7,7 @@ What the hooks, the checks and the trust store's refresh command share:
   from an unlinked temp file (a command that does not read them cannot block us);
 * stdout and stderr go to one unlinked temp file; the last 4 KiB (UTF-8, at most 4096 bytes once
   encoded) are kept, through the output boundary (private key blocks and known secrets redacted,
-  control characters escaped);
+  a credential also when it is not UTF-8, control characters and undecodable bytes escaped);
 * on timeout every process of the group, and every descendant that left the group with
   setsid(), is killed with SIGKILL before the result is returned. A command that exits in time
   may leave background processes behind (a service it started); they are not touched.
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING
 
 from reconciler.core.secret import KEY_MARKER
-from reconciler.support.redact import REDACTED, scrub
+from reconciler.support.redact import REDACTED, Clean, scrub_output
 
 if TYPE_CHECKING:
     import psutil
@@ -134,26 +134,29 @@ def wait_exit(process: subprocess.Popen[bytes], timeout_s: float) -> int:
 def output_tail(output: IO[bytes], limit: int = OUTPUT_TAIL_BYTES) -> str:
     """The end of `output` as text of at most `limit` bytes in UTF-8, private keys cut out.
 
-    Invalid bytes become U+FFFD (3 bytes), so the text is re-encoded and cut again at a character
-    boundary: the audit log's limit holds for any output, binary included. Keys are redacted in
-    a wider window first, so a key that straddles the cut is recognised by its markers.
+    Undecodable bytes are written ``\\xNN`` (the boundary's escaping), so the text is re-encoded
+    and cut again at a character boundary: the audit log's limit holds for any output, binary
+    included. Secrets are redacted in a wider window first, so a key that straddles the cut is
+    recognised by its markers, and a credential by its bytes before they are decoded.
     """
     size = output.seek(0, os.SEEK_END)
     output.seek(max(0, size - REDACTION_WINDOW_BYTES))
-    text = _redact(output.read().decode("utf-8", "replace")).encode("utf-8")
+    text = _redact(output.read()).encode("utf-8")
     if len(text) > limit:
         text = text[-limit:]
     # A cut may land inside a character: drop its continuation bytes (10xxxxxx).
     start = 0
     while start < len(text) and text[start] & 0xC0 == 0x80:
         start += 1
-    return text[start:].decode("utf-8")
+    # The end of a scrubbed text is scrubbed text: the audit record keeps it as it is.
+    return Clean(text[start:].decode("utf-8"))
 
 
-def _redact(text: str) -> str:
-    """Text through the output boundary (`scrub`: keys in any form, odd characters), and what
-    its block pattern cannot see: a window that starts inside an END line's dashes."""
-    text = scrub(text)
+def _redact(data: bytes) -> str:
+    """Output through the boundary (`scrub_output`: keys in any form, credentials, odd
+    characters), and what its block pattern cannot see: a window that starts inside an END
+    line's dashes."""
+    text: str = scrub_output(data)
     while KEY_MARKER in text.upper():
         at = text.upper().index(KEY_MARKER)
         text = REDACTED + text[at + len(KEY_MARKER) :]

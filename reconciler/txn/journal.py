@@ -22,6 +22,9 @@ LINK = "link:"
 """An Entry.backup that starts with it records a symbolic link (its target follows), not bytes."""
 OLD = "old.bin"
 """The previous contents of every target a pass replaces or deletes: what a rollback restores."""
+OVERSIZED = "oversized:"
+"""An Entry.backup that starts with it records a previous file larger than anything the pass
+writes (its size follows): never read, not kept; a rollback removes the target."""
 
 
 @dataclass(frozen=True, slots=True)

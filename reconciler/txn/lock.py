@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import secrets
@@ -10,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from reconciler.errors import LockHeldError
+from reconciler.errors import ApplyError, LockHeldError
 from reconciler.support import fsio
 
 LOCK = "lock"
@@ -36,8 +37,15 @@ class RootLock:
         held it in between. What this process knows of ROOT is then still all there is."""
 
     def acquire(self, timeout_s: float) -> None:
-        fsio.ensure_private_dir(self.path.parent)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fsio.ensure_private_dir(self.path.parent, configured=True)
+        # Never through a link someone put there: the file is truncated and written.
+        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+        try:
+            fd = os.open(self.path, flags, 0o600)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            raise ApplyError(f"{self.path}: is a symbolic link: not followed; remove it") from exc
         deadline = time.monotonic() + timeout_s
         delay = 0.01
         while True:

@@ -37,7 +37,7 @@ def _store(path: Path, value: dict[str, Any]) -> None:
     # keep the bytes stable between passes; `jq . FILE` shows it indented. The indented files of
     # earlier versions still load: json reads both.
     encoded = json.dumps(value, sort_keys=True, separators=(",", ":")).encode() + b"\n"
-    fsio.ensure_private_dir(path.parent)
+    fsio.ensure_private_dir(path.parent, configured=True)  # var_dir: configured, may be a link
     fsio.replace_file(path, encoded, 0o600)
 
 

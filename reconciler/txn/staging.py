@@ -4,29 +4,40 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 
-from reconciler.core.layout import RootLayout
+from reconciler.core.layout import CREDENTIAL_SUFFIXES, RootLayout
+from reconciler.core.plan import OVERSIZED as OVERSIZED_DIGEST
 from reconciler.core.plan import Change, digest
+from reconciler.core.secret import KEY_MARKER
 from reconciler.errors import ApplyError
-from reconciler.support import fsio
-from reconciler.txn.journal import JOURNAL, LINK, NEW, OLD, Entry
+from reconciler.support import fsio, redact
+from reconciler.support.confined import ConfinedDir, ConfinedDirs
+from reconciler.txn.journal import JOURNAL, LINK, NEW, OLD, OVERSIZED, Entry
 
 STAGING = "txn"
 GENERATIONS = "generations"
 KEEP_GENERATIONS = 5
 
 
-def stage(directory: Path, changes: Sequence[Change]) -> list[Entry]:
+def stage(
+    directory: Path, changes: Sequence[Change], dirs: ConfinedDirs, limit: int
+) -> list[Entry]:
     """Write every new content to `NEW` and every current one to `OLD`, one file each.
 
     Two files rather than one per target: with thousands of trust entries, creating a file per
     target would be most of a cold pass; and the backups are made durable by one fsync. Entries
-    refer to their bytes as `FILE:OFFSET:LENGTH`.
+    refer to their bytes as `FILE:OFFSET:LENGTH`. The targets are read through `dirs`: no link
+    inside ROOT is followed. A file larger than `limit` (the largest the pass writes) is not read
+    nor kept: it is garbage to replace, and a rollback removes it. The secrets among the backups
+    (a key, a credential) are what a rollback puts back and its hooks may print: the output
+    boundary keeps them for as long as they are this pass's backups.
     """
     new, old = bytearray(), bytearray()
     entries = []
+    backups: list[tuple[str, bytes]] = []
     for change in changes:
         target = Path(change.path)
         staged = None
@@ -37,24 +48,30 @@ def stage(directory: Path, changes: Sequence[Change]) -> list[Entry]:
         backup = None
         before_mode = before_gid = None
         before_sha = None
-        current = fsio.read_bytes(target)
-        special = fsio.special_file(target) if current is None else None
-        if special is not None:
-            # Not ours to read or delete (a FIFO would block a reader; a directory may hold
-            # someone's files): the pass fails before anything is swapped, naming the path.
-            raise ApplyError(
-                f"{target}: is {special} where a {change.kind} target file belongs; "
-                "nothing was changed: move it away and the next pass writes the file"
-            )
-        if current is None and os.path.islink(target):
-            # Someone put a link where a target belongs (drift): a rollback puts the link back.
-            backup = LINK + os.readlink(target)
-        elif current is not None:
-            info = target.stat()
-            before_mode, before_gid = info.st_mode & 0o7777, info.st_gid
-            backup = f"{OLD}:{len(old)}:{len(current)}"
-            old += current
-            before_sha = digest(current)
+        found = _found(dirs, target)
+        if found is not None:
+            where, info = found
+            if stat.S_ISLNK(info.st_mode):
+                # Someone put a link where a target belongs (drift): a rollback puts it back.
+                backup = LINK + where.readlink(target.name)
+            elif not stat.S_ISREG(info.st_mode):
+                # Not ours to read or delete (a FIFO would block a reader; a directory may hold
+                # someone's files): the pass fails before anything is swapped, naming the path.
+                raise ApplyError(
+                    f"{target}: is {fsio.kind_of(info.st_mode)} where a {change.kind} target "
+                    "file belongs; nothing was changed: move it away and the next pass writes "
+                    "the file"
+                )
+            else:
+                before_mode, before_gid = info.st_mode & 0o7777, info.st_gid
+                current = _current(where, target.name, info.st_size, limit)
+                if current is None:
+                    backup, before_sha = f"{OVERSIZED}{info.st_size}", OVERSIZED_DIGEST
+                else:
+                    backup = f"{OLD}:{len(old)}:{len(current)}"
+                    old += current
+                    before_sha = digest(current)
+                    backups.append((change.path, current))
         entries.append(
             Entry(
                 path=change.path,
@@ -72,26 +89,70 @@ def stage(directory: Path, changes: Sequence[Change]) -> list[Entry]:
                 secret=bool(change.target and change.target.secret),
             )
         )
+    keep_secrets_redacted(backups)
     fsio.write_new(directory / NEW, bytes(new))
     fsio.write_new(directory / OLD, bytes(old))
     return entries
 
 
-def holds_previous(entry: Entry) -> bool:
+def _current(where: ConfinedDir, name: str, size: int, limit: int) -> bytes | None:
+    """A regular target's content, or None when it is larger than `limit` (not read)."""
+    if size > limit:
+        return None
+    try:
+        return where.read(name, limit) or b""
+    except fsio.RefusedFileError:
+        return None  # it grew past the limit meanwhile: garbage all the same
+
+
+def _found(dirs: ConfinedDirs, target: Path) -> tuple[ConfinedDir, os.stat_result] | None:
+    """The directory a target is in and what is at the target (without following it), or None
+    when nothing is there (its directory included)."""
+    try:
+        where = dirs.of(target.parent)
+    except FileNotFoundError:
+        return None
+    info = where.lstat(target.name)
+    return None if info is None else (where, info)
+
+
+def keep_secrets_redacted(contents: Sequence[tuple[str, bytes]]) -> None:
+    """Tell the output boundary which of these target contents (path, bytes) are secrets: key
+    material anywhere, and the credential copies. They replace the previous pass's."""
+    keys = [data for _, data in contents if KEY_MARKER.encode() in data.upper()]
+    secrets = [
+        data
+        for path, data in contents
+        if path.endswith(CREDENTIAL_SUFFIXES) and KEY_MARKER.encode() not in data.upper()
+    ]
+    redact.in_use("backups", keys=keys, secrets=secrets)
+
+
+def holds_previous(entry: Entry, dirs: ConfinedDirs) -> bool:
     """Whether the target already is as it was before the pass (its previous generation)."""
     path, sha256 = Path(entry.path), entry.before_sha256
     mode, gid = entry.before_mode, entry.before_gid
+    found = _found(dirs, path)
     if entry.backup is not None and entry.backup.startswith(LINK):
-        return path.is_symlink() and os.readlink(path) == entry.backup.removeprefix(LINK)
+        if found is None or not stat.S_ISLNK(found[1].st_mode):
+            return False
+        return found[0].readlink(path.name) == entry.backup.removeprefix(LINK)
+    if found is None:
+        return sha256 is None
+    where, info = found
+    if sha256 is None or not stat.S_ISREG(info.st_mode):
+        return False
+    if entry.backup is not None and entry.backup.startswith(OVERSIZED):
+        # Never swapped: still the file it found (which was not read, and is not now).
+        return info.st_size == int(entry.backup.removeprefix(OVERSIZED))
+    # The previous content's size is all there is to read: a larger file is not it.
+    size = int(entry.backup.rsplit(":", 1)[1]) if entry.backup is not None else 0
     try:
-        content = fsio.read_bytes(path)
+        content = where.read(path.name, size)
     except OSError:
         return False
-    if content is None:
-        return sha256 is None and not os.path.lexists(path)
-    if sha256 is None or digest(content) != sha256:
+    if content is None or digest(content) != sha256:
         return False
-    info = path.stat()
     return (mode is None or info.st_mode & 0o7777 == mode) and (gid is None or info.st_gid == gid)
 
 
@@ -118,16 +179,10 @@ def ensure_target_dirs(root: Path) -> None:
             raise ApplyError(fsio.describe(exc, root)) from exc
 
 
-def ensure_target_dir(directory: Path) -> None:
-    """ROOT/data and ROOT/nginx are created 0755 on a fresh ROOT (ROOT itself must exist)."""
-    if not directory.is_dir():
-        directory.mkdir(mode=0o755)
-        # Whatever the umask (the systemd unit's is 0077): nginx and the SMTP server read here.
-        os.chmod(directory, 0o755)  # noqa: S103
-
-
 def prune_generations(var_dir: Path, keep: int = KEEP_GENERATIONS) -> None:
     generations = var_dir / GENERATIONS
+    if os.path.islink(generations):
+        return  # not ours: nothing is deleted through a link someone put there
     try:
         names = sorted(p.name for p in generations.iterdir())
     except OSError:
@@ -149,6 +204,9 @@ def remove_orphan_staging(var_dir: Path, keep: str | None) -> list[Path]:
     """Resolve staging directories no journal refers to: a committed pass (it holds its journal
     copy) becomes a generation; one that never wrote its journal is deleted, untouched targets."""
     removed: list[Path] = []
+    if os.path.islink(var_dir / STAGING):
+        # Not ours: nothing is moved or deleted through it; preparing a pass refuses it.
+        return removed
     try:
         children = list((var_dir / STAGING).iterdir())
     except OSError:

@@ -49,11 +49,13 @@ from pathlib import Path
 from reconciler.core.plan import Plan
 from reconciler.core.timefmt import now_rfc3339
 from reconciler.errors import ApplyError
-from reconciler.support import fsio
+from reconciler.support import confined, fsio
+from reconciler.support.confined import ConfinedDir, ConfinedDirs
 from reconciler.txn.journal import (
     JOURNAL,
     LINK,
     OLD,
+    OVERSIZED,
     Entry,
     Journal,
     Phase,
@@ -63,9 +65,9 @@ from reconciler.txn.journal import (
 from reconciler.txn.lock import crashpoint
 from reconciler.txn.staging import (
     STAGING,
-    ensure_target_dir,
     holds_previous,
     keep_generation,
+    keep_secrets_redacted,
     stage,
 )
 
@@ -74,12 +76,21 @@ class Transaction:
     """One pass's change set on disk. Create with `prepare`, or `load` after a crash."""
 
     def __init__(
-        self, var_dir: Path, journal: Journal, contents: dict[str, bytes] | None = None
+        self,
+        var_dir: Path,
+        journal: Journal,
+        contents: dict[str, bytes] | None = None,
+        *,
+        root: Path | None = None,
     ) -> None:
         self.var_dir = var_dir
         self.journal = journal
         self._contents = contents or {}
         self._blobs: dict[str, bytes] = {}
+        self._confined = (root,) if root is not None else ()
+        """Where no link is followed below: targets under ROOT are reached one directory at a
+        time, so a link planted at ROOT/data (or data/secrets) is refused, never written
+        through; other targets' directories (the trust store's) are configured."""
 
     @property
     def dir(self) -> Path:
@@ -88,7 +99,7 @@ class Transaction:
     # -- step 2 and 3 ------------------------------------------------------------------------
 
     @classmethod
-    def prepare(cls, var_dir: Path, plan: Plan) -> Transaction:
+    def prepare(cls, var_dir: Path, plan: Plan, *, root: Path | None = None) -> Transaction:
         """Stage new contents and back up old ones, then write the journal (phase `prepared`).
 
         On any I/O error the staging area is removed and ApplyError names the path: no target
@@ -97,9 +108,11 @@ class Transaction:
         txn_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ") + "-" + secrets.token_hex(3)
         directory = var_dir / STAGING / txn_id
         try:
-            fsio.ensure_private_dir(var_dir)
+            fsio.ensure_private_dir(var_dir, configured=True)
+            fsio.ensure_private_dir(var_dir / STAGING)
             fsio.ensure_private_dir(directory)
-            entries = stage(directory, plan.changes)
+            with ConfinedDirs((root,) if root is not None else ()) as dirs:
+                entries = stage(directory, plan.changes, dirs, plan.read_limit)
             crashpoint("staged")
             journal = Journal(
                 id=txn_id,
@@ -116,7 +129,7 @@ class Transaction:
                 for c in plan.changes
                 if c.target is not None and c.target.content is not None
             }
-            txn = cls(var_dir, journal, contents)
+            txn = cls(var_dir, journal, contents, root=root)
             # Backups must be durable before the journal points at them (recovery restores them);
             # staged new copies need not be: recovery never redoes a swap, it undoes one.
             write_journal(var_dir, journal, after=[directory / OLD, directory, var_dir / STAGING])
@@ -141,35 +154,41 @@ class Transaction:
         are fsynced together; only then do the renames begin, so the window in which the
         targets are a mixed set is a run of renames, and a crash inside it is undone.
         """
-        temps: dict[str, Path] = {}
-        try:
-            for entry in self.journal.entries:
-                if entry.staged is not None:
-                    assert entry.mode is not None
+        temps: dict[str, tuple[ConfinedDir, str]] = {}
+        with ConfinedDirs(self._confined) as dirs:
+            try:
+                for entry in self.journal.entries:
+                    if entry.staged is not None:
+                        assert entry.mode is not None
+                        target = Path(entry.path)
+                        data = self._content(entry)
+                        # ROOT/data and ROOT/nginx are made 0755 on a fresh ROOT, whatever the
+                        # umask: nginx and the services read there.
+                        where = dirs.of(target.parent, create_mode=0o755)
+                        name = where.write_temp(target.name, data, entry.mode, entry.gid)
+                        temps[entry.path] = (where, name)
+                confined.fsync_files(temps.values())
+                for number, entry in enumerate(self.journal.entries):
                     target = Path(entry.path)
-                    data = self._content(entry)
-                    ensure_target_dir(target.parent)
-                    temps[entry.path] = fsio.write_temp(
-                        target.parent, target.name, data, entry.mode, entry.gid, sync=False
-                    )
-            fsio.fsync_files(temps.values())
-            for number, entry in enumerate(self.journal.entries):
-                target = Path(entry.path)
-                if entry.staged is None:
-                    fsio.remove_file(target, sync_dir=False)
-                else:
-                    fsio.rename_into(temps[entry.path], target)
-                    del temps[entry.path]  # renamed: no longer ours to clean up
-                if number == 0:
-                    crashpoint("swap-first")
-        except OSError as exc:
-            raise ApplyError(fsio.describe(exc, getattr(exc, "filename", None) or "?")) from exc
-        finally:
-            for leftover in temps.values():
-                leftover.unlink(missing_ok=True)
-        crashpoint("swap-done")
-        # The renames are durable (their directories synced) before the journal says swapped.
-        self._set_phase("swapped", after={Path(e.path).parent for e in self.journal.entries})
+                    if entry.staged is None:
+                        _remove(dirs, target)
+                    else:
+                        where, name = temps[entry.path]
+                        where.rename(name, target.name)
+                        del temps[entry.path]  # renamed: no longer ours to clean up
+                    if number == 0:
+                        crashpoint("swap-first")
+                crashpoint("swap-done")
+                # The renames are durable (their directories synced) before the journal says
+                # swapped.
+                confined.fsync_dirs(dirs.opened())
+            except OSError as exc:
+                path = getattr(exc, "filename", None) or "?"
+                raise ApplyError(fsio.describe(exc, path)) from exc
+            finally:
+                for where, name in temps.values():
+                    where.unlink(name)
+        self._set_phase("swapped")
         crashpoint("swapped")
 
     def _content(self, entry: Entry) -> bytes:
@@ -199,25 +218,43 @@ class Transaction:
         Targets that already hold their previous content are left alone: a swap that failed
         half-way (a full disk) must not need to write the files it never reached.
         """
-        todo = [entry for entry in reversed(self.journal.entries) if not holds_previous(entry)]
+        with ConfinedDirs(self._confined) as dirs:
+            try:
+                self._restore(dirs)
+            except OSError as exc:
+                path = getattr(exc, "filename", None) or "?"
+                raise ApplyError(fsio.describe(exc, path)) from exc
+        crashpoint("restored")
+
+    def _restore(self, dirs: ConfinedDirs) -> None:
+        entries = reversed(self.journal.entries)
+        todo = [entry for entry in entries if not holds_previous(entry, dirs)]
         if not todo:
             return  # nothing swapped yet, or all back: no journal write (a full disk, say)
+        # Loaded after a crash, the backups are new to this process: keep their secrets
+        # redacted before the rollback hooks can print them.
+        keep_secrets_redacted(
+            [
+                (entry.path, self._staged_bytes(entry.backup))
+                for entry in self.journal.entries
+                if entry.backup is not None and entry.backup.startswith(OLD)
+            ]
+        )
         if self.journal.phase != "rolling-back":
             self._set_phase("rolling-back")
-        touched: list[Path] = []
         for entry in todo:
             target = Path(entry.path)
-            if entry.backup is None:
-                fsio.remove_file(target, sync_dir=False)
-            elif entry.backup.startswith(LINK):
-                fsio.replace_link(target, entry.backup.removeprefix(LINK))
+            if entry.backup is None or entry.backup.startswith(OVERSIZED):
+                _remove(dirs, target)  # nothing was there, or garbage that was not kept
+                continue
+            where = dirs.of(target.parent, create_mode=0o755)
+            if entry.backup.startswith(LINK):
+                where.symlink(entry.backup.removeprefix(LINK), target.name)
             else:
                 data = self._staged_bytes(entry.backup)
                 mode = entry.before_mode if entry.before_mode is not None else 0o600
-                fsio.replace_file(target, data, mode, entry.before_gid, sync_dir=False)
-            touched.append(target.parent)
-        fsio.sync_dirs(touched)
-        crashpoint("restored")
+                where.replace(target.name, data, mode, entry.before_gid)
+        confined.fsync_dirs(dirs.opened())
 
     def finish_rollback(self) -> None:
         """Forget the failed pass: the journal and its staging go."""
@@ -242,7 +279,17 @@ class Transaction:
         fsio.remove_file(self.var_dir / JOURNAL)
 
     @classmethod
-    def load(cls, var_dir: Path) -> Transaction | None:
-        """The interrupted pass, if the journal says there is one."""
+    def load(cls, var_dir: Path, *, root: Path | None = None) -> Transaction | None:
+        """The interrupted pass, if the journal says there is one (`root`: as for `prepare`)."""
         journal = read_journal(var_dir)
-        return None if journal is None else cls(var_dir, journal)
+        return None if journal is None else cls(var_dir, journal, root=root)
+
+
+def _remove(dirs: ConfinedDirs, target: Path) -> None:
+    """Delete a target (a file or a link, never what it points to); its directory being gone
+    leaves nothing to delete."""
+    try:
+        where = dirs.of(target.parent)
+    except FileNotFoundError:
+        return
+    where.unlink(target.name)

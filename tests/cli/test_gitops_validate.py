@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.core.desired import Finding
 from reconciler.core.evaluate import evaluate
 from reconciler.core.positions import toml_key_position
 from reconciler.core.rules import RULES, secret_rules
@@ -346,3 +347,111 @@ def test_profile_credential_files_are_secrets_for_no_secrets(tmp_path: Path, pki
     wrong = validate(repo.path, "--no-secrets", ".")
     assert wrong.returncode == 1
     assert "[credential-ref]" in wrong.stderr
+
+
+# -- what a CI runner would read as a command ------------------------------------------------------
+
+CI_COMMAND = re.compile(r"##\[|##vso\[")
+WELL_FORMED = re.compile(r"::(error|warning|notice) [^:\n]*::[^\n]*")
+
+
+def _fleet_with_a_gateway_named(tmp_path: Path, pki: Pki, name: str) -> Path:
+    """A fleet repository whose first gateway directory has `name`, then a valid one, gw-b."""
+    repo = tmp_path / "repo"
+    (repo / "common").mkdir(parents=True)
+    (repo / "fleet.toml").write_text('shared = ["common"]\n')
+    for gateway in (name, "gw-b"):
+        state = standard_state(repo / "gateways" / gateway, pki)
+        state.trust("Bad Name", pki.other_ca.cert_pem)  # one error each, to annotate
+    return repo
+
+
+CI_HOSTILE = {
+    "fleet-gateway-directory": ("fleet", "##[stop-commands]x"),
+    "trust-file-name": ("trust/##[error]x.pem", ""),
+    "toml-key": ("gateway.toml", '"##[add-mask]secret" = 1\n'),
+    "azure-in-a-name": ("trust/x##vso[task.setvariable variable=a]1.pem", ""),
+}
+
+
+@pytest.mark.parametrize("fmt", ["text", "json", "github", "gitlab"])
+@pytest.mark.parametrize(("where", "what"), CI_HOSTILE.values(), ids=CI_HOSTILE.keys())
+def test_no_line_in_any_ci_format_holds_a_runner_command(
+    tmp_path: Path, pki: Pki, fmt: str, where: str, what: str
+) -> None:
+    if where == "fleet":
+        target = _fleet_with_a_gateway_named(tmp_path, pki, what)
+    else:
+        target = standard_state(tmp_path / "repo", pki).path
+        path = target / where
+        path.write_text(path.read_text() + what if path.exists() else "x\n")
+    result = validate(tmp_path, "--format", fmt, "repo")
+    assert result.returncode == 1
+    lines = (result.stdout + result.stderr).splitlines()
+    assert not [line for line in lines if CI_COMMAND.search(line)]
+    commands = [line for line in lines if line.lstrip().startswith("::")]
+    assert all(WELL_FORMED.fullmatch(line) for line in commands), commands
+    if fmt == "github" and where == "fleet":
+        # The valid gateway after the hostile one still gets its annotation.
+        assert any("gw-b" in line for line in commands), commands
+
+
+def test_a_plain_github_line_never_starts_a_command() -> None:
+    from reconciler.cli.findings import StateReport, github_lines
+    from reconciler.core.evaluate import Evaluation
+
+    finding = Finding("error", "x.toml", None, "bad", rule="toml-syntax")
+    report = StateReport(Path("::error::forged"), Evaluation(None, (finding,)), (finding,), "r")
+    lines = github_lines([report, report])
+    assert lines[0].startswith("::error file=")
+    plain = [line for line in lines if not line.startswith("::error file=")]
+    assert plain
+    assert not [line for line in plain if line.lstrip().startswith("::")]
+
+
+def _fingerprints(paths: list[Path], cwd: Path, now: dt.datetime) -> list[tuple[str, str]]:
+    import contextlib
+
+    from reconciler.cli.findings import gitlab_report, validate_states
+
+    with contextlib.chdir(cwd):  # as CI runs it: paths relative to the repository's checkout
+        issues = gitlab_report(validate_states(paths, no_secrets=True, now=now))
+    return [(str(i["check_name"]), str(i["fingerprint"])) for i in issues]
+
+
+def test_gitlab_fingerprints_are_one_per_issue_for_gateways_sharing_a_layer(
+    tmp_path: Path, pki: Pki
+) -> None:
+    repo = tmp_path / "repo"
+    (repo / "fleet.toml").parent.mkdir()
+    (repo / "fleet.toml").write_text('shared = ["common"]\n')
+    StateDir(repo / "common").write("trust/notes.txt", "stray\n")  # one warning, in the layer
+    for name in ("gw-a", "gw-b"):
+        state = StateDir(repo / "gateways" / name)
+        state.write("gateway.toml", GITOPS_GATEWAY)
+        state.write("tls/cert.pem", pki.chain())
+    found = _fingerprints([repo], tmp_path, dt.datetime.now(dt.UTC))
+    stray = [fingerprint for rule, fingerprint in found if rule == "name-ignored"]
+    assert len(stray) == 2
+    assert len(set(stray)) == 2
+
+
+def test_gitlab_fingerprints_stay_when_only_the_message_changes(tmp_path: Path, pki: Pki) -> None:
+    state = gitops_repo(tmp_path / "repo", pki)
+    leaf = devpki.issue(pki.intermediate, "gateway.test", days=25)
+    state.write("tls/cert.pem", pki.chain(leaf))
+    today = dt.datetime.now(dt.UTC)
+    first = _fingerprints([state.path], tmp_path, today)
+    later = _fingerprints([state.path], tmp_path, today + dt.timedelta(days=1))
+    assert "leaf-expiring" in dict(first)  # "in 24 days", then "in 23 days"
+    assert first == later
+
+
+def test_gitlab_fingerprints_differ_for_the_same_finding_twice(tmp_path: Path, pki: Pki) -> None:
+    state = gitops_repo(tmp_path / "repo", pki)
+    # The same CA twice in one file, and in another file: two equal warnings on that file.
+    state.trust("zz-again", pki.other_ca.cert_pem + pki.other_ca.cert_pem)
+    found = _fingerprints([state.path], tmp_path, dt.datetime.now(dt.UTC))
+    duplicates = [fingerprint for rule, fingerprint in found if rule == "trust-duplicate"]
+    assert len(duplicates) == 2
+    assert len(set(duplicates)) == 2

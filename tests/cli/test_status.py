@@ -111,7 +111,7 @@ def test_status_after_apply(sandbox: Sandbox, pki: Pki) -> None:
     assert status["last_attempt"]["outcome"] in ("converged", "no-change")
     assert status["recent"][0]["revision"] == rev
     assert {entry["outcome"] for entry in status["recent"]} <= {"converged", "no-change"}
-    assert status["pending"] == {"changes": 0, "drift": []}
+    assert status["pending"] == {"changes": 0, "drift": [], "directories": []}
     identity = status["identity"]
     assert identity["subject"] == "CN=gateway.test"
     assert identity["path"] == str(sandbox.root / "data" / "cert.pem")

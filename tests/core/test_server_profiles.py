@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import textwrap
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from reconciler.core.secret import SecretBytes
 from reconciler.probe.prober import probe_profiles
 from reconciler.source.state import read_snapshot
 from tests.helpers import REPO
+from tests.helpers.gitops import ConfigMapVolume
 from tests.helpers.state import Pki
 from tests.helpers.tls import TlsServer, closed_port, server_context
 
@@ -522,3 +524,52 @@ def test_a_secret_volume_swapped_while_its_credential_is_read_is_read_again(
     assert inp.findings == ()
     [(_, source)] = inp.credentials
     assert source.data == SecretBytes(b"second")
+
+
+def _kubelet_paths(volume: Path) -> dict[str, str]:
+    stamped = os.readlink(volume / "..data")
+    return {
+        "timestamped": f"{volume}/{stamped}/password",
+        "up-from-data": f"{volume}/..data/../{stamped}/password",
+    }
+
+
+@pytest.mark.parametrize("how", ["timestamped", "up-from-data"])
+@pytest.mark.parametrize("no_secrets", [False, True], ids=["read", "no-secrets"])
+def test_a_credential_path_into_a_kubelet_timestamped_directory_is_refused(
+    tmp_path: Path, how: str, no_secrets: bool
+) -> None:
+    """As for the identity: the kubelet deletes a `..TIMESTAMP` directory at the next update of
+    the Secret, so a path into one would break then. The visible name (through `..data`) is
+    the one to use; the file is not read."""
+    volume = ConfigMapVolume(tmp_path)
+    volume.push({"password": b"kubelet-secret-password\n"})
+    path = _kubelet_paths(volume.root)[how]
+    state = _state_with(tmp_path, RELAY.replace("/run/secrets/relay/password", path))
+    inp = read_snapshot(state, [volume.root], no_secrets=no_secrets)
+    assert inp.credentials == ()
+    evaluation = evaluate(inp, NOW)
+    assert evaluation.desired is None
+    [error] = evaluation.errors
+    assert (error.file, error.field, error.rule) == (FILE, "password_file", "credential-ref")
+    assert "kubelet directory" in error.reason
+
+
+@pytest.mark.parametrize("field", ["password_file", "api_key_file"])
+def test_a_kubelet_timestamped_credential_path_is_a_profile_error(field: str) -> None:
+    kind = 'type = "vault"\nurl = "https://vault.example:8010"' if "api" in field else RELAY
+    text = f'{kind}\n{field} = "/run/secrets/x/..2026_11_27_17_13_14.123456789/value"\n'
+    if field == "password_file":
+        text = text.replace('password_file = "/run/secrets/relay/password"\n', "")
+    profile, findings = check(text)
+    assert profile is None
+    assert [(f.field, f.rule) for f in errors(findings)] == [(field, "credential-ref")]
+
+
+def test_a_credential_path_through_the_data_link_is_read(tmp_path: Path) -> None:
+    volume = ConfigMapVolume(tmp_path)
+    volume.push({"password": b"kubelet-secret-password\n"})
+    path = f"{volume.root}/..data/password"
+    state = _state_with(tmp_path, RELAY.replace("/run/secrets/relay/password", path))
+    evaluation = evaluate(read_snapshot(state, [volume.root]), NOW)
+    assert evaluation.desired is not None, evaluation.errors

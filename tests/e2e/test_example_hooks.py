@@ -10,7 +10,17 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.helpers.hook_scripts import HOOKS, kill_tree, listener_on, run_hook, write_identity
+from tests.helpers.hook_scripts import (
+    HOOKS,
+    assert_untouched,
+    bad_pid_files,
+    decoys,
+    kill_tree,
+    listener_on,
+    run_hook,
+    run_hook_bounded,
+    write_identity,
+)
 from tests.helpers.net import free_port
 from tests.helpers.nginx import NginxServer
 from tests.helpers.state import Pki
@@ -148,3 +158,25 @@ def test_example_hooks_say_how_to_use_them() -> None:
         text = (HOOKS / name).read_text()
         assert "[[hooks]]" in text, name
         assert os.access(HOOKS / name, os.X_OK), name
+
+
+@pytest.mark.parametrize("flag", [[], ["--reload"]], ids=["restart", "reload"])
+def test_restart_service_leaves_programs_that_only_name_the_service_alone(
+    tmp_path: Path, flag: list[str]
+) -> None:
+    name = "gateway-smtpd-test"
+    with decoys(tmp_path, name) as started:
+        result = run_hook(
+            str(HOOKS / "restart-service"), name, "--no-systemd", "--wait-s", "1", *flag
+        )
+        assert result.returncode == 1
+        assert f"no process named {name!r} runs" in result.stdout
+        assert_untouched(started)
+
+
+def test_nginx_reload_never_reads_a_pid_file_that_is_not_one(tmp_path: Path) -> None:
+    for pid_file, why in bad_pid_files(tmp_path):
+        result = run_hook_bounded(str(HOOKS / "nginx-reload"), "--pid-file", str(pid_file))
+        assert result.returncode == 1, (pid_file, result.stdout + result.stderr)
+        assert why in result.stdout, result.stdout + result.stderr
+        assert "Traceback" not in result.stderr

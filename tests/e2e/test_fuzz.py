@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 
@@ -33,3 +34,26 @@ def test_the_daemon_applies_the_next_good_push_after_fuzzed_damage() -> None:
     assert dict(os.environ) == environ, "the harness leaked environment variables"
     assert failures == []
     assert ran >= 5
+
+
+def test_the_output_oracle_catches_each_property() -> None:
+    """The harness's checks are not vacuous: each broken property is named."""
+    from bench.leaks import secret_forms
+    from bench.outputs import Output, OutputBrokenError, check
+
+    secrets = [secret_forms(b"hunter2-credential")]
+    broken = {
+        "control character '\\x1b'": Output("x", b"name \x1b[2J"),
+        "control character '\\x9b'": Output("x", "csi \x9b".encode()),
+        "not UTF-8": Output("x", b"\xff"),
+        "##[": Output("x", b"ok\nfile ##[stop-commands]x\n"),
+        "##vso[": Output("x", b"##vso[task.setvariable variable=a]1"),
+        "runner command": Output("x", b"::error::forged"),
+        "shows": Output("x", b"pw hunter2-credential"),
+        "JSON": Output("x", b'{"cut": "off', json="document"),
+    }
+    for words, output in broken.items():
+        with pytest.raises(OutputBrokenError, match=re.escape(words)):
+            check(output, secrets)
+    check(Output("x", b"::error file=a,line=1::fine\n", github=True), secrets)
+    check(Output("x", b'{"ok": "\\u001b"}', json="document"), secrets)

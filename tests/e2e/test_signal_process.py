@@ -12,7 +12,17 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.helpers.hook_scripts import HOOKS, kill_tree, listener_on, run_hook, write_identity
+from tests.helpers.hook_scripts import (
+    HOOKS,
+    assert_untouched,
+    bad_pid_files,
+    decoys,
+    kill_tree,
+    listener_on,
+    run_hook,
+    run_hook_bounded,
+    write_identity,
+)
 from tests.helpers.net import free_port
 from tests.helpers.nginx import NginxServer
 from tests.helpers.state import Pki
@@ -200,3 +210,20 @@ def test_another_users_process_cannot_be_signalled(
         result.stdout
     )
     assert nobodys_sleeper.poll() is None
+
+
+def test_by_name_programs_that_only_name_the_process_are_left_alone(tmp_path: Path) -> None:
+    name = "gateway-app-test"
+    with decoys(tmp_path, name) as started:
+        result = signal_process("--name", name, "--signal", "TERM", "--wait-s", "1")
+        assert result.returncode == 1
+        assert f"no process named {name!r}; nothing to signal" in result.stdout
+        assert_untouched(started)
+
+
+def test_a_pid_file_that_is_not_one_is_refused_unread(tmp_path: Path) -> None:
+    for pid_file, why in bad_pid_files(tmp_path):
+        result = run_hook_bounded(HOOK, "--pidfile", str(pid_file))
+        assert result.returncode == 1, (pid_file, result.stdout + result.stderr)
+        assert f"cannot read pid file {pid_file}" in result.stdout
+        assert why in result.stdout, result.stdout + result.stderr

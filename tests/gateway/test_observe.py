@@ -27,11 +27,19 @@ def _layout(tmp_path: Path) -> Layout:
 
 
 def _targets(tmp_path: Path, names: list[str]) -> list[Target]:
+    """Targets whose contents are larger than what the tests write behind their back: a file
+    larger than anything a pass writes would not be read (its digest: "oversized")."""
     data = tmp_path / "root" / "data"
+    padding = b" " * 64
     return [
-        Target(str(data / "smtp-inbound.json"), "smtp_inbound", PUBLIC_MODE, b"{}\n"),
+        Target(str(data / "smtp-inbound.json"), "smtp_inbound", PUBLIC_MODE, b"{}\n" + padding),
         *(
-            Target(str(tmp_path / "trust" / f"reconciler-{n}.crt"), "trust", PUBLIC_MODE, b"x")
+            Target(
+                str(tmp_path / "trust" / f"reconciler-{n}.crt"),
+                "trust",
+                PUBLIC_MODE,
+                b"x" + padding,
+            )
             for n in names
         ),
     ]

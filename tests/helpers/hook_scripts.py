@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -12,6 +14,7 @@ import psutil
 from reconciler.support.devpki import Issued
 from tests.helpers import REPO
 from tests.helpers.state import Pki
+from tests.helpers.waiting import wait_for
 
 HOOKS = REPO / "hooks"
 
@@ -75,3 +78,65 @@ def write_identity(root: Path, leaf: Issued, pki: Pki) -> None:
     key = root / "data" / "key.pem"
     key.touch(mode=0o600)
     key.write_bytes(leaf.key_pem)
+
+
+DECOY_PROGRAMS = (["cat"], ["sort"], ["wc", "-l"])
+"""Programs that take a file as their first argument and block reading a FIFO: an operator's
+`cat /etc/default/NAME`, a pager, an editor. None of them is the service NAME."""
+
+
+@contextlib.contextmanager
+def decoys(directory: Path, name: str) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Processes that name `name` only as the file they read (a FIFO nobody writes: they block),
+    killed on the way out."""
+    fifo = directory / name
+    os.mkfifo(fifo)
+    started: list[subprocess.Popen[bytes]] = []
+    try:
+        for program in DECOY_PROGRAMS:
+            argv = [*program[:1], str(fifo), *program[1:]]
+            started.append(subprocess.Popen(argv, stdin=subprocess.DEVNULL))
+        wait_for(
+            lambda: all(psutil.Process(d.pid).cmdline()[1:2] == [str(fifo)] for d in started),
+            "the decoys to run",
+        )
+        yield started
+    finally:
+        for decoy in started:
+            kill_tree(decoy)
+
+
+def assert_untouched(started: list[subprocess.Popen[bytes]]) -> None:
+    assert [d.poll() for d in started] == [None] * len(started), "a decoy was signalled"
+
+
+def run_hook_bounded(*argv: str, memory_mb: int = 1024) -> subprocess.CompletedProcess[str]:
+    """`run_hook`, its address space limited: a hook that reads without bound fails fast with a
+    MemoryError instead of taking the machine's memory."""
+    return subprocess.run(
+        ["prlimit", f"--as={memory_mb << 20}", "--", sys.executable, *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def bad_pid_files(tmp_path: Path) -> list[tuple[Path, str]]:
+    """Pid files a hook must refuse without reading them, and words of the reason it gives."""
+    fifo = tmp_path / "fifo.pid"
+    os.mkfifo(fifo)
+    sparse = tmp_path / "sparse.pid"
+    with sparse.open("wb") as handle:
+        handle.truncate(8 << 30)
+    real = tmp_path / "real.pid"
+    real.write_text(f"{os.getpid()}\n")
+    link = tmp_path / "link.pid"
+    link.symlink_to(real)
+    return [
+        (Path("/dev/zero"), "not a regular file"),
+        (fifo, "not a regular file (it is a FIFO)"),
+        (sparse, "over the limit"),
+        (link, "symbolic link"),
+    ]

@@ -76,17 +76,33 @@ class Sandbox:
         self, *args: str, check: bool = False, timeout: float = 60
     ) -> subprocess.CompletedProcess[str]:
         """The real command line, in a child process."""
-        self.write_config()
-        env = {**os.environ, **self.env, "RECONCILER_CONFIG": str(self.config)}
         return subprocess.run(
-            [sys.executable, "-m", "reconciler", *args],
+            self._command(args),
             capture_output=True,
             text=True,
-            env=env,
+            env=self._environment(),
             timeout=timeout,
             check=check,
             cwd=REPO,
         )
+
+    def run_bytes(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[bytes]:
+        """`run`, its output as bytes: nothing it wrote is decoded away."""
+        return subprocess.run(
+            self._command(args),
+            capture_output=True,
+            env=self._environment(),
+            timeout=timeout,
+            check=False,
+            cwd=REPO,
+        )
+
+    def _command(self, args: tuple[str, ...]) -> list[str]:
+        self.write_config()
+        return [sys.executable, "-m", "reconciler", *args]
+
+    def _environment(self) -> dict[str, str]:
+        return {**os.environ, **self.env, "RECONCILER_CONFIG": str(self.config)}
 
     def targets(self) -> dict[str, bytes]:
         """Every file under ROOT and the trust dir: what a pass may change."""

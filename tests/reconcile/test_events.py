@@ -171,3 +171,35 @@ def test_recorder_without_an_audit_log_only_logs() -> None:
             "reason": "plan only",
         }
     ]
+
+
+def test_a_record_is_scrubbed_once_and_what_the_reconciler_made_is_not_searched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Audit record and log line share the record's scrubbed values: a certificate's subject is
+    searched for secrets once, the path, digests and fingerprint the reconciler made never."""
+    import io
+
+    from reconciler.support import redact
+    from reconciler.support.logging import configure_logging
+
+    configure_logging("json", io.StringIO())
+    searched: list[str] = []
+    real = redact._scrub
+
+    def counting(text: str) -> str:
+        searched.append(text)
+        return real(text)
+
+    monkeypatch.setattr(redact, "_scrub", counting)
+    now = datetime.now(UTC)
+    cert = CertInfo("CN=Partner CA,O=Example", "CN=Root", "0a1b", now, now, "cd" * 32, True, False)
+    path = "/usr/local/share/ca-certificates/reconciler-partner.crt"
+    event = ChangeApplied(
+        revision=REV, kind="trust", action="create", path=path,
+        before_sha256=None, after_sha256="ef" * 32, certificate=cert,
+    )  # fmt: skip
+    with AuditLog(tmp_path / "audit.jsonl") as audit:
+        Recorder(audit).record(event)
+    assert searched.count("CN=Partner CA,O=Example") == 1
+    assert not {path, "ef" * 32, "cd" * 32, REV} & set(searched)

@@ -350,3 +350,109 @@ def test_fleet_toml_must_be_a_small_regular_file(tmp_path: Path, pki: Pki) -> No
     _, evaluation = composed(repo / "gateways" / "gw-a")
     assert evaluation.desired is None
     assert "over the limit of 65536" in errors_of(evaluation)
+
+
+def test_a_shared_profile_with_a_credential_file_applies_to_every_gateway(
+    tmp_path: Path, pki: Pki
+) -> None:
+    repo = make_fleet(tmp_path, pki)
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (keys / "relay-password").write_bytes(b"shared-relay-password\n")
+    StateDir(repo / "common").profile(
+        "relay", f'url = "smtps://relay.example.com"\npassword_file = "{keys}/relay-password"\n'
+    )
+    for name in ("gw-a", "gw-b"):
+        _, evaluation = composed(repo / "gateways" / name, (keys,))
+        assert evaluation.desired is not None, errors_of(evaluation)
+        relay = next(p for p in evaluation.desired.profiles if p.name == "relay")
+        assert [c.value.reveal() for c in relay.credentials] == [b"shared-relay-password\n"]
+
+
+def test_no_secrets_skips_a_shared_profiles_credential_file(tmp_path: Path, pki: Pki) -> None:
+    repo = make_fleet(tmp_path, pki)
+    StateDir(repo / "common").profile(
+        "relay", 'url = "smtps://relay.example.com"\npassword_file = "/run/secrets/relay/pw"\n'
+    )
+    inp = read_snapshot(repo / "gateways" / "gw-a", no_secrets=True)
+    evaluation = evaluate(inp, datetime.now(UTC))
+    assert evaluation.desired is not None, errors_of(evaluation)
+    assert [s.path for s in inp.skipped] == ["/run/secrets/relay/pw", "tls/key.pem"]
+
+
+def _link(repo: Path, name: str, target: str) -> None:
+    (repo / name).parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(target, repo / name)
+
+
+LINKED_LAYERS = {
+    # The issue's: a link deep in the tree makes a gateway's directory a shared layer.
+    "through-a-deep-link": (("deep/a/gw", "../../gateways"), "deep/a/gw/gw-b", "gateways/gw-b"),
+    "a-link-to-a-gateway": (("gwlink", "gateways/gw-b"), "gwlink", "gateways/gw-b"),
+    "a-link-to-git": (("meta", ".git"), "meta", ".git"),
+    "the-same-layer-twice": (("alias", "common"), "alias", "same directory as common"),
+}
+
+
+@pytest.mark.parametrize(("link", "layer", "words"), LINKED_LAYERS.values(), ids=LINKED_LAYERS)
+def test_a_layer_is_judged_where_its_links_lead(
+    tmp_path: Path, pki: Pki, link: tuple[str, str], layer: str, words: str
+) -> None:
+    repo = make_fleet(tmp_path, pki)
+    (repo / ".git").mkdir()
+    StateDir(repo / ".git").profile("leaked", 'url = "smtps://leak.example.com"\n')
+    StateDir(repo / "gateways" / "gw-b").profile("only-b", 'url = "smtps://b.example.com"\n')
+    _link(repo, *link)
+    (repo / "fleet.toml").write_text(f'shared = ["common", "{layer}"]\n')
+    inp, evaluation = composed(repo / "gateways" / "gw-a")
+    assert evaluation.desired is None
+    [problem] = [f for f in evaluation.errors if f.file == "../../fleet.toml"]
+    assert problem.field == "shared"
+    assert layer in problem.reason
+    assert words in problem.reason
+    assert not {"only-b", "leaked"} & {name for name, _ in inp.profiles}
+
+
+def test_a_gateway_directory_linked_to_a_layer_is_no_gateway(tmp_path: Path, pki: Pki) -> None:
+    repo = make_fleet(tmp_path, pki)
+    StateDir(repo / "common").gateway(SHARED_GATEWAY)
+    os.symlink("../common", repo / "gateways" / "gw-x")
+    _, evaluation = composed(repo / "gateways" / "gw-x")
+    assert evaluation.desired is None
+    assert "leads to common, outside gateways/" in errors_of(evaluation)
+
+
+def _located(repo: Path, gateway: str = "gw-a") -> list[tuple[str, str | None, int | None]]:
+    from reconciler.cli.findings import validate_states
+
+    [report] = validate_states([repo / "gateways" / gateway], no_secrets=True)
+    return [(f.file, f.field, f.line) for f in report.findings if f.severity == "error"]
+
+
+def test_a_finding_in_a_gateways_own_file_is_on_its_own_line(tmp_path: Path, pki: Pki) -> None:
+    repo = make_fleet(tmp_path, pki)
+    own = (
+        "# mx1's own settings\n#\n#\n\n"
+        + IDENTITY
+        + "\n\n[smtp_inbound]\n# why\ntls = 'sometimes'\n"
+    )
+    (repo / "gateways" / "gw-a" / "gateway.toml").write_text(own)
+    line = own.splitlines().index("tls = 'sometimes'") + 1
+    assert ("gateway.toml", "smtp_inbound.tls", line) in _located(repo)
+
+
+def test_a_finding_on_a_value_a_layer_wrote_names_the_layers_file_and_line(
+    tmp_path: Path, pki: Pki
+) -> None:
+    repo = make_fleet(tmp_path, pki)
+    shared = "# fleet defaults\n\n" + SHARED_GATEWAY
+    StateDir(repo / "common").gateway(shared)
+    (repo / "gateways" / "gw-a" / "gateway.toml").write_text("[policy]\nmin_days_valid = 3\n")
+    line = shared.splitlines().index("https = true") + 1
+    assert ("../../common/gateway.toml", "console.https", line) in _located(repo)
+
+
+def test_a_typo_in_a_shared_gateway_toml_gets_its_line(tmp_path: Path, pki: Pki) -> None:
+    repo = make_fleet(tmp_path, pki)
+    StateDir(repo / "common").gateway("[console]\nhttps = true\n\n[policy]\nmin_day_valid = 14\n")
+    assert ("../../common/gateway.toml", "policy.min_day_valid", 5) in _located(repo)

@@ -167,3 +167,34 @@ def test_secrets_are_redacted_as_defence_in_depth(fmt: str, key_pem: bytes) -> N
     assert body.decode()[:40] not in text
     for line in key_body_lines(key_pem):
         assert line not in text
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_every_field_is_scrubbed_before_rendering_and_the_line_stays_whole(fmt: str) -> None:
+    """A key marker without its end in one field cannot swallow the rest of the line (it did
+    when the rendered line was scrubbed), and no value can start a forged line or move the
+    cursor: a path, a time or an exception's message included."""
+    from pathlib import Path
+
+    stream = io.StringIO()
+    configure_logging("json" if fmt == "json" else "console", stream)
+    marker = "-----BEGIN PRIVATE KEY----- and the rest"
+    forged = "x\n2026-01-01 [error    ] forged line"
+    get_logger("x").warning(
+        "odd", first=marker, path=Path("/tmp/\x1b[2Jevil"), second="after", forged=forged
+    )
+    try:
+        raise OSError(f"cannot open {marker}\x1b]0;title\x07")
+    except OSError:
+        get_logger("x").exception("failed")
+    text = stream.getvalue()
+    assert "BEGIN PRIVATE KEY" not in text
+    assert "\x1b" not in text
+    assert "after" in text  # the field after the marker is there
+    lines = text.splitlines()
+    if fmt == "json":
+        records = [json.loads(line) for line in lines]
+        assert records[0]["second"] == "after"
+        assert "cannot open" in records[1]["exception"]
+    else:
+        assert not any(line.startswith("2026-01-01 [error") for line in lines)

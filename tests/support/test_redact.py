@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import re
+import secrets
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,9 +15,17 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler.support import redact
+from bench.leaks import first_leak, secret_forms
+from reconciler.support import redact, remembered
 from reconciler.support.devpki import new_key
-from reconciler.support.redact import REDACTED, remember_key, remember_secret, scrub
+from reconciler.support.redact import (
+    REDACTED,
+    SECRET_REDACTED,
+    remember_key,
+    remember_secret,
+    scrub,
+)
+from reconciler.support.remembered import RECENT_LIMIT
 
 
 @pytest.fixture(autouse=True)
@@ -160,3 +169,101 @@ def test_a_dsa_keys_private_value_is_redacted_without_loading_it(
     assert x[:32] not in scrubbed
     assert x[-32:] not in scrubbed
     assert "pub" in scrubbed  # the public value stays readable
+
+
+# --- What is remembered: every value in use, the newest others ---------------------------------
+
+
+def _ec_pem() -> bytes:
+    return _pem(new_key("ec256"))  # type: ignore[arg-type]
+
+
+def test_values_in_use_stay_however_many_others_are_remembered(tmp_path: Path) -> None:
+    pem = _pem(rsa.generate_private_key(65537, 2048))
+    path = tmp_path / "key.pem"
+    path.write_bytes(pem)
+    redact.in_use("state:a", keys=[pem], secrets=[b"hunter2-in-use\n"])
+    for _ in range(3 * RECENT_LIMIT):
+        remember_key(_ec_pem())
+        remember_secret(secrets.token_hex(12).encode())
+    printed = _tool("openssl", "pkey", "-in", str(path), "-text", "-noout")
+    assert _leaks(scrub(printed), pem) == []
+    assert scrub("pw hunter2-in-use") == "pw [secret redacted]"
+
+
+def test_a_value_no_longer_in_use_goes_after_the_newest_others() -> None:
+    redact.in_use("state:a", secrets=[b"rotated-away-secret"])
+    redact.in_use("state:a", secrets=[b"the-new-secret"])
+    assert scrub("rotated-away-secret") == SECRET_REDACTED  # kept in passing for a while
+    for number in range(RECENT_LIMIT):
+        remember_secret(f"other-secret-{number}".encode())
+    assert scrub("rotated-away-secret") == "rotated-away-secret"
+    assert scrub("the-new-secret") == SECRET_REDACTED
+
+
+def test_owners_pin_their_values_independently() -> None:
+    redact.in_use("state:a", secrets=[b"secret-of-a"])
+    redact.in_use("backups", secrets=[b"secret-of-a", b"backup-only"])
+    redact.in_use("state:a", secrets=[])
+    for number in range(2 * RECENT_LIMIT):
+        remember_secret(f"other-secret-{number}".encode())
+    assert scrub("secret-of-a backup-only") == f"{SECRET_REDACTED} {SECRET_REDACTED}"
+
+
+def test_thousands_of_credentials_are_one_pattern_longest_first() -> None:
+    values = [f"cred-{number:05d}-{secrets.token_hex(4)}" for number in range(3000)]
+    redact.in_use("state:a", secrets=[v.encode() for v in [*values, "short", "short-and-long"]])
+    assert scrub(f"a {values[0]} b {values[-1]} c") == f"a {SECRET_REDACTED} b {SECRET_REDACTED} c"
+    assert scrub("short-and-long!") == SECRET_REDACTED + "!"
+    matcher = remembered.current()
+    assert matcher.text is not None
+    assert matcher.text.pattern.count("short") == 1  # a shared prefix is written once
+
+
+def test_credentials_nested_past_the_engines_limits_are_still_found() -> None:
+    # Each value a prefix of the next: a trie as deep as the longest one.
+    values = ["z" * length + "!" for length in range(1, 3000, 3)]
+    redact.in_use("state:a", secrets=[v.encode() for v in values])
+    assert scrub(f"x {values[500]} y") == f"x {SECRET_REDACTED} y"
+
+
+@pytest.mark.parametrize(
+    ("value", "around"),
+    [(b"\xa9\xa9-secret", b"\xc2"), (b"\xff-binary", b""), (b"caf\xe9-pw", b"\xe2\x82")],
+    ids=["continuation", "invalid", "latin-1"],
+)
+def test_process_output_loses_a_credential_by_its_bytes(value: bytes, around: bytes) -> None:
+    redact.in_use("state:a", secrets=[value])
+    shown = redact.scrub_output(b"x " + around + value + b" y")
+    assert SECRET_REDACTED in shown
+    assert first_leak(shown, [secret_forms(value)]) is None
+
+
+# --- Field by field: documents, lines, what the reconciler made ----------------------------------
+
+
+def test_scrubbed_text_is_not_scrubbed_again() -> None:
+    once = scrub("a \x1b[2J b")
+    assert isinstance(once, redact.Clean)
+    assert scrub(once) is once
+    assert redact.scrub_line("one\ntwo\tthree") == "one\\x0atwo\\x09three"
+
+
+def test_a_document_is_scrubbed_value_by_value_and_stays_whole() -> None:
+    document = {
+        "-----BEGIN PRIVATE KEY-----": ["x\x1b", 1, None, True, {"k": "##[stop-commands]"}],
+        "n": 2.5,
+    }
+    shown = redact.scrub_document(document)
+    assert shown == {
+        REDACTED: ["x\\x1b", 1, None, True, {"k": "#\\x23[stop-commands]"}],
+        "n": 2.5,
+    }
+
+
+def test_made_text_is_escaped_but_not_searched() -> None:
+    digest = "ab" * 32
+    redact.in_use("state:a", secrets=[digest.encode()])
+    assert scrub(digest) == SECRET_REDACTED
+    assert redact.made(digest) == digest
+    assert redact.made("/root/\x1b[2J") == "/root/\\x1b[2J"

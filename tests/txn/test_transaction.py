@@ -360,3 +360,33 @@ def test_rollback_puts_back_a_link_someone_left_where_a_target_was(
     assert sandbox.run("apply").returncode == 1
     assert key.is_symlink()
     assert os.readlink(key) == str(elsewhere)
+
+
+@pytest.mark.parametrize("planted", ["data", "data/secrets"])
+def test_a_link_planted_after_planning_is_never_written_through(
+    sandbox: Sandbox, pki: Pki, planted: str
+) -> None:
+    """Planning refuses a link it finds; one that appears between planning and the swap (a
+    race) is refused by the swap itself, which reaches each directory without following one."""
+    from reconciler.errors import ApplyError
+    from reconciler.reconcile import make_plan
+    from reconciler.txn import Transaction
+
+    keys = sandbox.base / "keys"
+    keys.mkdir()
+    (keys / "pw").write_bytes(b"a-relay-password\n")
+    sandbox.extra += f'key_dirs = ["{keys}"]\n'
+    sandbox.state.profile("relay", f'url = "smtps://r.example.com"\npassword_file = "{keys}/pw"\n')
+    (sandbox.root / "data" / "secrets").mkdir(mode=0o700)
+    settings = sandbox.settings()
+    planned = make_plan(settings)
+    assert planned.plan is not None
+    txn = Transaction.prepare(settings.var_dir, planned.plan, root=settings.root)
+    victim = sandbox.base / "victim"
+    victim.mkdir()
+    link = sandbox.root / planted
+    link.rename(sandbox.base / "moved-away")
+    link.symlink_to(victim)
+    with pytest.raises(ApplyError, match=f"{link}: is a symbolic link"):
+        txn.swap()
+    assert list(victim.iterdir()) == []
