@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import functools
+import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives import hashes
 
 from reconciler.core.collect import Findings
 from reconciler.core.desired import CertInfo
+from reconciler.core.memo import Memo
 from reconciler.core.pem import CERT_LABELS, PemBlock, PemError, encode_pem, parse_pem
 from reconciler.core.secret import is_key_label
 from reconciler.core.timefmt import rfc3339
@@ -25,21 +26,26 @@ _X509_ERRORS = (
 # Crypto failures that mean "this input is not what it claims"; anything else is a bug and raises.
 CRYPTO_ERRORS = (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm)
 # Sized for the largest trust stores the benchmarks exercise plus the identity chain, with room
-# for renewals; an entry is its DER key plus a small CertInfo, so a full cache stays modest.
+# for renewals; an entry is a digest and a small CertInfo, so a full memo stays modest.
 CACHE_SIZE = 16384
+_infos: Memo[bytes, CertInfo] = Memo(CACHE_SIZE)
 
 
 def cert_info(der: bytes) -> CertInfo:
     """Describe a certificate given as DER.
 
     Raises ValueError when the bytes are not a certificate cryptography can read. Results are
-    cached by the DER bytes: trust stores are large and change rarely between passes.
+    kept by the DER's digest: trust stores are large and change rarely between passes.
     """
-    return _cert_info_cached(bytes(der))
+    der = bytes(der)
+    key = hashlib.sha256(der).digest()
+    found = _infos.get(key)
+    if found is None:
+        found = _infos.put(key, _cert_info(der))
+    return found
 
 
-@functools.lru_cache(maxsize=CACHE_SIZE)
-def _cert_info_cached(der: bytes) -> CertInfo:
+def _cert_info(der: bytes) -> CertInfo:
     if not _serial_is_positive(der):
         # cryptography only warns about these (an exception "in a future release"); rejecting
         # them now keeps an upgrade from turning an accepted state into a rejected one.

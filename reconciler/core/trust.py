@@ -84,9 +84,12 @@ def _parse_trust(name: str, data: bytes, file: str) -> _ParsedTrust:
         return _ParsedTrust(None, tuple(out.items), None)
     entry = None
     if not out.has_error:
+        pem = b"".join(c.pem for c in certs)
         entry = TrustEntry(
             name=name,
-            pem=b"".join(c.pem for c in certs),
+            # The file itself when it is canonical already (the common case): the cache's key
+            # and the entry then share one copy.
+            pem=data if pem == data else pem,
             certs=tuple(c.info for c in certs),
         )
     infos = tuple(c.info for c in certs)
