@@ -46,7 +46,7 @@ from reconciler.core.schedule import Backoff, Trigger, next_action, state_key
 from reconciler.daemon.service import Liveness, PassReporter, Services, SystemdNotifier
 from reconciler.daemon.watch import PendingEvents, Wakeup, WatchdogLogHandler, Watcher, watch_specs
 from reconciler.errors import LockHeldError, ReconcilerError
-from reconciler.gateway import Caches, TargetEvents
+from reconciler.gateway import TargetEvents
 from reconciler.reconcile import (
     Hints,
     PassMemory,
@@ -84,7 +84,7 @@ class Daemon:
     ) -> None:
         self.settings = settings
         self._flags = (config, state, root)
-        self._tools = Tools(_open_recorder(settings.audit_path), Caches())
+        self._tools = Tools(_open_recorder(settings.audit_path))
         self._lock = RootLock(settings.var_dir)
         self._memory = PassMemory()
         self._backoff = Backoff()

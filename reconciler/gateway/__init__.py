@@ -14,10 +14,9 @@ if TYPE_CHECKING:
     from reconciler.gateway.console import fingerprint_of, verify_console
     from reconciler.gateway.credentials import ensure_credentials_dir
     from reconciler.gateway.nginx import detect_ssl_on
-    from reconciler.gateway.observe import Caches, ObservationCache, Observations, TargetEvents
+    from reconciler.gateway.observe import ObservationCache, Observations, TargetEvents
 
 __all__ = [
-    "Caches",
     "detect_ssl_on",
     "ensure_credentials_dir",
     "fingerprint_of",
@@ -29,7 +28,6 @@ __all__ = [
 __getattr__ = lazy_exports(
     __name__,
     {
-        "Caches": "observe",
         "ObservationCache": "observe",
         "Observations": "observe",
         "TargetEvents": "observe",

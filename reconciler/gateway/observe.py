@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler.core.desired import Kind
@@ -13,9 +13,8 @@ from reconciler.core.plan import Observed, digest
 from reconciler.core.render import Layout, Target
 from reconciler.gateway.credentials import leftover_kind, managed_credentials
 from reconciler.support import fsio
-from reconciler.truststore import TrustLinks
 
-__all__ = ["Caches", "ObservationCache", "Observations", "TargetEvents"]
+__all__ = ["ObservationCache", "Observations", "TargetEvents"]
 
 
 class ObservationCache:
@@ -30,13 +29,14 @@ class ObservationCache:
     def __init__(self) -> None:
         self._files: fsio.StatCache[Observed] = fsio.StatCache()
 
-    def observe(self, path: str, kind: Kind) -> Observed | None:
-        """The file at `path` as a target of `kind`, or None when there is none."""
+    def observe(self, path: str, kind: Kind, *, reuse: bool = True) -> Observed | None:
+        """The file at `path` as a target of `kind`, or None when there is none; `reuse`: False
+        reads it whatever its stat key says (and keeps what it read)."""
         try:
             info = os.lstat(path)
         except FileNotFoundError:
             return None
-        if stat.S_ISREG(info.st_mode):
+        if reuse and stat.S_ISREG(info.st_mode):
             seen = self._files.get(path, info)
             if seen is not None and seen.kind == kind:
                 return seen
@@ -47,19 +47,6 @@ class ObservationCache:
         seen = Observed(kind, digest(content), info.st_mode & 0o7777, info.st_gid)
         self._files.put(path, info, seen, read_at)
         return seen
-
-
-@dataclass(frozen=True, slots=True)
-class Caches:
-    """Every file cache a process keeps between its passes, handed to each pass as one object.
-
-    Each trusts what it read from a file while the file's stat key holds, so files nobody
-    touched are not read again: the targets, and the trust store's hash links (the directory
-    backend proves a refresh by reading them).
-    """
-
-    targets: ObservationCache = field(default_factory=ObservationCache)
-    trust_links: TrustLinks = field(default_factory=TrustLinks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,14 +73,20 @@ class Observations:
 
     @classmethod
     def full(
-        cls, targets: Sequence[Target], layout: Layout, cache: ObservationCache
+        cls,
+        targets: Sequence[Target],
+        layout: Layout,
+        cache: ObservationCache,
+        *,
+        reuse: bool = True,
     ) -> Observations:
-        """Every target, every managed trust file and every credential copy present."""
+        """Every target, every managed trust file and every credential copy present; `reuse`:
+        False reads each file again, whatever the cache knows of it."""
         from reconciler.truststore import managed_paths
 
         found: dict[str, Observed] = {}
         for target in targets:
-            seen = cache.observe(target.path, target.kind)
+            seen = cache.observe(target.path, target.kind, reuse=reuse)
             if seen is not None:
                 found[target.path] = seen
         managed = managed_paths(str(layout.trust_dir), layout.trust_prefix).values()
@@ -105,7 +98,7 @@ class Observations:
         for paths, kind in leftovers:
             for path in paths:
                 if path not in found:
-                    seen = cache.observe(path, kind)
+                    seen = cache.observe(path, kind, reuse=reuse)
                     if seen is not None:
                         found[path] = seen
         return cls(found, frozenset([*(t.path for t in targets), *managed, *credentials]))

@@ -57,7 +57,7 @@ def apply_plan(
 ) -> Applied:
     """Apply `current`: every change in place and the services told, or none of it.
 
-    `trust_links`: the process's cache of the trust store's hash links (see observe.Caches)."""
+    `trust_links`: the process's cache of the trust store's hash links (see runner.Caches)."""
     revision = current.revision
     recorder.record(
         PassStarted(revision=revision, kinds=tuple(current.kinds), changes=len(current.changes))

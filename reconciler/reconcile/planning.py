@@ -12,7 +12,7 @@ from reconciler.core.plan import Plan, plan
 from reconciler.core.render import Layout, Target, render
 from reconciler.errors import SettingsError
 from reconciler.gateway import ObservationCache, Observations, TargetEvents
-from reconciler.source import read_snapshot
+from reconciler.source import SourceCache, read_snapshot
 from reconciler.txn import records
 
 __all__ = ["Planned", "group_id", "layout_for", "make_plan"]
@@ -69,12 +69,17 @@ def make_plan(
     cache: ObservationCache | None = None,
     prior: Observations | None = None,
     events: TargetEvents | None = None,
+    sources: SourceCache | None = None,
 ) -> Planned:
     """Read, validate, render and compare: everything a pass decides, no target touched.
 
     With the previous pass's `prior` observations and the target `events` seen since, only the
-    targets something happened to are looked at again (the daemon); else every one is."""
-    inp = read_snapshot(settings.state_dir, settings.key_dirs)
+    targets something happened to are looked at again (the daemon), and input files whose
+    identity did not change since `sources` last read them are not read again; without
+    `events`, every target is looked at and every input file read."""
+    inp = read_snapshot(
+        settings.state_dir, settings.key_dirs, cache=sources, reuse=events is not None
+    )
     evaluation = evaluate(inp, now or datetime.now(UTC))
     if evaluation.desired is None:
         return Planned(inp.revision, evaluation, None, in_transit=inp.in_transit)
@@ -85,7 +90,7 @@ def make_plan(
     if prior is not None and events is not None:
         observations = prior.since(events, targets, layout, cache)
     else:
-        observations = Observations.full(targets, layout, cache)
+        observations = Observations.full(targets, layout, cache, reuse=events is not None)
     result = plan(inp.revision, targets, observations.found, last.targets if last else None)
     return Planned(
         inp.revision,

@@ -19,7 +19,7 @@ from reconciler.core.layout import RootLayout
 from reconciler.core.outcome import Outcome
 from reconciler.core.plan import Plan
 from reconciler.core.render import Target
-from reconciler.gateway import Caches, Observations, TargetEvents
+from reconciler.gateway import ObservationCache, Observations, TargetEvents
 from reconciler.hooks import HookResult
 from reconciler.reconcile.applying import Applied, apply_plan, complete, roll_back
 from reconciler.reconcile.events import (
@@ -30,11 +30,13 @@ from reconciler.reconcile.events import (
     StateWarning,
 )
 from reconciler.reconcile.planning import Planned, make_plan
+from reconciler.source import SourceCache
 from reconciler.support import fsio
 from reconciler.support.logging import get_logger
+from reconciler.truststore import TrustLinks
 from reconciler.txn import Transaction, crashpoint, records, remove_orphan_staging
 
-__all__ = ["Hints", "PassMemory", "PassResult", "Tools", "reconcile"]
+__all__ = ["Caches", "Hints", "PassMemory", "PassResult", "Tools", "reconcile"]
 
 log = get_logger("reconciler.pass")
 
@@ -84,9 +86,25 @@ class Hints:
     """What the caller knows that can spare the pass work; without hints it looks at everything."""
 
     events: TargetEvents | None = None
-    """What the daemon's watches saw at the targets since the previous pass began."""
+    """What the daemon's watches saw at the targets since the previous pass began. Without it
+    (a start, a resync, `apply`), the pass looks at every target and reads every input file
+    again, whatever its caches say."""
     undisturbed: bool = False
     """The ROOT lock says no other process held it since our previous pass (see RootLock)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Caches:
+    """Every file cache a process keeps between its passes, handed to each pass as one object.
+
+    Each trusts what it read from a file while the file's identity (device, inode, size, mtime,
+    ctime) holds, so files nobody touched are not read again: the desired state and key_dirs,
+    the targets, and the trust store's hash links.
+    """
+
+    sources: SourceCache = field(default_factory=SourceCache)
+    targets: ObservationCache = field(default_factory=ObservationCache)
+    trust_links: TrustLinks = field(default_factory=TrustLinks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +130,9 @@ def reconcile(
     crashpoint("recovered")
     prior = memory.observations if hints.undisturbed else None
     caches = tools.caches
-    planned = make_plan(settings, cache=caches.targets, prior=prior, events=hints.events)
+    planned = make_plan(
+        settings, cache=caches.targets, prior=prior, events=hints.events, sources=caches.sources
+    )
     result = _decide(settings, planned, tools, reported)
     observations = None
     if planned.observations is not None:

@@ -14,7 +14,8 @@ from reconciler.core.evaluate import GATEWAY_FILE, KeySource, Skipped, SourceFil
 from reconciler.core.paths import path_problem
 from reconciler.core.rules import secret_rules
 from reconciler.core.secret import SecretBytes
-from reconciler.source.files import FileReader, strerror
+from reconciler.source.cache import SourceCache
+from reconciler.source.files import DIR_FLAGS, FileReader, strerror
 from reconciler.source.links import (
     K8S_DATA,
     PinnedKeyDirs,
@@ -37,9 +38,13 @@ class StateReader(FileReader):
     """Reads the files of one snapshot by the paths STATE names, and its folders."""
 
     def __init__(
-        self, base: PinnedState, key_dirs: Sequence[Path], no_secrets: bool = False
+        self,
+        base: PinnedState,
+        key_dirs: Sequence[Path],
+        no_secrets: bool = False,
+        cache: SourceCache | None = None,
     ) -> None:
-        super().__init__(base, PinnedKeyDirs(key_dirs))
+        super().__init__(base, PinnedKeyDirs(key_dirs), cache)
         self.no_secrets = no_secrets
         self.skipped: list[Skipped] = []
 
@@ -77,10 +82,10 @@ class StateReader(FileReader):
             return SourceFile(rel, None)
         # Only a file that is not there at all may be missing; a dangling link is reported.
         absent = missing_ok and not os.path.lexists(os.path.join(self.base.real, rel))
-        data = self.load(real, rel, field, missing_ok=absent)
-        if absent and data is None:
-            return None
-        return SourceFile(rel, data)
+        source = self.load_file(real, rel, field, missing_ok=absent)
+        if source is not None:
+            return source
+        return None if absent else SourceFile(rel, None)
 
     def skip_secret(self, path: str, field: str, rules: tuple[str, ...]) -> bool:
         """True (and listed as skipped) for a secret reference under `no_secrets`: an absolute
@@ -147,9 +152,7 @@ class StateReader(FileReader):
             )
             return ()
         try:
-            # The entry's type comes with its name (d_type): no stat per file.
-            with os.scandir(real) as listed:
-                entries = {e.name: e for e in listed}
+            folder_fd = os.open(real, DIR_FLAGS)
         except FileNotFoundError as exc:
             if self.vanished():
                 raise SnapshotMovedError(f"{folder}/ vanished while being read") from exc
@@ -160,7 +163,7 @@ class StateReader(FileReader):
             )
             return ()
         except OSError as exc:
-            if exc.errno == errno.ENOTDIR:
+            if exc.errno in (errno.ENOTDIR, errno.ELOOP):
                 self.findings.append(error(folder, None, "not a directory", rule="folder-unusable"))
             else:
                 self.findings.append(
@@ -169,6 +172,24 @@ class StateReader(FileReader):
                     )
                 )
             return ()
+        try:
+            return self._read_folder(folder, folder_fd, real, suffixes)
+        finally:
+            os.close(folder_fd)
+
+    def _read_folder(
+        self, folder: str, folder_fd: int, real: str, suffixes: tuple[str, ...]
+    ) -> tuple[tuple[str, SourceFile], ...]:
+        try:
+            # The entry's type comes with its name (d_type): no stat per file.
+            with os.scandir(folder_fd) as listed:
+                entries = {e.name: e for e in listed}
+        except OSError as exc:
+            self.findings.append(
+                error(folder, None, f"cannot be listed: {strerror(exc)}", rule="file-unreadable")
+            )
+            return ()
+        reading = self.listed(folder_fd, real)
         found: dict[str, tuple[str, SourceFile]] = {}
         stray: list[str] = []
         for entry in sorted(entries):
@@ -195,18 +216,16 @@ class StateReader(FileReader):
                 source = self.read(rel, None)
                 assert source is not None
             else:
-                # A plain file in the folder resolved above: its real path is that folder's plus
-                # its name, so resolving it again (an lstat per path component, per file) would
-                # find nothing new.
-                path = f"{real}/{entry}"
-                data = None
+                # A plain file in the folder opened above: read relative to it, so resolving
+                # its path again (an lstat per path component, per file) is not needed.
+                loaded = None
                 if listed_entry.is_file(follow_symlinks=False):
-                    data = self.load_listed(path, rel)
+                    loaded = self.load_listed(reading, entry, rel)
                 else:
                     self.findings.append(
                         error(rel, None, "not a regular file", rule="file-not-regular")
                     )
-                source = SourceFile(rel, data)
+                source = loaded if loaded is not None else SourceFile(rel, None)
             found[stem] = (stem, source)
         if stray:
             self.findings.append(_stray_warning(folder, stray, suffixes))
