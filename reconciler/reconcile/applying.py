@@ -59,12 +59,17 @@ def apply_plan(
 
     `trust_links`: the process's cache of the trust store's hash links (see runner.Caches)."""
     revision = current.revision
+    # Durable with the journal, in its fsync batch: before any target is touched.
     recorder.record(
-        PassStarted(revision=revision, kinds=tuple(current.kinds), changes=len(current.changes))
+        PassStarted(revision=revision, kinds=tuple(current.kinds), changes=len(current.changes)),
+        sync=False,
     )
     try:
         ensure_target_dirs(settings.root)
-        txn = Transaction.prepare(settings.var_dir, current)
+        ensure_credentials_dir(
+            current, settings.root, settings.key_mode_bits, group_id(settings.file_group)
+        )
+        txn = Transaction.prepare(settings.var_dir, current, also=(recorder.sync,))
     except ApplyError as exc:
         return _failed(recorder, revision, str(exc))
     several = tuple(Path(t.path) for t in targets if t.kind == "trust" and len(t.certs) > 1)
@@ -88,12 +93,15 @@ def complete(
     hooks: list[HookResult] = []
     try:
         if current is not None:
-            ensure_credentials_dir(
-                current, settings.root, settings.key_mode_bits, group_id(settings.file_group)
+            changes = current.changes
+            # One audit write for all of them, made durable with the phase `swapped`: the
+            # records are on disk before the hooks run.
+            txn.swap(
+                done=lambda: recorder.record_many(
+                    [applied_change(journal.revision, c) for c in changes], sync=False
+                ),
+                also=(recorder.sync,),
             )
-            txn.swap()
-            # One audit write for all of them: the records are durable before the hooks run.
-            recorder.record_many([applied_change(journal.revision, c) for c in current.changes])
         if journal.trust_changed:
             _refresh_trust(settings, journal, several, trust_links)
         crashpoint("refreshed")

@@ -15,12 +15,13 @@ import os
 import secrets
 import stat
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Generic, TypeVar
 
-from reconciler.errors import ApplyError
+from reconciler.errors import ApplyError, ReconcilerError
 
 TMP_PREFIX = ".reconciler-tmp-"
 
@@ -164,27 +165,36 @@ def fsync_dir(path: Path | str) -> None:
 
 _POOL: ThreadPoolExecutor | None = None
 
+Syncer = Callable[[], None]
+"""Makes something durable that is not a path to fsync (an open log's records, say); raises
+OSError or a ReconcilerError when it cannot."""
 
-def _in_parallel(paths: Sequence[Path]) -> None:
-    """fsync every path (file or directory), concurrently: the disk sees one batch, not a queue of
-    waits (a pass's fsyncs were most of the swap-to-hook latency); ApplyError names the first."""
+
+def _in_parallel(paths: Sequence[Path], also: Sequence[Syncer] = ()) -> None:
+    """fsync every path (file or directory), and run every `also`, concurrently: the disk sees one
+    batch, not a queue of waits (a pass's fsyncs were most of the swap-to-hook latency). The
+    first failure is raised, an OSError as an ApplyError naming its path."""
     global _POOL  # noqa: PLW0603 - one lazily started pool per process, idle threads cost nothing
-    if len(paths) <= 1:
-        for path in paths:
+    jobs: list[tuple[Syncer, Path | None]] = [(partial(fsync_dir, path), path) for path in paths]
+    jobs += [(job, None) for job in also]
+    if len(jobs) <= 1:
+        for job, path in jobs:
             try:
-                fsync_dir(path)
+                job()
             except OSError as exc:
-                raise ApplyError(describe(exc, path)) from exc
+                raise ApplyError(describe(exc, path or exc.filename or "?")) from exc
         return
     if _POOL is None:
         _POOL = ThreadPoolExecutor(max_workers=16, thread_name_prefix="fsync")
-    futures = [(_POOL.submit(fsync_dir, path), path) for path in paths]
-    failure: ApplyError | None = None
+    futures = [(_POOL.submit(job), path) for job, path in jobs]
+    failure: ReconcilerError | None = None
     for future, path in futures:
         try:
             future.result()
         except OSError as exc:
-            failure = failure or ApplyError(describe(exc, path))
+            failure = failure or ApplyError(describe(exc, path or exc.filename or "?"))
+        except ReconcilerError as exc:
+            failure = failure or exc
     if failure is not None:
         raise failure
 
@@ -194,9 +204,9 @@ def fsync_files(paths: Iterable[Path]) -> None:
     _in_parallel(list(paths))
 
 
-def sync_all(paths: Iterable[Path]) -> None:
-    """fsync files and directories alike, concurrently (one round of waits)."""
-    _in_parallel(sorted(set(paths)))
+def sync_all(paths: Iterable[Path], *, also: Sequence[Syncer] = ()) -> None:
+    """fsync files and directories alike, and run `also`, concurrently (one round of waits)."""
+    _in_parallel(sorted(set(paths)), also)
 
 
 def sync_dirs(directories: Iterable[Path]) -> None:

@@ -6,14 +6,15 @@ The protocol, in the order a pass runs it (VAR is `var_dir`, 0700; every file in
 2. **stage**   every new target content goes to `VAR/txn/ID/new.bin` (kept with the generation),
                and the current content of every target the pass replaces or deletes to
                `VAR/txn/ID/old.bin` (the previous generation, what a rollback restores); one
-               file each, entries refer to `FILE:OFFSET:LENGTH`.
+               file each, entries refer to `FILE:OFFSET:LENGTH`. Every new content is also
+               written to a temp file (0600 until its mode is set) next to its target.
 3. **journal** `VAR/journal.json` names the whole change set, phase `prepared`. Its temp file, the
-               backups and the staging directories are fsynced together, then it is renamed and
-               VAR fsynced. From here on a crash is recoverable. (`new.bin` need not be durable:
-               recovery undoes a prepared pass, it never redoes the swap from it.)
-4. **swap**    every new content is written to a temp file (0600 until its mode is set) next to
-               its target, all fsynced together, then renamed over the targets one after
-               another (deletes are unlinks). Only this run of renames sees a mixed set.
+               backups, the staging directories and the targets' temp files are fsynced
+               together, then it is renamed and VAR fsynced. From here on a crash is
+               recoverable. (`new.bin` need not be durable: recovery undoes a prepared pass, it
+               never redoes the swap from it.)
+4. **swap**    the temp files are renamed over the targets one after another (deletes are
+               unlinks). Only this run of renames sees a mixed set.
 5. **swapped** the journal's phase becomes `swapped` once the target directories are fsynced: the
                files are done, refresh and hooks pending.
 6. (the caller refreshes the trust store, runs hooks and verifies)
@@ -26,7 +27,8 @@ removes the journal once the rollback hooks ran.
 
 **Recovery** at the start of every writing command, before anything else, by the journal's phase:
 
-* no journal: any `VAR/txn/*` is a pass that never reached its journal: deleted; targets untouched.
+* no journal: any `VAR/txn/*` is a pass that never reached its journal: deleted, with the temp
+  files next to the targets; targets untouched.
 * `prepared`: the swap may be partial and no hook has run, so the old generation is what runs:
   **undo** (restore every target from `old.bin`). The desired state is applied afresh by the next
   pass.
@@ -41,20 +43,19 @@ from __future__ import annotations
 
 import secrets
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from reconciler.core.plan import Plan
 from reconciler.core.timefmt import now_rfc3339
-from reconciler.errors import ApplyError
+from reconciler.errors import ApplyError, ReconcilerError
 from reconciler.support import fsio
 from reconciler.txn.journal import (
     JOURNAL,
     LINK,
     OLD,
-    Entry,
     Journal,
     Phase,
     read_journal,
@@ -74,11 +75,12 @@ class Transaction:
     """One pass's change set on disk. Create with `prepare`, or `load` after a crash."""
 
     def __init__(
-        self, var_dir: Path, journal: Journal, contents: dict[str, bytes] | None = None
+        self, var_dir: Path, journal: Journal, temps: dict[str, Path] | None = None
     ) -> None:
         self.var_dir = var_dir
         self.journal = journal
-        self._contents = contents or {}
+        self._temps = temps or {}
+        """Target -> its new content, written next to it by `prepare` (none for a loaded one)."""
         self._blobs: dict[str, bytes] = {}
 
     @property
@@ -88,18 +90,28 @@ class Transaction:
     # -- step 2 and 3 ------------------------------------------------------------------------
 
     @classmethod
-    def prepare(cls, var_dir: Path, plan: Plan) -> Transaction:
-        """Stage new contents and back up old ones, then write the journal (phase `prepared`).
+    def prepare(cls, var_dir: Path, plan: Plan, *, also: Sequence[fsio.Syncer] = ()) -> Transaction:
+        """Stage new contents, back up old ones and write the new contents next to their targets,
+        then write the journal (phase `prepared`); `also` runs in the journal's fsync batch.
 
-        On any I/O error the staging area is removed and ApplyError names the path: no target
-        has been touched yet.
+        On any I/O error the staging area and the temp files are removed and ApplyError names
+        the path: no target has been touched yet.
         """
         txn_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ") + "-" + secrets.token_hex(3)
         directory = var_dir / STAGING / txn_id
+        temps: dict[str, Path] = {}
         try:
             fsio.ensure_private_dir(var_dir)
             fsio.ensure_private_dir(directory)
             entries = stage(directory, plan.changes)
+            for change in plan.changes:
+                target = change.target
+                if target is not None and target.content is not None:
+                    path = Path(change.path)
+                    ensure_target_dir(path.parent)
+                    temps[change.path] = fsio.write_temp(
+                        path.parent, path.name, target.content, target.mode, target.gid, sync=False
+                    )
             crashpoint("staged")
             journal = Journal(
                 id=txn_id,
@@ -111,48 +123,46 @@ class Transaction:
                 started=now_rfc3339(fraction=True),
                 entries=tuple(entries),
             )
-            contents = {
-                c.path: c.target.content
-                for c in plan.changes
-                if c.target is not None and c.target.content is not None
-            }
-            txn = cls(var_dir, journal, contents)
-            # Backups must be durable before the journal points at them (recovery restores them);
-            # staged new copies need not be: recovery never redoes a swap, it undoes one.
-            write_journal(var_dir, journal, after=[directory / OLD, directory, var_dir / STAGING])
-        except (OSError, ApplyError) as exc:
+            txn = cls(var_dir, journal, temps)
+            # Backups must be durable before the journal points at them (recovery restores them),
+            # and the temp files before the swap renames them; staged new copies need not be:
+            # recovery never redoes a swap, it undoes one.
+            write_journal(
+                var_dir,
+                journal,
+                after=[directory / OLD, directory, var_dir / STAGING, *temps.values()],
+                also=also,
+            )
+        except (OSError, ReconcilerError) as exc:
             shutil.rmtree(directory, ignore_errors=True)
-            if isinstance(exc, ApplyError):
+            for leftover in temps.values():
+                leftover.unlink(missing_ok=True)
+            if isinstance(exc, ReconcilerError):
                 raise
             raise ApplyError(fsio.describe(exc, getattr(exc, "filename", None) or var_dir)) from exc
         crashpoint("journal-prepared")
         return txn
 
-    def _set_phase(self, phase: Phase, *, after: Iterable[Path] = ()) -> None:
+    def _set_phase(
+        self, phase: Phase, *, after: Iterable[Path] = (), also: Sequence[fsio.Syncer] = ()
+    ) -> None:
         self.journal = replace(self.journal, phase=phase)
-        write_journal(self.var_dir, self.journal, after=after)
+        write_journal(self.var_dir, self.journal, after=after, also=also)
 
     # -- step 4 and 5 ------------------------------------------------------------------------
 
-    def swap(self) -> None:
+    def swap(
+        self, *, done: Callable[[], object] | None = None, also: Sequence[fsio.Syncer] = ()
+    ) -> None:
         """Put every staged target in place (or delete it); then phase `swapped`.
 
-        Every new file is first written as a temporary file next to its target and all of them
-        are fsynced together; only then do the renames begin, so the window in which the
-        targets are a mixed set is a run of renames, and a crash inside it is undone.
+        Every new file was written and made durable next to its target by `prepare`, so the
+        window in which the targets are a mixed set is a run of renames, and a crash inside it
+        is undone. `done` runs right after the renames (to record them), and `also` in the fsync
+        batch of the phase change (to make that record durable with it).
         """
-        temps: dict[str, Path] = {}
+        temps = self._temps
         try:
-            for entry in self.journal.entries:
-                if entry.staged is not None:
-                    assert entry.mode is not None
-                    target = Path(entry.path)
-                    data = self._content(entry)
-                    ensure_target_dir(target.parent)
-                    temps[entry.path] = fsio.write_temp(
-                        target.parent, target.name, data, entry.mode, entry.gid, sync=False
-                    )
-            fsio.fsync_files(temps.values())
             for number, entry in enumerate(self.journal.entries):
                 target = Path(entry.path)
                 if entry.staged is None:
@@ -168,16 +178,13 @@ class Transaction:
             for leftover in temps.values():
                 leftover.unlink(missing_ok=True)
         crashpoint("swap-done")
+        if done is not None:
+            done()
         # The renames are durable (their directories synced) before the journal says swapped.
-        self._set_phase("swapped", after={Path(e.path).parent for e in self.journal.entries})
+        self._set_phase(
+            "swapped", after={Path(e.path).parent for e in self.journal.entries}, also=also
+        )
         crashpoint("swapped")
-
-    def _content(self, entry: Entry) -> bytes:
-        """The new content: from the plan in memory, or from staging for a loaded journal."""
-        if entry.path in self._contents:
-            return self._contents[entry.path]
-        assert entry.staged is not None
-        return self._staged_bytes(entry.staged)
 
     def _staged_bytes(self, ref: str) -> bytes:
         """A staged content by its reference, `FILE:OFFSET:LENGTH` (see `staging.stage`)."""
