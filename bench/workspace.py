@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.harness import PYTHON, REPO, TRASH
+from bench.harness import TRASH
 
 HOOK_SCRIPT = """\
 #!/bin/sh
@@ -96,9 +96,6 @@ class Workspace:
     base: Path
     quiet_period_ms: int = 200
     max_wait_ms: int = 2000
-    fake_rehash: bool = False
-    """True: `bench/rehash.py` refreshes the trust store; False: the backend's own refresh (no
-    `trust_refresh` setting), as an operator configures it."""
     extra: str = ""
     volume: K8sVolume = field(init=False)
 
@@ -151,13 +148,8 @@ class Workspace:
         return self.var / "audit.jsonl"
 
     def write_config(self) -> Path:
-        refresh = (
-            # -S -E: the stand-in needs no site packages; its start-up is not what is measured.
-            f'trust_refresh = ["{PYTHON}", "-S", "-E", "{REPO / "bench" / "rehash.py"}", '
-            f'"{self.trust_dir}"]'
-            if self.fake_rehash
-            else ""
-        )
+        """Settings for this sandbox. The trust store is the directory backend with its own
+        refresh (no `trust_refresh`), as an operator sets it up."""
         self.config.write_text(
             textwrap.dedent(
                 f"""\
@@ -166,7 +158,6 @@ class Workspace:
                 var_dir = "{self.var}"
                 trust_store = "directory"
                 trust_dir = "{self.trust_dir}"
-                {refresh}
                 nginx_ssl_on = false
                 log_format = "json"
                 quiet_period_ms = {self.quiet_period_ms}

@@ -19,11 +19,12 @@ from reconciler.core.desired import Kind
 
 TrustStoreName = Literal["debian", "rhel", "directory"]
 
-#: Per backend: the trust directory and the command that refreshes the OS store from it.
+#: Per backend: the trust directory and the command that refreshes the OS store from it (none:
+#: the reconciler makes the directory's hash links itself, as `openssl rehash` would).
 TRUST_BACKENDS: dict[str, tuple[Path | None, tuple[str, ...]]] = {
     "debian": (Path("/usr/local/share/ca-certificates"), ("update-ca-certificates",)),
     "rhel": (Path("/etc/pki/ca-trust/source/anchors"), ("update-ca-trust", "extract")),
-    "directory": (None, ("openssl", "rehash", "{trust_dir}")),
+    "directory": (None, ()),
 }
 
 
@@ -88,7 +89,8 @@ class Settings(BaseSettings):
     trust_dir: Path | None = None
     """Directory of trust entries; default from the backend (required for `directory`)."""
     trust_refresh: tuple[str, ...] | None = None
-    """argv that refreshes the OS store after a trust change; default from the backend."""
+    """argv that refreshes the OS store after a trust change; default from the backend (for
+    `directory`, none: the reconciler makes the hash links itself)."""
     trust_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,32}$")] = "reconciler-"
     """Only files in TRUST_DIR with this prefix are managed."""
     key_dirs: tuple[Path, ...] = ()
@@ -154,6 +156,7 @@ class Settings(BaseSettings):
 
     @property
     def trust_refresh_argv(self) -> tuple[str, ...]:
+        """The refresh command; empty when the backend refreshes in process."""
         argv = self.trust_refresh or TRUST_BACKENDS[self.trust_store][1]
         return tuple(arg.replace("{trust_dir}", str(self.trust_path)) for arg in argv)
 

@@ -103,7 +103,7 @@ def complete(
                 also=(recorder.sync,),
             )
         if journal.trust_changed:
-            _refresh_trust(settings, journal, several, trust_links)
+            _refresh_trust(settings, journal, current, several, trust_links)
         crashpoint("refreshed")
         _run_hooks(settings, recorder, journal, "apply", hooks)
         crashpoint("hooks-done")
@@ -172,13 +172,20 @@ def _failed(
 def _refresh_trust(
     settings: Settings,
     journal: Journal,
+    current: Plan | None,
     several: Sequence[Path] | None,
     trust_links: TrustLinks | None,
 ) -> None:
     from reconciler.truststore import trust_store_from_settings
 
     store = trust_store_from_settings(settings, trust_links)
-    store.refresh(removed=journal.trust_removed, several=several)
+    # What the pass wrote is in memory: the links are made without reading those files back.
+    changed = {
+        Path(c.path).name: c.target.content if c.target is not None else None
+        for c in (current.changes if current is not None else ())
+        if c.kind == "trust"
+    }
+    store.refresh(removed=journal.trust_removed, several=several, changed=changed)
     written = [Path(e.path) for e in journal.entries if e.kind == "trust" and e.staged]
     missing = store.missing_files_after_refresh(written)
     if missing:

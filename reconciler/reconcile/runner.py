@@ -9,6 +9,7 @@ failing state is the daemon's scheduling (`core.schedule`). Call with the ROOT l
 
 from __future__ import annotations
 
+import os
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -130,6 +131,7 @@ def reconcile(
     crashpoint("recovered")
     prior = memory.observations if hints.undisturbed else None
     caches = tools.caches
+    _tell_trust_links(settings, hints, caches.trust_links)
     planned = make_plan(
         settings, cache=caches.targets, prior=prior, events=hints.events, sources=caches.sources
     )
@@ -146,6 +148,19 @@ def reconcile(
         _record_status(settings.var_dir, result)
     current = frozenset(key for key in reported if key[1] == result.revision)
     return result, PassMemory(observations, False, current)
+
+
+def _tell_trust_links(settings: Settings, hints: Hints, links: TrustLinks) -> None:
+    """What the watch on the trust directory saw since the pass before began: the links made in
+    process are looked at there only (see truststore.hashlinks)."""
+    events = hints.events
+    trust_dir = os.path.realpath(settings.trust_path)
+    if events is None or not hints.undisturbed or trust_dir not in events.watched:
+        links.made.saw(None)
+        return
+    links.made.saw(
+        path.rpartition("/")[2] for path in events.touched if path.rpartition("/")[0] == trust_dir
+    )
 
 
 def _record_status(var_dir: Path, result: PassResult) -> None:

@@ -206,7 +206,15 @@ def test_trust_refresh_substitutes_trust_dir(tmp_path: Path) -> None:
         _config(tmp_path, f'trust_store = "directory"\ntrust_dir = "{tmp_path}/anchors"\n')
     )
     assert directory.trust_path == tmp_path / "anchors"
-    assert directory.trust_refresh_argv == ("openssl", "rehash", f"{tmp_path}/anchors")
+    assert directory.trust_refresh_argv == ()  # the links are made in process
+    rehash = load_settings(
+        _config(
+            tmp_path,
+            f'trust_store = "directory"\ntrust_dir = "{tmp_path}/anchors"\n'
+            'trust_refresh = ["openssl", "rehash", "{trust_dir}"]\n',
+        )
+    )
+    assert rehash.trust_refresh_argv == ("openssl", "rehash", f"{tmp_path}/anchors")
 
     custom = load_settings(
         _config(

@@ -22,6 +22,7 @@ from reconciler.reconcile.events import Recorder
 from reconciler.reconcile.runner import Hints, PassMemory, PassResult, Tools, reconcile
 from reconciler.txn import records
 from reconciler.txn.lock import RootLock
+from tests.helpers.proc import read_calls
 from tests.helpers.sandbox import Sandbox
 from tests.helpers.state import Pki
 
@@ -96,11 +97,6 @@ def test_memory_carries_the_observations_between_undisturbed_passes(sandbox: San
     gw.close()
 
 
-def _read_calls() -> int:
-    with open("/proc/self/io") as handle:
-        return next(int(line.split()[1]) for line in handle if line.startswith("syscr:"))
-
-
 def test_a_pass_with_target_events_reads_only_what_moved_one_without_reads_everything(
     sandbox: Sandbox, pki: Pki, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -114,12 +110,12 @@ def test_a_pass_with_target_events_reads_only_what_moved_one_without_reads_every
     gw = _gateway(sandbox)
     assert gw.run().outcome is Outcome.CONVERGED
     assert gw.run(gw.quiet_targets()).outcome is Outcome.NO_CHANGE
-    before = _read_calls()
+    before = read_calls()
     assert gw.run(gw.quiet_targets()).outcome is Outcome.NO_CHANGE
-    spared = _read_calls() - before
-    before = _read_calls()
+    spared = read_calls() - before
+    before = read_calls()
     assert gw.run().outcome is Outcome.NO_CHANGE
-    everything = _read_calls() - before
+    everything = read_calls() - before
     assert spared < 50, spared
     assert everything >= 200, everything
     gw.close()

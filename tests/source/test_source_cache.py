@@ -11,6 +11,7 @@ import pytest
 from reconciler.source import SourceCache
 from reconciler.source.state import read_snapshot
 from reconciler.support.fsio import RACY_NS
+from tests.helpers.proc import read_calls
 from tests.helpers.state import Pki, StateDir, standard_state
 
 LATER_NS = RACY_NS + 1_000_000_000
@@ -21,12 +22,6 @@ LATER_NS = RACY_NS + 1_000_000_000
 def later(monkeypatch: pytest.MonkeyPatch) -> None:
     """The reader reads as if every file had been written long enough ago to be kept."""
     monkeypatch.setattr("reconciler.source.files.now_ns", lambda: time.time_ns() + LATER_NS)
-
-
-def _read_calls() -> int:
-    """read(2) calls this process has made so far (what an unopened file does not cost)."""
-    with open("/proc/self/io") as handle:
-        return next(int(line.split()[1]) for line in handle if line.startswith("syscr:"))
 
 
 def _sources(state: StateDir, cache: SourceCache, *, reuse: bool = True) -> dict[str, object]:
@@ -53,9 +48,9 @@ def test_unchanged_files_are_taken_as_last_read_without_opening_them(
     state = _many(tmp_path, pki)
     cache = SourceCache()
     first = _sources(state, cache)
-    before = _read_calls()
+    before = read_calls()
     second = _sources(state, cache)
-    spent = _read_calls() - before
+    spent = read_calls() - before
     assert second.keys() == first.keys()
     assert all(second[path] is first[path] for path in first)
     assert spent < len(first) // 4, f"{spent} reads for {len(first)} unchanged files"
@@ -92,9 +87,9 @@ def test_a_pass_that_looks_at_everything_reads_every_file(
     state = _many(tmp_path, pki)
     cache = SourceCache()
     first = _sources(state, cache)
-    before = _read_calls()
+    before = read_calls()
     again = _sources(state, cache, reuse=False)
-    assert _read_calls() - before >= len(first)
+    assert read_calls() - before >= len(first)
     assert all(again[path] is not first[path] for path in first)
     # ... and keeps what it read for the passes after it.
     assert all(_sources(state, cache)[path] is again[path] for path in first)
