@@ -22,10 +22,12 @@ from pathlib import Path
 
 from bench.harness import REPO, TRASH, BenchError, Report, merged, progress
 
-BENCHES = ("startup", "latency", "idle", "burst", "scale")
+BENCHES = ("startup", "latency", "idle", "burst", "scale", "refresh")
 DEFAULT_JSON = REPO / "bench" / "results" / "latest.json"
 DEFAULT_SIZES = (1000, 5000)
 COMPARE_TURNS = ("base", "this", "this", "base")
+TREE_INDEPENDENT = frozenset({"refresh"})
+"""Benches of the operating system's tools alone: `--compare` runs them once, not per tree."""
 """`--compare` runs each bench four times, half its repetitions each time, in this order (ABBA):
 whatever the order costs (a warm cache, the deferred work of an earlier run) falls on both."""
 
@@ -46,7 +48,7 @@ Plan = dict[str, Callable[[Report, float], None]]
 def _plan(quick: bool, sizes: Sequence[int]) -> Plan:
     """Each bench as a function of the report and the share of its repetitions to run (1, or
     1/2 for each turn of `--compare`)."""
-    from bench import burst, latency, scale, startup
+    from bench import burst, latency, refresh, scale, startup
 
     def reps(full: int, fast: int, share: float) -> int:
         return max(1, round((fast if quick else full) * share))
@@ -66,6 +68,9 @@ def _plan(quick: bool, sizes: Sequence[int]) -> Plan:
         "idle": lambda report, share: latency.idle_only(report, 30 * share if not quick else 9),
         "burst": lambda report, share: burst.burst(report, reps(3, 1, share)),
         "scale": run_scale,
+        "refresh": lambda report, share: refresh.refresh(
+            report, [100, 1000] if quick else [100, 1000, 5000], reps(3, 2, share)
+        ),
     }
 
 
@@ -209,6 +214,13 @@ def _compare(args: argparse.Namespace, other: Path) -> int:
     failures = []
     started = time.monotonic()
     for name in args.only or list(BENCHES):
+        if name in TREE_INDEPENDENT:
+            progress(f"== {name} (the tools alone: once)")
+            try:
+                plan[name](reports["this"], 1.0)
+            except BenchError as exc:
+                failures.append(f"{name}: {exc}")
+            continue
         for turn, label in enumerate(COMPARE_TURNS, start=1):
             progress(f"== {name}, turn {turn}/{len(COMPARE_TURNS)} ({label}: {trees[label]})")
             _measure(trees[label])
