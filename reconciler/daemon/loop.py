@@ -120,6 +120,7 @@ class Daemon:
             # full collection during a later pass would otherwise delay that pass.
             gc.collect()
             gc.freeze()
+            trim_heap()
             notifier.notify("READY=1", self._reporter.status_line(self.settings.var_dir))
             self._services.start_pinger()
             while not signals.stopping:
@@ -217,6 +218,7 @@ class Daemon:
             self._pending.note(urgent=False)  # read it again once the swapper is done
         self._back_off(result.outcome, state_key(result.revision, result.content_digest), ended)
         self._watch()
+        trim_heap()
 
     def _back_off(self, outcome: Outcome, state: str | None, now: float) -> float | None:
         """The schedule after a pass, decided here only: a failing state is retried after a
@@ -349,6 +351,19 @@ def _open_recorder(audit_path: Path) -> Recorder:
     from reconciler.audit import AuditLog
 
     return Recorder(AuditLog(audit_path))
+
+
+def trim_heap() -> None:
+    """Give the C heap's free pages back to the system (glibc's malloc_trim). A pass frees
+    what it read and rendered, but malloc keeps freed pages for the next allocation: a daemon
+    that idles for hours should not hold its busiest pass's peak. Elsewhere, nothing."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None)
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        return
 
 
 def _retry_in(backoff: Backoff, now: float) -> float | None:
