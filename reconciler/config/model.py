@@ -14,18 +14,10 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from reconciler.config import view
 from reconciler.config.defaults import DEFAULT_STATE_DIR
+from reconciler.config.view import TrustStoreName
 from reconciler.core.desired import Kind
-
-TrustStoreName = Literal["debian", "rhel", "directory"]
-
-#: Per backend: the trust directory and the command that refreshes the OS store from it (none:
-#: the reconciler makes the directory's hash links itself, as `openssl rehash` would).
-TRUST_BACKENDS: dict[str, tuple[Path | None, tuple[str, ...]]] = {
-    "debian": (Path("/usr/local/share/ca-certificates"), ("update-ca-certificates",)),
-    "rhel": (Path("/etc/pki/ca-trust/source/anchors"), ("update-ca-trust", "extract")),
-    "directory": (None, ()),
-}
 
 
 class _Section(BaseModel):
@@ -144,21 +136,16 @@ class Settings(BaseSettings):
 
     @property
     def audit_path(self) -> Path:
-        return self.audit_log if self.audit_log is not None else self.var_dir / "audit.jsonl"
+        return view.audit_path(self)
 
     @property
     def trust_path(self) -> Path:
-        if self.trust_dir is not None:
-            return self.trust_dir
-        default = TRUST_BACKENDS[self.trust_store][0]
-        assert default is not None  # enforced by _trust_dir_known
-        return default
+        return view.trust_path(self)
 
     @property
     def trust_refresh_argv(self) -> tuple[str, ...]:
         """The refresh command; empty when the backend refreshes in process."""
-        argv = self.trust_refresh or TRUST_BACKENDS[self.trust_store][1]
-        return tuple(arg.replace("{trust_dir}", str(self.trust_path)) for arg in argv)
+        return view.trust_refresh_argv(self)
 
     @property
     def key_mode_bits(self) -> int:

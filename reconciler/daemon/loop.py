@@ -255,11 +255,11 @@ class Daemon:
     # -- reload ---------------------------------------------------------------------------------
 
     def _reload_settings(self) -> None:
-        from reconciler.config import load_settings
+        from reconciler.config import load_settings_apart
 
         config, state, root = self._flags
         try:
-            settings = load_settings(config, state_dir=state, root=root)
+            settings = load_settings_apart(config, state_dir=state, root=root)
             # Opened before anything switches: an audit log the new settings cannot open keeps
             # the daemon on the old settings rather than half on the new ones.
             recorder = _open_recorder(settings.audit_path)
