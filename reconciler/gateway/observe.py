@@ -29,9 +29,13 @@ class ObservationCache:
     def __init__(self) -> None:
         self._files: fsio.StatCache[Observed] = fsio.StatCache()
 
-    def observe(self, path: str, kind: Kind, *, reuse: bool = True) -> Observed | None:
+    def observe(
+        self, path: str, kind: Kind, *, reuse: bool = True, wanted: str | None = None
+    ) -> Observed | None:
         """The file at `path` as a target of `kind`, or None when there is none; `reuse`: False
-        reads it whatever its stat key says (and keeps what it read)."""
+        reads it whatever its stat key says (and keeps what it read). `wanted`: the digest the
+        target should have; when the file has it, that very string is kept (one copy of each
+        of thousands of digests, not two)."""
         try:
             info = os.lstat(path)
         except FileNotFoundError:
@@ -44,7 +48,10 @@ class ObservationCache:
         content = fsio.read_bytes(Path(path))
         if content is None:
             return Observed(kind, "not-a-regular-file", info.st_mode & 0o7777, info.st_gid)
-        seen = Observed(kind, digest(content), info.st_mode & 0o7777, info.st_gid)
+        found = digest(content)
+        if found == wanted:
+            found = wanted
+        seen = Observed(kind, found, info.st_mode & 0o7777, info.st_gid)
         self._files.put(path, info, seen, read_at)
         return seen
 
@@ -86,7 +93,7 @@ class Observations:
 
         found: dict[str, Observed] = {}
         for target in targets:
-            seen = cache.observe(target.path, target.kind, reuse=reuse)
+            seen = cache.observe(target.path, target.kind, reuse=reuse, wanted=target.sha256)
             if seen is not None:
                 found[target.path] = seen
         managed = managed_paths(str(layout.trust_dir), layout.trust_prefix).values()
@@ -127,6 +134,7 @@ class Observations:
                     for path in events.touched
                     if path.rpartition("/")[0] == real
                 )
+        digests = {t.path: t.sha256 for t in targets}
         wanted = {t.path: t.kind for t in targets}
         look: dict[str, Kind] = {
             path: kind
@@ -147,7 +155,7 @@ class Observations:
             path: seen for path in known - look.keys() if (seen := self.found.get(path)) is not None
         }
         for path, kind in look.items():
-            seen = cache.observe(path, kind)
+            seen = cache.observe(path, kind, wanted=digests.get(path))
             if seen is not None:
                 found[path] = seen
         return Observations(found, frozenset(wanted.keys() | found.keys()))

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import errno
-import functools
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from reconciler.core.collect import error
@@ -192,8 +191,9 @@ class StateReader(FileReader):
         reading = self.listed(folder_fd, real)
         found: dict[str, tuple[str, SourceFile]] = {}
         stray: list[str] = []
+        names = _names_of(folder, suffixes, entries)
         for entry in sorted(entries):
-            named = _entry_name(folder, entry, suffixes)
+            named = names[entry]
             if named is None:
                 continue  # hidden files, ConfigMap `..data` plumbing, editor swap files
             stem, rel, problem = named
@@ -232,12 +232,27 @@ class StateReader(FileReader):
         return tuple(found[name] for name in sorted(found))
 
 
-@functools.lru_cache(maxsize=65536)
-def _entry_name(
-    folder: str, entry: str, suffixes: tuple[str, ...]
-) -> tuple[str, str, Finding | None] | None:
+Named = tuple[str, str, Finding | None] | None
+_NAMES: dict[tuple[str, tuple[str, ...]], dict[str, Named]] = {}
+"""What the last listing of each folder made of its names: a daemon lists the same thousands
+of names at every pass. Only the last listing's are kept."""
+
+
+def _names_of(folder: str, suffixes: tuple[str, ...], entries: Iterable[str]) -> dict[str, Named]:
+    """`_entry_name` of each entry, from the last listing of `folder` where it was there."""
+    key = (folder, suffixes)
+    known = _NAMES.get(key, {})
+    names = {
+        entry: known[entry] if entry in known else _entry_name(folder, entry, suffixes)
+        for entry in entries
+    }
+    _NAMES[key] = names
+    return names
+
+
+def _entry_name(folder: str, entry: str, suffixes: tuple[str, ...]) -> Named:
     """(NAME, path shown, the finding that rules the entry out) for a file in a listed folder;
-    None for a hidden one. Cached: a daemon lists the same thousands of names at every pass."""
+    None for a hidden one."""
     if entry.startswith("."):
         return None
     rel = f"{folder}/{entry}"
