@@ -124,15 +124,42 @@ def main(argv: list[str] | None = None) -> int:
         metavar="TREE",
         help="also measure another source tree, taking turns with this one, and compare",
     )
+    parser.add_argument(
+        "--peer",
+        choices=["ansible"],
+        help="the same changes made by another tool, side by side (100 and 1,000 entries)",
+    )
     args = parser.parse_args(argv)
     if args.tree is not None:
         _measure(args.tree)
     try:
+        if args.peer is not None:
+            return _peer(args)
         if args.compare is not None:
             return _compare(args, args.compare)
         return _run(args)
     finally:
         TRASH.empty()
+
+
+def _peer(args: argparse.Namespace) -> int:
+    from bench import peer
+
+    why = peer.available()
+    if why is not None:
+        print(f"bench --peer ansible: skipped: {why}", file=sys.stderr)
+        return 0
+    report = Report(quick=args.quick)
+    report.facts.update(_facts())
+    _compile(REPO / "reconciler")
+    try:
+        peer.peer(report, [100] if args.quick else [100, 1000])
+    except BenchError as exc:
+        print(f"FAILED peer: {exc}", file=sys.stderr)
+        return 1
+    _write_json(args.json, {"quick": report.quick, "facts": report.facts, "figures": report})
+    print(format_table(report))
+    return 0
 
 
 def _sizes(text: str) -> tuple[int, ...]:

@@ -338,8 +338,11 @@ def wait_idle(pid: int, window_s: float, timeout_s: float) -> None:
             last, since = now, time.monotonic()
 
 
-def timed_run(argv: Sequence[str], env: dict[str, str] | None = None) -> tuple[float, float, int]:
-    """Run a command to its end: (wall seconds, child CPU seconds, exit code)."""
+def timed_run(
+    argv: Sequence[str], env: dict[str, str] | None = None, timeout_s: float | None = None
+) -> tuple[float, float, int]:
+    """Run a command to its end: (wall seconds, child CPU seconds, exit code); TimeoutExpired
+    after `timeout_s`."""
     before = os.times()
     started = time.perf_counter()
     proc = subprocess.run(
@@ -350,6 +353,7 @@ def timed_run(argv: Sequence[str], env: dict[str, str] | None = None) -> tuple[f
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         check=False,
+        timeout=timeout_s,
     )
     wall = time.perf_counter() - started
     after = os.times()

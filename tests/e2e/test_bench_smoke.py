@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -81,3 +82,23 @@ def test_trash_moves_a_directory_aside_at_once_and_deletes_it_at_the_end(tmp_pat
     assert (kept[0] / "sub" / "file").exists()
     trash.empty()
     assert not kept[0].exists()
+
+
+def test_peer_bench_without_ansible_says_so_and_measures_nothing(tmp_path: Path) -> None:
+    """ansible-core is an optional extra: without ansible-playbook the peer bench is skipped,
+    with the reason and how to install it."""
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--peer", "ansible", "--json", str(tmp_path / "p.json")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+        env={**os.environ, "PATH": str(bare)},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "skipped: ansible-playbook is not installed" in result.stderr
+    assert ".[peer]" in result.stderr
+    assert not (tmp_path / "p.json").exists()
