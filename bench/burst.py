@@ -7,9 +7,8 @@ import time
 
 from bench.harness import (
     BenchError,
-    Figure,
     Report,
-    Stats,
+    figure,
     hook_times,
     progress,
     read_lines,
@@ -78,31 +77,27 @@ def burst(report: Report, reps: int) -> None:
                     raise BenchError("the burst's final state was applied without a hook run")
     finally:
         ws.cleanup()
-    runs_stats = Stats.of(hook_runs)
     report.add(
-        Figure(
+        figure(
             "burst",
             f"{WRITES} rapid in-place writes: hook runs",
             "runs",
-            runs_stats,
-            target="<= 5",
-            met=runs_stats.max <= 5,
+            hook_runs,
+            at_most=5,
+            of="max",
         )
     )
     report.add(
-        Figure(
-            "burst",
-            f"{WRITES} rapid in-place writes: passes that changed files",
-            "passes",
-            Stats.of(passes),
+        figure(
+            "burst", f"{WRITES} rapid in-place writes: passes that changed files", "passes", passes
         )
     )
     report.add(
-        Figure(
+        figure(
             "burst",
             "last write -> final state in place",
             "s",
-            Stats.of(settle),
+            settle,
             note=f"quiet_period_ms={ws.quiet_period_ms}, max_wait_ms={ws.max_wait_ms}",
         )
     )

@@ -6,18 +6,21 @@ what the hook, /proc and the files say, the way an operator would.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -29,6 +32,9 @@ def tree() -> Path:
 
 PYTHON = sys.executable
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+Limited = Literal["median", "max", "ratio"]
 
 
 class BenchError(Exception):
@@ -80,6 +86,27 @@ class Figure:
     target: str | None = None
     met: bool | None = None
     note: str = ""
+    samples: tuple[float, ...] = ()
+    """The values `stats` summarises (pooled across the turns of a `--compare` run)."""
+    baseline_samples: tuple[float, ...] = ()
+    limit: float | None = None
+    """The target as a number: the most `limit_of` may be."""
+    limit_of: Limited = "median"
+
+    def check(self) -> None:
+        """Set `met` (and a default `target` text) from `limit`."""
+        if self.limit is None:
+            return
+        value = {"median": self.stats.median, "max": self.stats.max, "ratio": self.ratio}
+        found = value[self.limit_of]
+        self.met = found is not None and found <= self.limit
+        if self.target is None:
+            suffix = {"median": "", "max": " (every run)", "ratio": "x baseline"}
+            self.target = f"<= {self.limit:g}{suffix[self.limit_of]}"
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.bench, self.name
 
     @property
     def ratio(self) -> float | None:
@@ -99,7 +126,73 @@ class Figure:
             "target": self.target,
             "met": self.met,
             "note": self.note,
+            "samples": [round(value, 6) for value in self.samples],
         }
+
+
+def figure(
+    bench: str,
+    name: str,
+    unit: str,
+    values: Sequence[float],
+    *,
+    baseline: Sequence[float] = (),
+    baseline_name: str | None = None,
+    at_most: float | None = None,
+    of: Limited | None = None,
+    target: str | None = None,
+    note: str = "",
+) -> Figure:
+    """A figure from its raw values. `at_most`: a target for `of`: the median, the maximum or
+    the ratio of the medians to the baseline's (the default with a baseline); `target`: how the
+    table words it."""
+    made = Figure(
+        bench,
+        name,
+        unit,
+        Stats.of(values),
+        Stats.of(baseline) if baseline else None,
+        baseline_name,
+        target,
+        note=note,
+        samples=tuple(values),
+        baseline_samples=tuple(baseline),
+        limit=at_most,
+        limit_of=of or ("ratio" if baseline else "median"),
+    )
+    made.check()
+    return made
+
+
+def merged(figures: Sequence[Figure]) -> list[Figure]:
+    """Figures of the same bench and name (measured in several turns) as one, their samples
+    pooled and the target checked on the pool; the order of first appearance is kept."""
+    pooled: dict[tuple[str, str], list[Figure]] = {}
+    for one in figures:
+        pooled.setdefault(one.key, []).append(one)
+    result = []
+    for group in pooled.values():
+        first = group[0]
+        if len(group) == 1 or not all(f.samples for f in group):
+            result.append(group[-1])
+            continue
+        values = [v for f in group for v in f.samples]
+        baseline = [v for f in group for v in f.baseline_samples]
+        result.append(
+            figure(
+                first.bench,
+                first.name,
+                first.unit,
+                values,
+                baseline=baseline,
+                baseline_name=first.baseline_name,
+                at_most=first.limit,
+                of=first.limit_of,
+                target=first.target,
+                note=first.note,
+            )
+        )
+    return result
 
 
 @dataclass(slots=True)
@@ -110,10 +203,10 @@ class Report:
     figures: list[Figure] = field(default_factory=list)
     facts: dict[str, Any] = field(default_factory=dict)
 
-    def add(self, figure: Figure) -> Figure:
-        self.figures.append(figure)
-        progress(f"  {format_row(figure)}")
-        return figure
+    def add(self, one: Figure) -> Figure:
+        self.figures.append(one)
+        progress(f"  {format_row(one)}")
+        return one
 
 
 def format_row(figure: Figure) -> str:
@@ -132,6 +225,45 @@ def format_row(figure: Figure) -> str:
 
 
 _STARTED = time.monotonic()
+
+
+# -- deferred deletion -------------------------------------------------------------------------
+
+
+class Trash:
+    """Directories a benchmark is done with, moved aside at once and deleted when the run ends.
+
+    Deleting a directory of thousands of files leaves the file system deferred work (ext4 frees
+    the inodes and blocks in the background), and the next burst of creates pays for it: a cold
+    pass timed right after such a deletion measured the disk's housekeeping, not the pass. A
+    rename costs nothing; the deletion waits until nothing is being timed.
+    """
+
+    def __init__(self) -> None:
+        self._dir: Path | None = None
+        self._count = 0
+
+    def discard(self, path: Path) -> None:
+        """Move `path` out of the way now (deleted by `empty`); gone at once if it cannot move."""
+        if not os.path.lexists(path):
+            return
+        if self._dir is None:
+            self._dir = Path(tempfile.mkdtemp(prefix="reconciler-bench-trash-"))
+        self._count += 1
+        try:
+            os.rename(path, self._dir / str(self._count))
+        except OSError:  # another file system: nothing to gain by waiting
+            shutil.rmtree(path, ignore_errors=True)
+
+    def empty(self) -> None:
+        """Delete everything discarded so far: when the run ends, as nothing is timed then."""
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+
+TRASH = Trash()
+atexit.register(TRASH.empty)
 
 
 def progress(message: str) -> None:
@@ -206,8 +338,11 @@ def wait_idle(pid: int, window_s: float, timeout_s: float) -> None:
             last, since = now, time.monotonic()
 
 
-def timed_run(argv: Sequence[str], env: dict[str, str] | None = None) -> tuple[float, float, int]:
-    """Run a command to its end: (wall seconds, child CPU seconds, exit code)."""
+def timed_run(
+    argv: Sequence[str], env: dict[str, str] | None = None, timeout_s: float | None = None
+) -> tuple[float, float, int]:
+    """Run a command to its end: (wall seconds, child CPU seconds, exit code); TimeoutExpired
+    after `timeout_s`."""
     before = os.times()
     started = time.perf_counter()
     proc = subprocess.run(
@@ -218,6 +353,7 @@ def timed_run(argv: Sequence[str], env: dict[str, str] | None = None) -> tuple[f
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         check=False,
+        timeout=timeout_s,
     )
     wall = time.perf_counter() - started
     after = os.times()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from bench.harness import PYTHON, REPO, BenchError, Figure, Report, Stats, progress, timed_run
+from bench.harness import PYTHON, REPO, BenchError, Report, figure, progress, timed_run
 
 EXAMPLE = REPO / "desired-state"
 
@@ -49,27 +49,27 @@ def startup(report: Report, reps: int) -> None:
         base_cpus.append(cpu)
         if rep % 5 == 4 or rep == reps - 1:
             progress(f"startup {rep + 1}/{reps}: validate {walls[-1]:.3f} s")
-    stats = Stats.of(walls)
     report.add(
-        Figure(
+        figure(
             "startup",
             "`reconciler validate` on desired-state/, wall",
             "s",
-            stats,
-            Stats.of(base_walls),
-            "python -c pass",
-            "<= 0.4 s",
-            stats.median <= 0.4,
+            walls,
+            baseline=base_walls,
+            baseline_name="python -c pass",
+            at_most=0.4,
+            of="median",
+            target="<= 0.4 s",
         )
     )
     report.add(
-        Figure(
+        figure(
             "startup",
             "`reconciler validate` on desired-state/, CPU (user+sys)",
             "s",
-            Stats.of(cpus),
-            Stats.of(base_cpus),
-            "python -c pass",
+            cpus,
+            baseline=base_cpus,
+            baseline_name="python -c pass",
             note="less sensitive to other load than the wall time",
         )
     )

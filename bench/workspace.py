@@ -9,14 +9,13 @@ over `..data`); the rename is the instant every latency is measured from.
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.harness import PYTHON, REPO
+from bench.harness import TRASH
 
 HOOK_SCRIPT = """\
 #!/bin/sh
@@ -97,7 +96,6 @@ class Workspace:
     base: Path
     quiet_period_ms: int = 200
     max_wait_ms: int = 2000
-    fake_rehash: bool = True
     extra: str = ""
     volume: K8sVolume = field(init=False)
 
@@ -150,12 +148,8 @@ class Workspace:
         return self.var / "audit.jsonl"
 
     def write_config(self) -> Path:
-        refresh = (
-            # -S -E: the stand-in needs no site packages; its start-up is not what is measured.
-            f'["{PYTHON}", "-S", "-E", "{REPO / "bench" / "rehash.py"}", "{self.trust_dir}"]'
-            if self.fake_rehash
-            else f'["openssl", "rehash", "{self.trust_dir}"]'
-        )
+        """Settings for this sandbox. The trust store is the directory backend with its own
+        refresh (no `trust_refresh`), as an operator sets it up."""
         self.config.write_text(
             textwrap.dedent(
                 f"""\
@@ -164,7 +158,6 @@ class Workspace:
                 var_dir = "{self.var}"
                 trust_store = "directory"
                 trust_dir = "{self.trust_dir}"
-                trust_refresh = {refresh}
                 nginx_ssl_on = false
                 log_format = "json"
                 quiet_period_ms = {self.quiet_period_ms}
@@ -188,11 +181,12 @@ class Workspace:
         return env
 
     def reset_targets(self) -> None:
-        """An empty ROOT, var dir and trust dir again (for a cold first pass)."""
+        """An empty ROOT, var dir and trust dir again (for a cold first pass). The old ones are
+        moved aside, not deleted: see `bench.harness.Trash`."""
         for directory in (self.root, self.var, self.trust_dir):
-            shutil.rmtree(directory, ignore_errors=True)
+            TRASH.discard(directory)
         for directory in (self.root / "data", self.root / "nginx", self.trust_dir):
             directory.mkdir(parents=True)
 
     def cleanup(self) -> None:
-        shutil.rmtree(self.base, ignore_errors=True)
+        TRASH.discard(self.base)

@@ -3,7 +3,9 @@
 Durability
     `AuditLog.append` writes the line with one ``os.write`` on an ``O_APPEND`` descriptor and
     ``os.fsync``\\s it before it returns, so the caller reports a step done only once its record is
-    on disk. The file is created 0640 (less under a stricter umask) and its directory is fsynced
+    on disk. A caller that makes other files durable at the same moment may instead append with
+    ``sync=False`` and run `AuditLog.sync` in the same batch of fsyncs, before it reports the step
+    done. The file is created 0640 (less under a stricter umask) and its directory is fsynced
     when it is created. The record format is `reconciler.audit.record`'s; rotated and torn files
     are `reconciler.audit.files`'; checking a log is `reconciler.audit.verifier`'s.
 
@@ -55,6 +57,8 @@ class AuditLog:
         """Whether _seq and _hash are the chain's true position (read from a file or written)."""
         self.appended = 0
         """Records this writer wrote, warnings included: a head to publish when it grew."""
+        self._unsynced = 0
+        """Records written since the last fsync (appended with sync=False)."""
         with self._lock:
             self._open()
             try:
@@ -85,12 +89,16 @@ class AuditLog:
         return self.append_many([(event, revision, fields)])[0]
 
     def append_many(
-        self, entries: Sequence[tuple[Event, str | None, Mapping[str, object]]]
+        self,
+        entries: Sequence[tuple[Event, str | None, Mapping[str, object]]],
+        *,
+        sync: bool = True,
     ) -> list[Record]:
         """Write several records with one write and one fsync (a pass's changes, say), in order.
 
         All or none are checked before anything is written; the chain runs through them as if
-        appended one by one.
+        appended one by one. `sync=False`: not fsynced here; the caller runs `sync` before it
+        reports the step done.
         """
         bodies = [
             (event, revision, event_fields(event, revision, fields))
@@ -100,9 +108,24 @@ class AuditLog:
             self._acquire()
             try:
                 self._flush_warnings(self._sync())
-                return self._write(bodies)
+                return self._write(bodies, sync=sync)
             finally:
                 self._release()
+
+    def sync(self) -> None:
+        """Make every record written so far durable; AuditError if it cannot."""
+        with self._lock:
+            if not self._unsynced or self._fd < 0:
+                return
+            try:
+                os.fsync(self._fd)
+            except OSError as exc:
+                self._size = -1  # what reached the disk is unknown: re-read at the next append
+                raise AuditError(
+                    f"audit log {self.path}: cannot make records {self._seq - self._unsynced + 1}"
+                    f" to {self._seq} durable: {exc.strerror}; the step they record is not done"
+                ) from exc
+            self._unsynced = 0
 
     def close(self) -> None:
         with self._lock:
@@ -198,7 +221,9 @@ class AuditLog:
         if warnings:
             self._write([("warning", None, fields) for fields in warnings])
 
-    def _write(self, bodies: Sequence[tuple[Event, str | None, Record]]) -> list[Record]:
+    def _write(
+        self, bodies: Sequence[tuple[Event, str | None, Record]], *, sync: bool = True
+    ) -> list[Record]:
         records: list[Record] = []
         lines: list[bytes] = []
         seq, previous = self._seq, self._hash
@@ -222,7 +247,8 @@ class AuditLog:
             written = os.write(self._fd, data)
             if written != len(data):
                 raise OSError(0, f"short write ({written} of {len(data)} bytes)")
-            os.fsync(self._fd)
+            if sync:
+                os.fsync(self._fd)
         except OSError as exc:
             # The file's end is now unknown; the next call re-reads it (and sets a torn line aside).
             self._size = -1
@@ -233,4 +259,5 @@ class AuditLog:
             ) from exc
         self._seq, self._hash, self._size = seq, previous, self._size + len(data)
         self.appended += len(records)
+        self._unsynced = 0 if sync else self._unsynced + len(bodies)
         return [dict(record) for record in records]

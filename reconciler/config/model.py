@@ -14,17 +14,10 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from reconciler.config import view
 from reconciler.config.defaults import DEFAULT_STATE_DIR
+from reconciler.config.view import TrustStoreName
 from reconciler.core.desired import Kind
-
-TrustStoreName = Literal["debian", "rhel", "directory"]
-
-#: Per backend: the trust directory and the command that refreshes the OS store from it.
-TRUST_BACKENDS: dict[str, tuple[Path | None, tuple[str, ...]]] = {
-    "debian": (Path("/usr/local/share/ca-certificates"), ("update-ca-certificates",)),
-    "rhel": (Path("/etc/pki/ca-trust/source/anchors"), ("update-ca-trust", "extract")),
-    "directory": (None, ("openssl", "rehash", "{trust_dir}")),
-}
 
 
 class _Section(BaseModel):
@@ -98,7 +91,8 @@ class Settings(BaseSettings):
     trust_dir: Path | None = None
     """Directory of trust entries; default from the backend (required for `directory`)."""
     trust_refresh: tuple[str, ...] | None = None
-    """argv that refreshes the OS store after a trust change; default from the backend."""
+    """argv that refreshes the OS store after a trust change; default from the backend (for
+    `directory`, none: the reconciler makes the hash links itself)."""
     trust_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,32}$")] = "reconciler-"
     """Only files in TRUST_DIR with this prefix are managed."""
     key_dirs: tuple[Path, ...] = ()
@@ -154,20 +148,16 @@ class Settings(BaseSettings):
 
     @property
     def audit_path(self) -> Path:
-        return self.audit_log if self.audit_log is not None else self.var_dir / "audit.jsonl"
+        return view.audit_path(self)
 
     @property
     def trust_path(self) -> Path:
-        if self.trust_dir is not None:
-            return self.trust_dir
-        default = TRUST_BACKENDS[self.trust_store][0]
-        assert default is not None  # enforced by _trust_dir_known
-        return default
+        return view.trust_path(self)
 
     @property
     def trust_refresh_argv(self) -> tuple[str, ...]:
-        argv = self.trust_refresh or TRUST_BACKENDS[self.trust_store][1]
-        return tuple(arg.replace("{trust_dir}", str(self.trust_path)) for arg in argv)
+        """The refresh command; empty when the backend refreshes in process."""
+        return view.trust_refresh_argv(self)
 
     @property
     def key_mode_bits(self) -> int:

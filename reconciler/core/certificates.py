@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import functools
+import hashlib
+import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes
 
 from reconciler.core.collect import Findings
 from reconciler.core.desired import CertInfo
+from reconciler.core.memo import Memo
 from reconciler.core.pem import CERT_LABELS, PemBlock, PemError, encode_pem, parse_pem
 from reconciler.core.secret import is_key_label
 from reconciler.core.timefmt import rfc3339
@@ -25,21 +26,27 @@ _X509_ERRORS = (
 # Crypto failures that mean "this input is not what it claims"; anything else is a bug and raises.
 CRYPTO_ERRORS = (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm)
 # Sized for the largest trust stores the benchmarks exercise plus the identity chain, with room
-# for renewals; an entry is its DER key plus a small CertInfo, so a full cache stays modest.
+# for renewals; an entry is a small CertInfo, kept by its own fingerprint.
 CACHE_SIZE = 16384
+_infos: Memo[str, CertInfo] = Memo(CACHE_SIZE)
 
 
 def cert_info(der: bytes) -> CertInfo:
     """Describe a certificate given as DER.
 
     Raises ValueError when the bytes are not a certificate cryptography can read. Results are
-    cached by the DER bytes: trust stores are large and change rarely between passes.
+    kept by the DER's SHA-256 (the certificate's fingerprint): trust stores are large and change
+    rarely between passes.
     """
-    return _cert_info_cached(bytes(der))
+    der = bytes(der)
+    fingerprint = hashlib.sha256(der).hexdigest()
+    found = _infos.get(fingerprint)
+    if found is None:
+        found = _infos.put(fingerprint, _cert_info(der, fingerprint))
+    return found
 
 
-@functools.lru_cache(maxsize=CACHE_SIZE)
-def _cert_info_cached(der: bytes) -> CertInfo:
+def _cert_info(der: bytes, fingerprint: str) -> CertInfo:
     if not _serial_is_positive(der):
         # cryptography only warns about these (an exception "in a future release"); rejecting
         # them now keeps an upgrade from turning an accepted state into a rejected one.
@@ -53,11 +60,12 @@ def _cert_info_cached(der: bytes) -> CertInfo:
             is_ca = False
         return CertInfo(
             subject=cert.subject.rfc4514_string(),
-            issuer=cert.issuer.rfc4514_string(),
+            # Many certificates share an issuer: one string for all of them.
+            issuer=sys.intern(cert.issuer.rfc4514_string()),
             serial=f"{cert.serial_number:x}",
             not_before=cert.not_valid_before_utc,
             not_after=cert.not_valid_after_utc,
-            sha256_fingerprint=cert.fingerprint(hashes.SHA256()).hex(),
+            sha256_fingerprint=fingerprint,  # the same string as the memo's key
             is_ca=is_ca,
             self_signed=signed_by(cert, cert),
         )

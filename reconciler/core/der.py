@@ -1,7 +1,7 @@
 """DER elements on bytes: the small reader the pure core's certificate and key checks share.
 
-Stdlib only and cheap to import (a benchmark helper started with `python -S` uses it through
-`subject_hash`): no `typing`, no `dataclasses`. Raises ValueError for anything malformed.
+Stdlib only and cheap to import: no `typing`, no `dataclasses`. Raises ValueError for anything
+malformed.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class Tlv:
     """One DER element located in a buffer: identifier fields and the offsets that bound it.
 
     A plain class, not a NamedTuple or dataclass: importing `typing` or `dataclasses` would
-    cost more than this module, in the benchmark helper that starts for every trust refresh."""
+    cost more than this module."""
 
     __slots__ = ("body", "constructed", "end", "number", "start", "tag_class")
 

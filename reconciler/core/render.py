@@ -8,7 +8,6 @@ a commit that changes nothing relevant changes no target and restarts nothing.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import posixpath
@@ -27,6 +26,7 @@ from reconciler.core.desired import (
     TrustEntry,
 )
 from reconciler.core.layout import RootLayout
+from reconciler.core.memo import Memo
 from reconciler.core.mozilla import GUIDELINES_VERSION, policy
 from reconciler.errors import SettingsError
 
@@ -77,10 +77,28 @@ _NGINX_UNSAFE = re.compile(r'[$"\\\x00-\x1f\x7f]')
 # A daemon renders the same thousands of trust entries and profiles pass after pass: the values
 # are frozen and hashable, so the work is kept by value (bounded), never by identity.
 
+_PROFILE_LEVEL = 2
+"""How deep each profile's object sits in server-profiles.json (`{"profiles": [HERE]}`)."""
+_fragments: Memo[tuple[Profile, str], str] = Memo(16384)
 
-@functools.lru_cache(maxsize=4)
+
 def _profiles_json(profiles: tuple[Profile, ...], secrets_dir: str) -> bytes:
-    return _json({"profiles": [_profile_entry(p, secrets_dir) for p in profiles]})
+    """`_json({"profiles": [...]})`, each profile's object rendered once and kept: one changed
+    profile of thousands re-renders that one."""
+    if not profiles:
+        return _json({"profiles": []})
+    inner = "\n" + "  " * _PROFILE_LEVEL
+    parts = ['{\n  "profiles": [']
+    for number, profile in enumerate(profiles):
+        key = (profile, secrets_dir)
+        fragment = _fragments.get(key)
+        if fragment is None:  # a new or changed profile
+            out: list[str] = []
+            _indented(_profile_entry(profile, secrets_dir), _PROFILE_LEVEL, out)
+            fragment = _fragments.put(key, "".join(out))
+        parts.append(("," if number else "") + inner + fragment)
+    parts.append("\n  ]\n}\n")
+    return "".join(parts).encode("ascii")
 
 
 def _profile_entry(p: Profile, secrets_dir: str) -> dict[str, object]:

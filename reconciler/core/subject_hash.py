@@ -1,9 +1,9 @@
-"""Proving the directory trust store: the subject hash that `openssl rehash` names links by.
+"""The directory trust store's link names: the subject hash that `openssl rehash` names links by.
 
-A CApath directory finds a CA by `HASH.N`, where HASH is `X509_NAME_hash_ex()` of the subject:
-the first four bytes (little-endian) of the SHA-1 of OpenSSL's canonical encoding of the Name.
-This module computes it from DER bytes alone, so the trust-refresh proof can find link names and a
-benchmark helper started with `python -S` can use it: stdlib only, no I/O, no cryptography.
+A CApath directory finds a CA by `HASH.N`, where HASH is `X509_NAME_hash_ex()` of the subject
+(of the issuer, for a CRL): the first four bytes (little-endian) of the SHA-1 of OpenSSL's
+canonical encoding of the Name. This module computes it from DER bytes alone, so the backend can
+make the links and prove them: stdlib only, no I/O, no cryptography.
 
 The canonical encoding follows crypto/x509/x_name.c (`x509_name_canon`, `asn1_string_canon`,
 `i2d_name_canon`) of OpenSSL 3.0 and is checked against `openssl x509 -subject_hash`:
@@ -31,7 +31,7 @@ import hashlib
 
 from reconciler.core import der
 
-__all__ = ["certificate_subject", "name_hash", "subject_hash"]
+__all__ = ["certificate_subject", "crl_issuer", "name_hash", "subject_hash"]
 
 _UTF8_STRING = 12
 _NUMERIC_STRING = 18
@@ -83,6 +83,24 @@ def certificate_subject(cert_der: bytes) -> bytes:
     subject = der.next_element(fields, "subject")
     der.expect(subject, der.SEQUENCE, "subject")
     return data[subject.start : subject.end]
+
+
+def crl_issuer(crl_der: bytes) -> bytes:
+    """The DER of the issuer Name of an X.509 CRL (what `openssl rehash` names its `HASH.rN`
+    links by), as encoded in the CRL; raises ValueError when the path to it is malformed."""
+    data = bytes(crl_der)
+    crl = der.read(data, 0, len(data))
+    der.expect(crl, der.SEQUENCE, "CertificateList")
+    tbs = der.read(data, crl.body, crl.end)
+    der.expect(tbs, der.SEQUENCE, "tbsCertList")
+    fields = der.elements(data, tbs.body, tbs.end)
+    element = der.next_element(fields, "signature")
+    if element.tag_class == der.UNIVERSAL and element.number == der.INTEGER:
+        element = der.next_element(fields, "signature")  # the optional version
+    der.expect(element, der.SEQUENCE, "signature")
+    issuer = der.next_element(fields, "issuer")
+    der.expect(issuer, der.SEQUENCE, "issuer")
+    return data[issuer.start : issuer.end]
 
 
 def name_hash(name_der: bytes) -> int:

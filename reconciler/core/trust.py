@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -15,6 +14,7 @@ from reconciler.core.certificates import (
 )
 from reconciler.core.collect import Findings, error
 from reconciler.core.desired import CertInfo, Finding, TrustEntry
+from reconciler.core.memo import Memo
 
 
 def check_trust(
@@ -22,7 +22,14 @@ def check_trust(
 ) -> tuple[TrustEntry | None, list[Finding]]:
     """Validate one trust file (one or more certificates); canonical PEM in file order."""
     now = as_utc(now)
-    parsed = _parse_trust(name, bytes(data), file)
+    data = bytes(data)
+    key = (name, data, file)
+    parsed = _parsed.get(key)
+    if parsed is None:
+        # Kept by content, not by file: a Kubernetes volume or git-sync worktree rewrites every
+        # file on each update, yet a daemon pass over thousands of unchanged entries must stay
+        # cheap. Only the date checks depend on `now`, and they are redone below on every call.
+        parsed = _parsed.put(key, _parse_trust(name, data, file))
     if parsed.certs is None:
         return None, list(parsed.findings)
     if parsed.valid_from <= now <= parsed.valid_until:
@@ -73,23 +80,25 @@ class _ParsedTrust:
     """When every certificate is valid (an empty window when never)."""
 
 
-@functools.lru_cache(maxsize=CACHE_SIZE)
+_parsed: Memo[tuple[str, bytes, str], _ParsedTrust] = Memo(CACHE_SIZE)
+
+
 def _parse_trust(name: str, data: bytes, file: str) -> _ParsedTrust:
-    # Cached by content, not by file: a Kubernetes volume or git-sync worktree rewrites every file
-    # on each update, yet a daemon pass over thousands of unchanged entries must stay cheap. Only
-    # the date checks depend on `now`, and check_trust redoes them on every call.
     out = Findings()
     certs = read_certs(data, file, None, out)
     if certs is None:
         return _ParsedTrust(None, tuple(out.items), None)
+    infos = tuple(c.info for c in certs)
     entry = None
     if not out.has_error:
+        pem = b"".join(c.pem for c in certs)
         entry = TrustEntry(
             name=name,
-            pem=b"".join(c.pem for c in certs),
-            certs=tuple(c.info for c in certs),
+            # The file itself when it is canonical already (the common case): the memo's key
+            # and the entry then share one copy.
+            pem=data if pem == data else pem,
+            certs=infos,
         )
-    infos = tuple(c.info for c in certs)
     warnings = tuple(
         _not_a_ca(file, position, info)
         for position, info in enumerate(infos, start=1)

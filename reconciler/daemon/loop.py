@@ -57,8 +57,9 @@ from reconciler.daemon.watch import (
     watch_specs,
 )
 from reconciler.errors import LockHeldError, ReconcilerError
-from reconciler.gateway import Caches, TargetEvents
+from reconciler.gateway import TargetEvents
 from reconciler.reconcile import (
+    Caches,
     Hints,
     PassMemory,
     PassResult,
@@ -96,7 +97,7 @@ class Daemon:
     ) -> None:
         self.settings = settings
         self._flags = (config, state, root)
-        self._tools = Tools(_open_recorder(settings.audit_path), Caches())
+        self._tools = Tools(_open_recorder(settings.audit_path))
         self._lock = RootLock(settings.var_dir)
         self._memory = PassMemory()
         self._backoff = Backoff()
@@ -133,6 +134,7 @@ class Daemon:
             # full collection during a later pass would otherwise delay that pass.
             gc.collect()
             gc.freeze()
+            trim_heap()
             notifier.notify("READY=1", self._reporter.status_line(self.settings.var_dir))
             self._services.start_pinger()
             while not signals.stopping:
@@ -238,6 +240,7 @@ class Daemon:
             self._pending.note(urgent=False)  # read it again once the swapper is done
         self._back_off(result.outcome, state_key(result.revision, result.content_digest), ended)
         self._watch()
+        trim_heap()
 
     def _back_off(self, outcome: Outcome, state: str | None, now: float) -> float | None:
         """The schedule after a pass, decided here only: a failing state is retried after a
@@ -272,11 +275,11 @@ class Daemon:
     # -- reload ---------------------------------------------------------------------------------
 
     def _reload_settings(self) -> None:
-        from reconciler.config import load_settings
+        from reconciler.config import load_settings_apart
 
         config, state, root = self._flags
         try:
-            settings = load_settings(config, state_dir=state, root=root)
+            settings = load_settings_apart(config, state_dir=state, root=root)
             # Opened before anything switches: an audit log the new settings cannot open keeps
             # the daemon on the old settings rather than half on the new ones.
             recorder = _open_recorder(settings.audit_path)
@@ -395,6 +398,19 @@ def _open_recorder(audit_path: Path) -> Recorder:
     from reconciler.audit import AuditLog
 
     return Recorder(AuditLog(audit_path))
+
+
+def trim_heap() -> None:
+    """Give the C heap's free pages back to the system (glibc's malloc_trim). A pass frees
+    what it read and rendered, but malloc keeps freed pages for the next allocation: a daemon
+    that idles for hours should not hold its busiest pass's peak. Elsewhere, nothing."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None)
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        return
 
 
 def _retry_in(backoff: Backoff, now: float) -> float | None:

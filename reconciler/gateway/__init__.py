@@ -15,10 +15,9 @@ if TYPE_CHECKING:
     from reconciler.gateway.credentials import ensure_credentials_dir
     from reconciler.gateway.directories import DirMode, RootDirs, inspect_root, set_dir_modes
     from reconciler.gateway.nginx import detect_ssl_on
-    from reconciler.gateway.observe import Caches, ObservationCache, Observations, TargetEvents
+    from reconciler.gateway.observe import ObservationCache, Observations, TargetEvents
 
 __all__ = [
-    "Caches",
     "DirMode",
     "inspect_root",
     "RootDirs",
@@ -34,7 +33,6 @@ __all__ = [
 __getattr__ = lazy_exports(
     __name__,
     {
-        "Caches": "observe",
         "ObservationCache": "observe",
         "Observations": "observe",
         "TargetEvents": "observe",

@@ -5,16 +5,15 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from reconciler.core.desired import Kind
 from reconciler.core.plan import OVERSIZED, Observed, digest, read_limit
 from reconciler.core.render import Layout, Target
 from reconciler.gateway.credentials import leftover_kind, managed_credentials
 from reconciler.support import fsio
-from reconciler.truststore import TrustLinks
 
-__all__ = ["Caches", "ObservationCache", "Observations", "TargetEvents"]
+__all__ = ["ObservationCache", "Observations", "TargetEvents"]
 
 
 class ObservationCache:
@@ -29,16 +28,27 @@ class ObservationCache:
     def __init__(self) -> None:
         self._files: fsio.StatCache[Observed] = fsio.StatCache()
 
-    def observe(self, path: str, kind: Kind, limit: int) -> Observed | None:
+    def observe(
+        self,
+        path: str,
+        kind: Kind,
+        limit: int,
+        *,
+        reuse: bool = True,
+        wanted: str | None = None,
+    ) -> Observed | None:
         """The file at `path` as a target of `kind`, or None when there is none. A file larger
-        than `limit` (the largest the pass writes) is not read: its digest is `OVERSIZED`."""
+        than `limit` (the largest the pass writes) is not read: its digest is `OVERSIZED`.
+        `reuse`: False reads it whatever its stat key says (and keeps what it read). `wanted`:
+        the digest the target should have; when the file has it, that very string is kept (one
+        copy of each of thousands of digests, not two)."""
         try:
             info = os.lstat(path)
         except FileNotFoundError:
             return None
         mode, gid = info.st_mode & 0o7777, info.st_gid
         if stat.S_ISREG(info.st_mode):
-            seen = self._files.get(path, info)
+            seen = self._files.get(path, info) if reuse else None
             if (
                 seen is not None
                 and seen.kind == kind
@@ -55,22 +65,12 @@ class ObservationCache:
             return Observed(kind, OVERSIZED if oversized else "not-a-regular-file", mode, gid)
         if content is None:
             return None
-        seen = Observed(kind, digest(content), mode, gid)
+        found = digest(content)
+        if found == wanted:
+            found = wanted
+        seen = Observed(kind, found, mode, gid)
         self._files.put(path, info, seen, read_at)
         return seen
-
-
-@dataclass(frozen=True, slots=True)
-class Caches:
-    """Every file cache a process keeps between its passes, handed to each pass as one object.
-
-    Each trusts what it read from a file while the file's stat key holds, so files nobody
-    touched are not read again: the targets, and the trust store's hash links (the directory
-    backend proves a refresh by reading them).
-    """
-
-    targets: ObservationCache = field(default_factory=ObservationCache)
-    trust_links: TrustLinks = field(default_factory=TrustLinks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,15 +97,21 @@ class Observations:
 
     @classmethod
     def full(
-        cls, targets: Sequence[Target], layout: Layout, cache: ObservationCache
+        cls,
+        targets: Sequence[Target],
+        layout: Layout,
+        cache: ObservationCache,
+        *,
+        reuse: bool = True,
     ) -> Observations:
-        """Every target, every managed trust file and every credential copy present."""
+        """Every target, every managed trust file and every credential copy present; `reuse`:
+        False reads each file again, whatever the cache knows of it."""
         from reconciler.truststore import managed_paths
 
         found: dict[str, Observed] = {}
         limit = read_limit(targets)
         for target in targets:
-            seen = cache.observe(target.path, target.kind, limit)
+            seen = cache.observe(target.path, target.kind, limit, reuse=reuse, wanted=target.sha256)
             if seen is not None:
                 found[target.path] = seen
         managed = managed_paths(str(layout.trust_dir), layout.trust_prefix).values()
@@ -117,7 +123,7 @@ class Observations:
         for paths, kind in leftovers:
             for path in paths:
                 if path not in found:
-                    seen = cache.observe(path, kind, limit)
+                    seen = cache.observe(path, kind, limit, reuse=reuse)
                     if seen is not None:
                         found[path] = seen
         return cls(found, frozenset([*(t.path for t in targets), *managed, *credentials]))
@@ -146,6 +152,7 @@ class Observations:
                     for path in events.touched
                     if path.rpartition("/")[0] == real
                 )
+        digests = {t.path: t.sha256 for t in targets}
         wanted = {t.path: t.kind for t in targets}
         look: dict[str, Kind] = {
             path: kind
@@ -167,7 +174,7 @@ class Observations:
         }
         limit = read_limit(targets)
         for path, kind in look.items():
-            seen = cache.observe(path, kind, limit)
+            seen = cache.observe(path, kind, limit, wanted=digests.get(path))
             if seen is not None:
                 found[path] = seen
         return Observations(found, frozenset(wanted.keys() | found.keys()))

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from reconciler.reconcile.events import Notice, Recorder
     from reconciler.reconcile.planning import Planned, make_plan, targets_as_left
     from reconciler.reconcile.runner import (
+        Caches,
         Hints,
         PassMemory,
         PassResult,
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "Caches",
     "Hints",
     "make_plan",
     "Notice",
@@ -37,6 +39,7 @@ __getattr__ = lazy_exports(
     __name__,
     {
         "reconcile": "runner",
+        "Caches": "runner",
         "PassResult": "runner",
         "PassMemory": "runner",
         "Hints": "runner",

@@ -58,15 +58,22 @@ def apply_plan(
 ) -> Applied:
     """Apply `current`: every change in place and the services told, or none of it.
 
-    `trust_links`: the process's cache of the trust store's hash links (see observe.Caches)."""
+    `trust_links`: the process's cache of the trust store's hash links (see runner.Caches)."""
     revision = current.revision
+    # Durable with the journal, in its fsync batch: before any target is touched.
     recorder.record(
-        PassStarted(revision=revision, kinds=tuple(current.kinds), changes=len(current.changes))
+        PassStarted(revision=revision, kinds=tuple(current.kinds), changes=len(current.changes)),
+        sync=False,
     )
     recorder.progress.step(f"staging {counted(len(current.changes), 'change')}")
     try:
         ensure_target_dirs(settings.root)
-        txn = Transaction.prepare(settings.var_dir, current, root=settings.root)
+        ensure_credentials_dir(
+            current, settings.root, settings.key_mode_bits, group_id(settings.file_group)
+        )
+        txn = Transaction.prepare(
+            settings.var_dir, current, root=settings.root, also=(recorder.sync,)
+        )
     except ApplyError as exc:
         return _failed(recorder, revision, str(exc))
     several = tuple(Path(t.path) for t in targets if t.kind == "trust" and len(t.certs) > 1)
@@ -90,16 +97,19 @@ def complete(
     hooks: list[HookResult] = []
     try:
         if current is not None:
-            ensure_credentials_dir(
-                current, settings.root, settings.key_mode_bits, group_id(settings.file_group)
+            changes = current.changes
+            recorder.progress.step(f"swapping {counted(len(changes), 'file')} into place")
+            # One audit write for all of them, made durable with the phase `swapped`: the
+            # records are on disk before the hooks run.
+            txn.swap(
+                done=lambda: recorder.record_many(
+                    [applied_change(journal.revision, c) for c in changes], sync=False
+                ),
+                also=(recorder.sync,),
             )
-            recorder.progress.step(f"swapping {counted(len(current.changes), 'file')} into place")
-            txn.swap()
-            # One audit write for all of them: the records are durable before the hooks run.
-            recorder.record_many([applied_change(journal.revision, c) for c in current.changes])
         if journal.trust_changed:
             recorder.progress.step("refreshing the trust store")
-            _refresh_trust(settings, journal, several, trust_links)
+            _refresh_trust(settings, journal, current, several, trust_links)
         crashpoint("refreshed")
         _run_hooks(settings, recorder, journal, "apply", hooks)
         crashpoint("hooks-done")
@@ -170,13 +180,20 @@ def _failed(
 def _refresh_trust(
     settings: Settings,
     journal: Journal,
+    current: Plan | None,
     several: Sequence[Path] | None,
     trust_links: TrustLinks | None,
 ) -> None:
     from reconciler.truststore import trust_store_from_settings
 
     store = trust_store_from_settings(settings, trust_links)
-    store.refresh(removed=journal.trust_removed, several=several)
+    # What the pass wrote is in memory: the links are made without reading those files back.
+    changed = {
+        Path(c.path).name: c.target.content if c.target is not None else None
+        for c in (current.changes if current is not None else ())
+        if c.kind == "trust"
+    }
+    store.refresh(removed=journal.trust_removed, several=several, changed=changed)
     written = [Path(e.path) for e in journal.entries if e.kind == "trust" and e.staged]
     missing = store.missing_files_after_refresh(written)
     if missing:

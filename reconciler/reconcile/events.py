@@ -302,25 +302,28 @@ class Recorder:
         self.progress: Progress = progress if progress is not None else _NoProgress()
         self.summarize_changes = summarize_changes
 
-    def record(self, event: AuditEvent) -> Record | None:
+    def record(self, event: AuditEvent, *, sync: bool = True) -> Record | None:
         """Append the audit record (fsynced) and log the event; returns the record.
 
         Without an audit log (commands that only read, like `plan`) only the log line is
         written and None is returned. AuditError propagates: a step whose record could not be
-        written must not be reported done.
+        written must not be reported done. `sync=False`: see `record_many`.
         """
-        written = self.record_many([event])
+        written = self.record_many([event], sync=sync)
         return written[0] if written else None
 
-    def record_many(self, events: Sequence[AuditEvent]) -> list[Record]:
-        """Several events with one audit write and one fsync, then their log lines, in order."""
+    def record_many(self, events: Sequence[AuditEvent], *, sync: bool = True) -> list[Record]:
+        """Several events with one audit write and one fsync, then their log lines, in order.
+
+        `sync=False`: the records are written but not fsynced; the caller runs `sync` (in the
+        same batch as the fsyncs of the step they record) before it reports the step done."""
         entries = [(e.name, e.revision, e.fields()) for e in events]
         if self.audit is None:
             for event, (name, revision, fields) in zip(events, entries, strict=True):
                 if not self._summarized(event):
                     self.logger.log(event.level, made(name), revision=_made(revision), **fields)
             return []
-        written = self.audit.append_many(entries)
+        written = self.audit.append_many(entries, sync=sync)
         for event, (name, revision, fields), record in zip(events, entries, written, strict=True):
             if self._summarized(event):
                 continue
@@ -334,6 +337,11 @@ class Recorder:
 
     def _summarized(self, event: AuditEvent) -> bool:
         return self.summarize_changes and isinstance(event, _TargetChange)
+
+    def sync(self) -> None:
+        """Make every record written so far durable (see `record_many`)."""
+        if self.audit is not None:
+            self.audit.sync()
 
     def close(self) -> None:
         if self.audit is not None:

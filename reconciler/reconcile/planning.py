@@ -24,7 +24,7 @@ from reconciler.gateway import (
     inspect_root,
 )
 from reconciler.reconcile.events import Progress
-from reconciler.source import read_snapshot
+from reconciler.source import SourceCache, read_snapshot
 from reconciler.txn import records
 
 __all__ = ["Planned", "group_id", "layout_for", "make_plan", "targets_as_left"]
@@ -87,15 +87,19 @@ def make_plan(
     prior: Observations | None = None,
     events: TargetEvents | None = None,
     progress: Progress | None = None,
+    sources: SourceCache | None = None,
 ) -> Planned:
     """Read, validate, render and compare: everything a pass decides, no target touched.
 
     With the previous pass's `prior` observations and the target `events` seen since, only the
-    targets something happened to are looked at again (the daemon); else every one is.
-    `progress` hears each step."""
+    targets something happened to are looked at again (the daemon), and input files whose
+    identity did not change since `sources` last read them are not read again; without
+    `events`, every target is looked at and every input file read. `progress` hears each step."""
     if progress is not None:
         progress.step("reading the desired state")
-    inp = read_snapshot(settings.state_dir, settings.key_dirs)
+    inp = read_snapshot(
+        settings.state_dir, settings.key_dirs, cache=sources, reuse=events is not None
+    )
     if progress is not None:
         files = 1 + len(inp.trust) + len(inp.profiles) + (inp.cert is not None)
         progress.step(f"validating {counted(files, 'file')}")
@@ -115,7 +119,7 @@ def make_plan(
     if prior is not None and events is not None:
         observations = prior.since(events, targets, layout, cache)
     else:
-        observations = Observations.full(targets, layout, cache)
+        observations = Observations.full(targets, layout, cache, reuse=events is not None)
     result = plan(inp.revision, targets, observations.found, last.targets if last else None)
     return Planned(
         inp.revision,

@@ -9,6 +9,7 @@ failing state is the daemon's scheduling (`core.schedule`). Call with the ROOT l
 
 from __future__ import annotations
 
+import os
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -19,7 +20,7 @@ from reconciler.core.layout import RootLayout
 from reconciler.core.outcome import Outcome
 from reconciler.core.plan import Plan
 from reconciler.core.render import Target
-from reconciler.gateway import Caches, Observations, TargetEvents, set_dir_modes
+from reconciler.gateway import ObservationCache, Observations, TargetEvents, set_dir_modes
 from reconciler.hooks import HookResult
 from reconciler.reconcile.applying import Applied, apply_plan, complete, roll_back
 from reconciler.reconcile.events import (
@@ -31,12 +32,14 @@ from reconciler.reconcile.events import (
     StateWarning,
 )
 from reconciler.reconcile.planning import Planned, make_plan
+from reconciler.source import SourceCache
 from reconciler.support import fsio
 from reconciler.support.confined import remove_stale_temps
 from reconciler.support.logging import get_logger
+from reconciler.truststore import TrustLinks
 from reconciler.txn import Transaction, crashpoint, records, remove_orphan_staging
 
-__all__ = ["Hints", "PassMemory", "PassResult", "Tools", "reconcile"]
+__all__ = ["Caches", "Hints", "PassMemory", "PassResult", "Tools", "reconcile"]
 
 log = get_logger("reconciler.pass")
 
@@ -90,9 +93,25 @@ class Hints:
     """What the caller knows that can spare the pass work; without hints it looks at everything."""
 
     events: TargetEvents | None = None
-    """What the daemon's watches saw at the targets since the previous pass began."""
+    """What the daemon's watches saw at the targets since the previous pass began. Without it
+    (a start, a resync, `apply`), the pass looks at every target and reads every input file
+    again, whatever its caches say."""
     undisturbed: bool = False
     """The ROOT lock says no other process held it since our previous pass (see RootLock)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Caches:
+    """Every file cache a process keeps between its passes, handed to each pass as one object.
+
+    Each trusts what it read from a file while the file's identity (device, inode, size, mtime,
+    ctime) holds, so files nobody touched are not read again: the desired state and key_dirs,
+    the targets, and the trust store's hash links.
+    """
+
+    sources: SourceCache = field(default_factory=SourceCache)
+    targets: ObservationCache = field(default_factory=ObservationCache)
+    trust_links: TrustLinks = field(default_factory=TrustLinks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,12 +137,14 @@ def reconcile(
     crashpoint("recovered")
     prior = memory.observations if hints.undisturbed else None
     caches = tools.caches
+    _tell_trust_links(settings, hints, caches.trust_links)
     planned = make_plan(
         settings,
         cache=caches.targets,
         prior=prior,
         events=hints.events,
         progress=tools.recorder.progress,
+        sources=caches.sources,
     )
     result = _decide(settings, planned, tools, reported)
     observations = None
@@ -140,6 +161,19 @@ def reconcile(
     as_desired = result.outcome in (Outcome.CONVERGED, Outcome.NO_CHANGE)
     settled = planned.targets if as_desired and planned.plan is not None else None
     return result, PassMemory(observations, False, settled, current)
+
+
+def _tell_trust_links(settings: Settings, hints: Hints, links: TrustLinks) -> None:
+    """What the watch on the trust directory saw since the pass before began: the links made in
+    process are looked at there only (see truststore.hashlinks)."""
+    events = hints.events
+    trust_dir = os.path.realpath(settings.trust_path)
+    if events is None or not hints.undisturbed or trust_dir not in events.watched:
+        links.made.saw(None)
+        return
+    links.made.saw(
+        path.rpartition("/")[2] for path in events.touched if path.rpartition("/")[0] == trust_dir
+    )
 
 
 def _record_status(var_dir: Path, result: PassResult) -> None:

@@ -11,11 +11,19 @@ from reconciler import lazy_exports
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from reconciler.source.cache import SourceCache
     from reconciler.source.fleet import fleet_root, gateways_of, shared_layers
     from reconciler.source.links import K8S_DATA
     from reconciler.source.state import read_snapshot
 
-__all__ = ["fleet_root", "gateways_of", "K8S_DATA", "read_snapshot", "shared_layers"]
+__all__ = [
+    "fleet_root",
+    "gateways_of",
+    "K8S_DATA",
+    "read_snapshot",
+    "shared_layers",
+    "SourceCache",
+]
 __getattr__ = lazy_exports(
     __name__,
     {
@@ -24,5 +32,6 @@ __getattr__ = lazy_exports(
         "gateways_of": "fleet",
         "shared_layers": "fleet",
         "K8S_DATA": "links",
+        "SourceCache": "cache",
     },
 )

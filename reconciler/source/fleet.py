@@ -35,6 +35,7 @@ from reconciler.core.compose import (
 )
 from reconciler.core.desired import Finding
 from reconciler.core.evaluate import StateInput
+from reconciler.source.cache import SourceCache
 from reconciler.source.links import RETRIES, RETRY_PAUSE_S, git_revision, inside
 from reconciler.source.snapshot import read_directory
 from reconciler.support.fsio import RefusedFileError, read_safe
@@ -72,12 +73,17 @@ def gateways_of(directory: Path) -> list[Path] | None:
 
 
 def read_composed(
-    repo: Path, state_dir: Path, key_dirs: Sequence[Path] = (), *, no_secrets: bool = False
+    repo: Path,
+    state_dir: Path,
+    key_dirs: Sequence[Path] = (),
+    *,
+    no_secrets: bool = False,
+    cache: SourceCache | None = None,
 ) -> StateInput:
     """The gateway at `state_dir` composed with its fleet's shared layers; retried while moving."""
     for attempt in range(RETRIES):
         real = os.path.realpath(repo)
-        inp = _read_once(repo, real, state_dir, key_dirs, no_secrets)
+        inp = _read_once(repo, real, state_dir, key_dirs, no_secrets, cache)
         if os.path.realpath(repo) == real and not inp.in_transit:
             return inp
         time.sleep(RETRY_PAUSE_S * 2**attempt)
@@ -87,7 +93,12 @@ def read_composed(
 
 
 def _read_once(
-    repo: Path, real: str, state_dir: Path, key_dirs: Sequence[Path], no_secrets: bool
+    repo: Path,
+    real: str,
+    state_dir: Path,
+    key_dirs: Sequence[Path],
+    no_secrets: bool,
+    cache: SourceCache | None,
 ) -> StateInput:
     name = os.path.basename(os.path.abspath(state_dir))
     if not is_gateway_name(name) or "\n" in name:
@@ -108,7 +119,7 @@ def _read_once(
         reason = f"the gateway's directory leads to {where}, outside {GATEWAYS_DIR}/"
         finding = error(str(state_dir), None, reason, rule="path-escape")
         return StateInput("unknown", None, findings=(finding,))
-    own = read_directory(own_dir, key_dirs, no_secrets=no_secrets)
+    own = read_directory(own_dir, key_dirs, no_secrets=no_secrets, cache=cache)
     fleet, problems = _fleet_file(Path(real))
     layers: list[Layer] = []
     digest = hashlib.sha256(own.content_digest.encode())
@@ -134,7 +145,7 @@ def _read_once(
             continue
         if not os.listdir(where):
             continue  # an empty layer adds nothing
-        inp = read_directory(path, key_dirs, no_secrets=no_secrets)
+        inp = read_directory(path, key_dirs, no_secrets=no_secrets, cache=cache)
         layers.append(Layer(shown, inp))
         digest.update(f"\0{layer}\0{inp.content_digest}".encode())
     content = digest.hexdigest()

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import errno
-import functools
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from reconciler.core.collect import error
@@ -14,7 +13,8 @@ from reconciler.core.evaluate import GATEWAY_FILE, KeySource, Skipped, SourceFil
 from reconciler.core.paths import path_problem
 from reconciler.core.rules import secret_rules
 from reconciler.core.secret import SecretBytes
-from reconciler.source.files import FileReader, strerror
+from reconciler.source.cache import SourceCache
+from reconciler.source.files import DIR_FLAGS, FileReader, strerror
 from reconciler.source.links import (
     K8S_DATA,
     PinnedKeyDirs,
@@ -37,9 +37,13 @@ class StateReader(FileReader):
     """Reads the files of one snapshot by the paths STATE names, and its folders."""
 
     def __init__(
-        self, base: PinnedState, key_dirs: Sequence[Path], no_secrets: bool = False
+        self,
+        base: PinnedState,
+        key_dirs: Sequence[Path],
+        no_secrets: bool = False,
+        cache: SourceCache | None = None,
     ) -> None:
-        super().__init__(base, PinnedKeyDirs(key_dirs))
+        super().__init__(base, PinnedKeyDirs(key_dirs), cache)
         self.no_secrets = no_secrets
         self.skipped: list[Skipped] = []
 
@@ -77,10 +81,10 @@ class StateReader(FileReader):
             return SourceFile(rel, None)
         # Only a file that is not there at all may be missing; a dangling link is reported.
         absent = missing_ok and not os.path.lexists(os.path.join(self.base.real, rel))
-        data = self.load(real, rel, field, missing_ok=absent)
-        if absent and data is None:
-            return None
-        return SourceFile(rel, data)
+        source = self.load_file(real, rel, field, missing_ok=absent)
+        if source is not None:
+            return source
+        return None if absent else SourceFile(rel, None)
 
     def skip_secret(self, path: str, field: str, rules: tuple[str, ...]) -> bool:
         """True (and listed as skipped) for a secret reference under `no_secrets`: an absolute
@@ -151,9 +155,7 @@ class StateReader(FileReader):
             )
             return ()
         try:
-            # The entry's type comes with its name (d_type): no stat per file.
-            with os.scandir(real) as listed:
-                entries = {e.name: e for e in listed}
+            folder_fd = os.open(real, DIR_FLAGS)
         except FileNotFoundError as exc:
             if self.vanished():
                 raise SnapshotMovedError(f"{folder}/ vanished while being read") from exc
@@ -164,7 +166,7 @@ class StateReader(FileReader):
             )
             return ()
         except OSError as exc:
-            if exc.errno == errno.ENOTDIR:
+            if exc.errno in (errno.ENOTDIR, errno.ELOOP):
                 self.findings.append(error(folder, None, "not a directory", rule="folder-unusable"))
             else:
                 self.findings.append(
@@ -173,10 +175,29 @@ class StateReader(FileReader):
                     )
                 )
             return ()
+        try:
+            return self._read_folder(folder, folder_fd, real, suffixes)
+        finally:
+            os.close(folder_fd)
+
+    def _read_folder(
+        self, folder: str, folder_fd: int, real: str, suffixes: tuple[str, ...]
+    ) -> tuple[tuple[str, SourceFile], ...]:
+        try:
+            # The entry's type comes with its name (d_type): no stat per file.
+            with os.scandir(folder_fd) as listed:
+                entries = {e.name: e for e in listed}
+        except OSError as exc:
+            self.findings.append(
+                error(folder, None, f"cannot be listed: {strerror(exc)}", rule="file-unreadable")
+            )
+            return ()
+        reading = self.listed(folder_fd, real)
         found: dict[str, tuple[str, SourceFile]] = {}
         stray: list[str] = []
+        names = _names_of(folder, suffixes, entries)
         for entry in sorted(entries):
-            named = _entry_name(folder, entry, suffixes)
+            named = names[entry]
             if named is None:
                 continue  # hidden files, ConfigMap `..data` plumbing, editor swap files
             stem, rel, problem = named
@@ -199,30 +220,43 @@ class StateReader(FileReader):
                 source = self.read(rel, None)
                 assert source is not None
             else:
-                # A plain file in the folder resolved above: its real path is that folder's plus
-                # its name, so resolving it again (an lstat per path component, per file) would
-                # find nothing new.
-                path = f"{real}/{entry}"
-                data = None
+                # A plain file in the folder opened above: read relative to it, so resolving
+                # its path again (an lstat per path component, per file) is not needed.
+                loaded = None
                 if listed_entry.is_file(follow_symlinks=False):
-                    data = self.load_listed(path, rel)
+                    loaded = self.load_listed(reading, entry, rel)
                 else:
                     self.findings.append(
                         error(rel, None, "not a regular file", rule="file-not-regular")
                     )
-                source = SourceFile(rel, data)
+                source = loaded if loaded is not None else SourceFile(rel, None)
             found[stem] = (stem, source)
         if stray:
             self.findings.append(_stray_warning(folder, stray, suffixes))
         return tuple(found[name] for name in sorted(found))
 
 
-@functools.lru_cache(maxsize=65536)
-def _entry_name(
-    folder: str, entry: str, suffixes: tuple[str, ...]
-) -> tuple[str, str, Finding | None] | None:
+Named = tuple[str, str, Finding | None] | None
+_NAMES: dict[tuple[str, tuple[str, ...]], dict[str, Named]] = {}
+"""What the last listing of each folder made of its names: a daemon lists the same thousands
+of names at every pass. Only the last listing's are kept."""
+
+
+def _names_of(folder: str, suffixes: tuple[str, ...], entries: Iterable[str]) -> dict[str, Named]:
+    """`_entry_name` of each entry, from the last listing of `folder` where it was there."""
+    key = (folder, suffixes)
+    known = _NAMES.get(key, {})
+    names = {
+        entry: known[entry] if entry in known else _entry_name(folder, entry, suffixes)
+        for entry in entries
+    }
+    _NAMES[key] = names
+    return names
+
+
+def _entry_name(folder: str, entry: str, suffixes: tuple[str, ...]) -> Named:
     """(NAME, path shown, the finding that rules the entry out) for a file in a listed folder;
-    None for a hidden one. Cached: a daemon lists the same thousands of names at every pass."""
+    None for a hidden one."""
     if entry.startswith("."):
         return None
     rel = f"{folder}/{entry}"

@@ -20,6 +20,7 @@ from reconciler.core.evaluate import GATEWAY_FILE, KeySource, SourceFile, StateI
 from reconciler.core.paths import path_problem
 from reconciler.core.secret import SecretBytes
 from reconciler.core.toml_limits import load_toml
+from reconciler.source.cache import SourceCache
 from reconciler.source.links import (
     RETRIES,
     RETRY_PAUSE_S,
@@ -34,7 +35,11 @@ TRUST_SUFFIXES = (".pem", ".crt")
 
 
 def read_directory(
-    state_dir: Path, key_dirs: Sequence[Path] = (), *, no_secrets: bool = False
+    state_dir: Path,
+    key_dirs: Sequence[Path] = (),
+    *,
+    no_secrets: bool = False,
+    cache: SourceCache | None = None,
 ) -> StateInput:
     """Read one desired-state directory once; retry while it is being swapped.
 
@@ -44,7 +49,7 @@ def read_directory(
     last: SnapshotMovedError | None = None
     for attempt in range(RETRIES):
         try:
-            return _read_once(state_dir, key_dirs, no_secrets)
+            return _read_once(state_dir, key_dirs, no_secrets, cache)
         except SnapshotMovedError as exc:
             last = exc
             # The swapper is mid-way: give it a moment (no event marks the end of a swap).
@@ -54,13 +59,15 @@ def read_directory(
     return StateInput("unknown", None, findings=(finding,), in_transit=True)
 
 
-def _read_once(state_dir: Path, key_dirs: Sequence[Path], no_secrets: bool = False) -> StateInput:
+def _read_once(
+    state_dir: Path, key_dirs: Sequence[Path], no_secrets: bool, cache: SourceCache | None
+) -> StateInput:
     if not state_dir.exists():
         return _unusable(state_dir, "desired-state directory does not exist")
     if not state_dir.is_dir():
         return _unusable(state_dir, "desired state is not a directory")
     base = PinnedState.pin(state_dir)
-    reader = StateReader(base, key_dirs, no_secrets)
+    reader = StateReader(base, key_dirs, no_secrets, cache)
 
     gateway = reader.read(GATEWAY_FILE, None, missing_ok=True)
     cert: SourceFile | None = None

@@ -18,10 +18,11 @@ import functools
 import os
 import secrets
 import stat
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Self
 
+from reconciler.errors import ApplyError
 from reconciler.support import fsio
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "fsync_dirs",
     "fsync_files",
     "remove_stale_temps",
+    "syncers",
 ]
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
@@ -221,6 +223,25 @@ def fsync_files(files: Iterable[tuple[ConfinedDir, str]]) -> None:
 def fsync_dirs(directories: Iterable[ConfinedDir]) -> None:
     """Make each directory's entries (renames, unlinks) durable, concurrently."""
     fsio.in_parallel([(d.fsync, d.path) for d in directories])
+
+
+def syncers(
+    *, files: Iterable[tuple[ConfinedDir, str]] = (), directories: Iterable[ConfinedDir] = ()
+) -> list[fsio.Syncer]:
+    """The same fsyncs as `fsync_files` and `fsync_dirs`, as jobs for another batch (a journal
+    write's `also`): one round of waits for all of them. Each raises ApplyError naming its path."""
+    jobs: list[tuple[Callable[[], object], Path]] = [
+        (functools.partial(_fsync_at, d, name), d.path / name) for d, name in files
+    ]
+    jobs += [(d.fsync, d.path) for d in directories]
+    return [functools.partial(_named, job, path) for job, path in jobs]
+
+
+def _named(job: Callable[[], object], path: Path) -> None:
+    try:
+        job()
+    except OSError as exc:
+        raise ApplyError(fsio.describe(exc, path)) from exc
 
 
 def _fsync_at(directory: ConfinedDir, name: str) -> None:

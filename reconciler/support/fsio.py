@@ -11,17 +11,18 @@ For tests only, RECONCILER_TEST_FAULT=OP:SUBSTRING:ERRNO makes the OP ("write", 
 from __future__ import annotations
 
 import errno
-import functools
 import os
 import secrets
 import stat
+import struct
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Generic, TypeVar
 
-from reconciler.errors import ApplyError
+from reconciler.errors import ApplyError, ReconcilerError
 
 TMP_PREFIX = ".reconciler-tmp-"
 
@@ -170,33 +171,40 @@ def fsync_dir(path: Path | str) -> None:
 
 _POOL: ThreadPoolExecutor | None = None
 
-
-def _in_parallel(paths: Sequence[Path]) -> None:
-    """fsync every path (file or directory), concurrently: the disk sees one batch, not a queue of
-    waits (a pass's fsyncs were most of the swap-to-hook latency); ApplyError names the first."""
-    in_parallel([(functools.partial(fsync_dir, path), path) for path in paths])
+Syncer = Callable[[], None]
+"""Makes something durable that is not a path to fsync (an open log's records, say); raises
+OSError or a ReconcilerError when it cannot."""
 
 
-def in_parallel(jobs: Sequence[tuple[Callable[[], object], Path | str]]) -> None:
-    """Run each job (an fsync, say) concurrently; ApplyError naming the first job's path (its
-    second item) whose job raised OSError, once all have ended."""
+def _in_parallel(paths: Sequence[Path], also: Sequence[Syncer] = ()) -> None:
+    """fsync every path (file or directory), and run every `also`, concurrently: the disk sees one
+    batch, not a queue of waits (a pass's fsyncs were most of the swap-to-hook latency)."""
+    jobs: list[tuple[Syncer, Path | None]] = [(partial(fsync_dir, path), path) for path in paths]
+    in_parallel([*jobs, *((job, None) for job in also)])
+
+
+def in_parallel(jobs: Sequence[tuple[Callable[[], object], Path | str | None]]) -> None:
+    """Run each job (an fsync, say) concurrently, then raise the first failure: an OSError as an
+    ApplyError naming the job's path (its second item), a ReconcilerError as itself."""
     global _POOL  # noqa: PLW0603 - one lazily started pool per process, idle threads cost nothing
     if len(jobs) <= 1:
         for job, path in jobs:
             try:
                 job()
             except OSError as exc:
-                raise ApplyError(describe(exc, path)) from exc
+                raise ApplyError(describe(exc, path or exc.filename or "?")) from exc
         return
     if _POOL is None:
         _POOL = ThreadPoolExecutor(max_workers=16, thread_name_prefix="fsync")
     futures = [(_POOL.submit(job), path) for job, path in jobs]
-    failure: ApplyError | None = None
+    failure: ReconcilerError | None = None
     for future, path in futures:
         try:
             future.result()
         except OSError as exc:
-            failure = failure or ApplyError(describe(exc, path))
+            failure = failure or ApplyError(describe(exc, path or exc.filename or "?"))
+        except ReconcilerError as exc:
+            failure = failure or exc
     if failure is not None:
         raise failure
 
@@ -206,9 +214,9 @@ def fsync_files(paths: Iterable[Path]) -> None:
     _in_parallel(list(paths))
 
 
-def sync_all(paths: Iterable[Path]) -> None:
-    """fsync files and directories alike, concurrently (one round of waits)."""
-    _in_parallel(sorted(set(paths)))
+def sync_all(paths: Iterable[Path], *, also: Sequence[Syncer] = ()) -> None:
+    """fsync files and directories alike, and run `also`, concurrently (one round of waits)."""
+    _in_parallel(sorted(set(paths)), also)
 
 
 def sync_dirs(directories: Iterable[Path]) -> None:
@@ -340,12 +348,17 @@ def _unlink_quietly(path: Path) -> None:
         pass
 
 
-StatKey = tuple[int, int, int, int, int]
+StatKey = bytes
+_STAT_KEY = struct.Struct("=QQqqq")
 
 
 def stat_key(info: os.stat_result) -> StatKey:
-    """What changes whenever a file's content does (device, inode, size, mtime, ctime)."""
-    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+    """What changes whenever a file's content does (device, inode, size, mtime, ctime), packed:
+    caches hold one for each of thousands of files (a tuple of five ints is three times the
+    size)."""
+    return _STAT_KEY.pack(
+        info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns
+    )
 
 
 class StatCache(Generic[T]):

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, TextIO, cast
 
 if TYPE_CHECKING:
     import threading
-    from types import TracebackType
+    from types import ModuleType, TracebackType
 
 from reconciler.core.secret import SecretBytes
 from reconciler.support.redact import made, scrub, scrub_line
@@ -117,6 +117,29 @@ def _scrubbed_traceback(sio: TextIO, exc_info: Any) -> None:
     sio.write("\n" + scrub("".join(traceback.format_exception(*exc_info))).rstrip("\n"))
 
 
+_UNUSED_BY_STRUCTLOG: Final = ("rich", "better_exceptions")
+"""What structlog imports whenever it is installed, only for tracebacks this pipeline turns off
+(rich's print local variables, see configure_logging): megabytes of a daemon's memory, and a
+developer's venv has rich (through import-linter)."""
+
+
+def _structlog() -> ModuleType:
+    """structlog, imported without the optional libraries it would use for pretty tracebacks."""
+    loaded = sys.modules.get("structlog")
+    if loaded is not None:
+        return loaded
+    blocked = [name for name in _UNUSED_BY_STRUCTLOG if name not in sys.modules]
+    for name in blocked:
+        sys.modules[name] = None  # type: ignore[assignment]  # its import raises ImportError
+    try:
+        import structlog
+    finally:
+        for name in blocked:  # importing them later, elsewhere, works as ever
+            if name in sys.modules and sys.modules[name] is None:
+                del sys.modules[name]
+    return structlog
+
+
 def configure_logging(
     fmt: LogFormat | None = None, stream: TextIO | None = None, *, level: Level = "info"
 ) -> None:
@@ -125,7 +148,7 @@ def configure_logging(
     `fmt` None means console on a TTY and JSON otherwise; colours only on a TTY and without
     NO_COLOR. Calling it again replaces the configuration (idempotent for the same arguments).
     """
-    import structlog
+    structlog = _structlog()
 
     # _Stderr has the part of TextIO a WriteLogger uses: write, flush (and isatty, fileno).
     out = stream if stream is not None else cast(TextIO, _Stderr())
@@ -292,7 +315,7 @@ class Logger:
         self._emit(level, event, fields)
 
     def _emit(self, method: str, event: str, fields: Mapping[str, object]) -> None:
-        import structlog
+        structlog = _structlog()
 
         if not structlog.is_configured():
             configure_logging()

@@ -1,6 +1,7 @@
 """The operating system's trust store: the managed entries and the refresh every backend
 shares (`base`), the debian and rhel bundle backends and the choice by settings (`backends`), the
-OpenSSL CApath directory and its hash links (`directory`), and certificates read from PEM files.
+OpenSSL CApath directory (`directory`) and its hash links, made in process as `openssl rehash`
+makes them (`hashlinks`, `buckets`, `x509info`), and certificates read from PEM files.
 """
 
 from __future__ import annotations

@@ -49,7 +49,8 @@ def trust_store_from_settings(
     settings: Settings, link_cache: TrustLinks | None = None
 ) -> TrustStore:
     """The backend the settings choose, with their directory, refresh command and prefix;
-    `link_cache`: the directory backend's cache of what its hash links hold (see Caches)."""
+    `link_cache`: the directory backend's cache of what its hash links hold (see
+    reconcile.Caches)."""
     argv = settings.trust_refresh_argv
     trust_dir, prefix = settings.trust_path, settings.trust_prefix
     if settings.trust_store == "debian":

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,11 +79,16 @@ class TrustStore:
         return argv
 
     def refresh(
-        self, removed: bool, timeout_s: float = 120, several: Sequence[Path] | None = None
+        self,
+        removed: bool,
+        timeout_s: float = 120,
+        several: Sequence[Path] | None = None,
+        changed: Mapping[str, bytes | None] | None = None,
     ) -> RefreshResult:
         """Run the refresh command once; raise TrustRefreshError on failure or timeout.
         `several`: the managed files holding more than one certificate, where the caller knows
-        them (None: look at every managed file)."""
+        them (None: look at every managed file); `changed`: file name -> content (None: deleted)
+        of the entries the pass just wrote or deleted, where the caller has them."""
         argv = self.argv_for(removed=removed)
         command = " ".join(argv)
         # The hook runner's process handling: own session, output to a file (not a pipe a

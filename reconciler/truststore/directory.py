@@ -1,22 +1,33 @@
-"""The `directory` trust store backend: an OpenSSL CApath refreshed by `openssl rehash`."""
+"""The `directory` trust store backend: an OpenSSL CApath, its hash links made in process
+(`hashlinks`) or by a `trust_refresh` command such as `openssl rehash`."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import re
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from reconciler.core.subject_hash import subject_hash
 from reconciler.errors import ApplyError
 from reconciler.support import fsio
-from reconciler.truststore.base import RefreshResult, TrustStore
+from reconciler.truststore.base import RefreshResult, TrustRefreshError, TrustStore
 from reconciler.truststore.certfiles import cert_subject, file_ders, pem_cert_ders, pem_cert_digests
+from reconciler.truststore.hashlinks import HashLinks
 
-TrustLinks = fsio.StatCache[frozenset[bytes]]
-"""The certificate digests behind each hash link, cached by the link's stat key."""
+
+@dataclass(frozen=True, slots=True)
+class TrustLinks:
+    """What a process knows of its trust directory's links between passes."""
+
+    digests: fsio.StatCache[frozenset[bytes]] = field(default_factory=fsio.StatCache)
+    """The certificate digests behind each hash link, by the link's stat key (the proof)."""
+    made: HashLinks = field(default_factory=HashLinks)
+    """What the directory's files hold, for the links made in process."""
+
 
 # What `openssl rehash` names its links: the subject hash, a dot, a collision counter.
 _HASH_LINK_RE = re.compile(r"^[0-9a-f]{8}\.[0-9]+$")
@@ -29,28 +40,48 @@ _HASH_COLLISIONS_LOOKED_AT = 16
 
 @dataclass(frozen=True, slots=True)
 class DirectoryTrustStore(TrustStore):
-    """Any directory used as an OpenSSL CApath: `openssl rehash DIR` makes the hash links.
+    """Any directory used as an OpenSSL CApath. Without a refresh command, the reconciler makes
+    the hash links itself, as `openssl rehash DIR` would (`hashlinks`); with one (setting
+    `trust_refresh`, `openssl rehash` say), the command makes them.
 
-    `openssl rehash` skips a file holding more than one certificate (with a warning and exit 0),
-    so a multi-certificate entry is reported missing here rather than silently not trusted.
+    Both skip a file holding more than one certificate (the tool with a warning and exit 0);
+    the backend then links each of its certificates itself, so none is silently not trusted.
     """
 
     link_cache: TrustLinks = field(default_factory=TrustLinks)
-    """The certificate digests behind each hash link, by the link's stat key. A daemon hands
-    every pass the same one, so proving a refresh reads only the links that changed."""
+    """What the process knows of the links. A daemon hands every pass the same one, so a refresh
+    looks only at the links where a file changed, and the proof reads only the links that did."""
 
     def refresh(
-        self, removed: bool, timeout_s: float = 120, several: Sequence[Path] | None = None
+        self,
+        removed: bool,
+        timeout_s: float = 120,
+        several: Sequence[Path] | None = None,
+        changed: Mapping[str, bytes | None] | None = None,
     ) -> RefreshResult:
-        """The refresh command, then hash links for what it skips by design: every
-        certificate of a managed file that holds several (OpenSSL's CApath lookup loads the
-        whole file a link names, so a link per certificate makes each one found). Where the
-        caller says which files hold several, only those are looked at: a state of single
-        certificates costs no scan of the store."""
+        """Make the hash links (in process, or the refresh command), then those the tool skips
+        by design: every certificate of a managed file that holds several (OpenSSL's CApath
+        lookup loads the whole file a link names, so a link per certificate makes each one
+        found). After the command, where the caller says which files hold several, only those
+        are looked at: a state of single certificates costs no scan of the store."""
+        if not self.refresh_argv:
+            return self._link_in_process(changed)
         result = TrustStore.refresh(self, removed, timeout_s)
         if several is None or several:
             self._link_multi_certificate_files(several)
         return result
+
+    def _link_in_process(self, changed: Mapping[str, bytes | None] | None) -> RefreshResult:
+        started = time.monotonic()
+        try:
+            warnings = self.link_cache.made.refresh(self.trust_dir, self.prefix, changed)
+        except ApplyError as exc:
+            self.link_cache.made.forget()
+            elapsed = round((time.monotonic() - started) * 1000)
+            failed = RefreshResult((), 1, elapsed, str(exc)[-4096:])
+            raise TrustRefreshError(f"trust store links (made in process): {exc}", failed) from exc
+        elapsed = round((time.monotonic() - started) * 1000)
+        return RefreshResult((), 0, elapsed, "\n".join(warnings)[-4096:])
 
     def _link_multi_certificate_files(self, several: Sequence[Path] | None) -> None:
         links = self._hash_links()
@@ -160,7 +191,7 @@ class DirectoryTrustStore(TrustStore):
                 # Through the link: a re-pointed link shows a different inode, so the cache
                 # never answers for the wrong certificate.
                 info = os.stat(entry.path)
-                cached = self.link_cache.get(entry.path, info)
+                cached = self.link_cache.digests.get(entry.path, info)
                 if cached is not None:
                     present |= cached
                     continue
@@ -169,6 +200,6 @@ class DirectoryTrustStore(TrustStore):
             except OSError:
                 continue  # a dangling link trusts nothing: its certificate counts as missing
             digests = frozenset(pem_cert_digests(data))
-            self.link_cache.put(entry.path, info, digests, read_at)
+            self.link_cache.digests.put(entry.path, info, digests, read_at)
             present |= digests
         return present

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Literal
 
-from reconciler.errors import ApplyError
+from reconciler.errors import ApplyError, ReconcilerError
 from reconciler.support import fsio
 
 Phase = Literal["prepared", "swapped", "rolling-back"]
@@ -78,12 +78,19 @@ _ENTRY_FIELDS = tuple(f.name for f in fields(Entry))
 _JOURNAL_FIELDS = tuple(f.name for f in fields(Journal) if f.name != "entries")
 
 
-def write_journal(var_dir: Path, journal: Journal, *, after: Iterable[Path] = ()) -> None:
-    """Write the journal atomically, durable only once everything in `after` is.
+def write_journal(
+    var_dir: Path,
+    journal: Journal,
+    *,
+    after: Iterable[Path] = (),
+    also: Sequence[fsio.Syncer] = (),
+) -> None:
+    """Write the journal atomically, durable only once everything in `after` and `also` is.
 
     `after` (files and directories this journal depends on) is fsynced in the same batch as
-    the journal's temp file, and the rename comes after the whole batch: one round of
-    waits instead of two, with the same order on disk.
+    the journal's temp file, `also` (what else must be durable by then: audit records) runs in
+    it, and the rename comes after the whole batch: one round of waits instead of several,
+    with the same order on disk.
     """
     path = var_dir / JOURNAL
     try:
@@ -91,9 +98,9 @@ def write_journal(var_dir: Path, journal: Journal, *, after: Iterable[Path] = ()
     except OSError as exc:
         raise ApplyError(fsio.describe(exc, path)) from exc
     try:
-        fsio.sync_all([tmp, *after])
+        fsio.sync_all([tmp, *after], also=also)
         fsio.rename_into(tmp, path)
-    except ApplyError:
+    except ReconcilerError:
         tmp.unlink(missing_ok=True)
         raise
     fsio.sync_dirs([var_dir])

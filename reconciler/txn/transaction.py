@@ -6,14 +6,15 @@ The protocol, in the order a pass runs it (VAR is `var_dir`, 0700; every file in
 2. **stage**   every new target content goes to `VAR/txn/ID/new.bin` (kept with the generation),
                and the current content of every target the pass replaces or deletes to
                `VAR/txn/ID/old.bin` (the previous generation, what a rollback restores); one
-               file each, entries refer to `FILE:OFFSET:LENGTH`.
+               file each, entries refer to `FILE:OFFSET:LENGTH`. Every new content is also
+               written to a temp file (0600 until its mode is set) next to its target.
 3. **journal** `VAR/journal.json` names the whole change set, phase `prepared`. Its temp file, the
-               backups and the staging directories are fsynced together, then it is renamed and
-               VAR fsynced. From here on a crash is recoverable. (`new.bin` need not be durable:
-               recovery undoes a prepared pass, it never redoes the swap from it.)
-4. **swap**    every new content is written to a temp file (0600 until its mode is set) next to
-               its target, all fsynced together, then renamed over the targets one after
-               another (deletes are unlinks). Only this run of renames sees a mixed set.
+               backups, the staging directories and the targets' temp files are fsynced
+               together, then it is renamed and VAR fsynced. From here on a crash is
+               recoverable. (`new.bin` need not be durable: recovery undoes a prepared pass, it
+               never redoes the swap from it.)
+4. **swap**    the temp files are renamed over the targets one after another (deletes are
+               unlinks). Only this run of renames sees a mixed set.
 5. **swapped** the journal's phase becomes `swapped` once the target directories are fsynced: the
                files are done, refresh and hooks pending.
 6. (the caller refreshes the trust store, runs hooks and verifies)
@@ -26,7 +27,8 @@ removes the journal once the rollback hooks ran.
 
 **Recovery** at the start of every writing command, before anything else, by the journal's phase:
 
-* no journal: any `VAR/txn/*` is a pass that never reached its journal: deleted; targets untouched.
+* no journal: any `VAR/txn/*` is a pass that never reached its journal: deleted, with the temp
+  files next to the targets; targets untouched.
 * `prepared`: the swap may be partial and no hook has run, so the old generation is what runs:
   **undo** (restore every target from `old.bin`). The desired state is applied afresh by the next
   pass.
@@ -39,16 +41,17 @@ Restoring and swapping are idempotent, so a crash during recovery is recovered t
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from reconciler.core.plan import Plan
 from reconciler.core.timefmt import now_rfc3339
-from reconciler.errors import ApplyError
+from reconciler.errors import ApplyError, ReconcilerError
 from reconciler.support import confined, fsio
 from reconciler.support.confined import ConfinedDir, ConfinedDirs
 from reconciler.txn.journal import (
@@ -79,13 +82,14 @@ class Transaction:
         self,
         var_dir: Path,
         journal: Journal,
-        contents: dict[str, bytes] | None = None,
+        temps: dict[str, str] | None = None,
         *,
         root: Path | None = None,
     ) -> None:
         self.var_dir = var_dir
         self.journal = journal
-        self._contents = contents or {}
+        self._temps = temps or {}
+        """Target -> its new content, written next to it by `prepare` (none for a loaded one)."""
         self._blobs: dict[str, bytes] = {}
         self._confined = (root,) if root is not None else ()
         """Where no link is followed below: targets under ROOT are reached one directory at a
@@ -99,11 +103,19 @@ class Transaction:
     # -- step 2 and 3 ------------------------------------------------------------------------
 
     @classmethod
-    def prepare(cls, var_dir: Path, plan: Plan, *, root: Path | None = None) -> Transaction:
-        """Stage new contents and back up old ones, then write the journal (phase `prepared`).
+    def prepare(
+        cls,
+        var_dir: Path,
+        plan: Plan,
+        *,
+        root: Path | None = None,
+        also: Sequence[fsio.Syncer] = (),
+    ) -> Transaction:
+        """Stage new contents, back up old ones and write the new contents next to their targets,
+        then write the journal (phase `prepared`); `also` runs in the journal's fsync batch.
 
-        On any I/O error the staging area is removed and ApplyError names the path: no target
-        has been touched yet.
+        On any I/O error the staging area and the temp files are removed and ApplyError names
+        the path: no target has been touched yet.
         """
         txn_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ") + "-" + secrets.token_hex(3)
         directory = var_dir / STAGING / txn_id
@@ -112,91 +124,92 @@ class Transaction:
             fsio.ensure_private_dir(var_dir / STAGING)
             fsio.ensure_private_dir(directory)
             with ConfinedDirs((root,) if root is not None else ()) as dirs:
-                entries = stage(directory, plan.changes, dirs, plan.read_limit)
-            crashpoint("staged")
-            journal = Journal(
-                id=txn_id,
-                revision=plan.revision,
-                phase="prepared",
-                kinds=tuple(plan.kinds),
-                trust_changed=any(c.kind == "trust" for c in plan.changes),
-                trust_removed=any(c.kind == "trust" and c.action == "delete" for c in plan.changes),
-                started=now_rfc3339(fraction=True),
-                entries=tuple(entries),
-            )
-            contents = {
-                c.path: c.target.content
-                for c in plan.changes
-                if c.target is not None and c.target.content is not None
-            }
-            txn = cls(var_dir, journal, contents, root=root)
-            # Backups must be durable before the journal points at them (recovery restores them);
-            # staged new copies need not be: recovery never redoes a swap, it undoes one.
-            write_journal(var_dir, journal, after=[directory / OLD, directory, var_dir / STAGING])
-        except (OSError, ApplyError) as exc:
+                temps: dict[str, tuple[ConfinedDir, str]] = {}
+                try:
+                    entries = stage(directory, plan.changes, dirs, plan.read_limit)
+                    for change in plan.changes:
+                        target = change.target
+                        if target is not None and target.content is not None:
+                            path = Path(change.path)
+                            # ROOT/data and ROOT/nginx are made 0755 on a fresh ROOT, whatever
+                            # the umask: nginx and the services read there.
+                            where = dirs.of(path.parent, create_mode=0o755)
+                            name = where.write_temp(
+                                path.name, target.content, target.mode, target.gid
+                            )
+                            temps[change.path] = (where, name)
+                    crashpoint("staged")
+                    txn = cls(
+                        var_dir,
+                        _journal(txn_id, plan, entries),
+                        {path: name for path, (_, name) in temps.items()},
+                        root=root,
+                    )
+                    # Backups must be durable before the journal points at them (recovery
+                    # restores them), and the temp files before the swap renames them; staged
+                    # new copies need not be: recovery never redoes a swap, it undoes one.
+                    write_journal(
+                        var_dir,
+                        txn.journal,
+                        after=[directory / OLD, directory, var_dir / STAGING],
+                        also=(*also, *confined.syncers(files=temps.values())),
+                    )
+                except BaseException:
+                    for where, name in temps.values():
+                        with contextlib.suppress(OSError):
+                            where.unlink(name)
+                    raise
+        except (OSError, ReconcilerError) as exc:
             shutil.rmtree(directory, ignore_errors=True)
-            if isinstance(exc, ApplyError):
+            if isinstance(exc, ReconcilerError):
                 raise
             raise ApplyError(fsio.describe(exc, getattr(exc, "filename", None) or var_dir)) from exc
         crashpoint("journal-prepared")
         return txn
 
-    def _set_phase(self, phase: Phase, *, after: Iterable[Path] = ()) -> None:
+    def _set_phase(
+        self, phase: Phase, *, after: Iterable[Path] = (), also: Sequence[fsio.Syncer] = ()
+    ) -> None:
         self.journal = replace(self.journal, phase=phase)
-        write_journal(self.var_dir, self.journal, after=after)
+        write_journal(self.var_dir, self.journal, after=after, also=also)
 
     # -- step 4 and 5 ------------------------------------------------------------------------
 
-    def swap(self) -> None:
+    def swap(
+        self, *, done: Callable[[], object] | None = None, also: Sequence[fsio.Syncer] = ()
+    ) -> None:
         """Put every staged target in place (or delete it); then phase `swapped`.
 
-        Every new file is first written as a temporary file next to its target and all of them
-        are fsynced together; only then do the renames begin, so the window in which the
-        targets are a mixed set is a run of renames, and a crash inside it is undone.
+        Every new file was written and made durable next to its target by `prepare`, so the
+        window in which the targets are a mixed set is a run of renames, and a crash inside it
+        is undone. `done` runs right after the renames (to record them), and `also` in the fsync
+        batch of the phase change (to make that record durable with it).
         """
-        temps: dict[str, tuple[ConfinedDir, str]] = {}
         with ConfinedDirs(self._confined) as dirs:
             try:
-                for entry in self.journal.entries:
-                    if entry.staged is not None:
-                        assert entry.mode is not None
-                        target = Path(entry.path)
-                        data = self._content(entry)
-                        # ROOT/data and ROOT/nginx are made 0755 on a fresh ROOT, whatever the
-                        # umask: nginx and the services read there.
-                        where = dirs.of(target.parent, create_mode=0o755)
-                        name = where.write_temp(target.name, data, entry.mode, entry.gid)
-                        temps[entry.path] = (where, name)
-                confined.fsync_files(temps.values())
                 for number, entry in enumerate(self.journal.entries):
                     target = Path(entry.path)
                     if entry.staged is None:
                         _remove(dirs, target)
                     else:
-                        where, name = temps[entry.path]
-                        where.rename(name, target.name)
-                        del temps[entry.path]  # renamed: no longer ours to clean up
+                        dirs.of(target.parent).rename(self._temps[entry.path], target.name)
+                        del self._temps[entry.path]  # renamed: no longer ours to clean up
                     if number == 0:
                         crashpoint("swap-first")
-                crashpoint("swap-done")
-                # The renames are durable (their directories synced) before the journal says
-                # swapped.
-                confined.fsync_dirs(dirs.opened())
             except OSError as exc:
                 path = getattr(exc, "filename", None) or "?"
                 raise ApplyError(fsio.describe(exc, path)) from exc
             finally:
-                for where, name in temps.values():
-                    where.unlink(name)
-        self._set_phase("swapped")
+                for path, name in self._temps.items():
+                    with contextlib.suppress(OSError):
+                        dirs.of(Path(path).parent).unlink(name)
+                self._temps.clear()
+            crashpoint("swap-done")
+            if done is not None:
+                done()
+            # The renames are durable (their directories synced) before the journal says swapped.
+            self._set_phase("swapped", also=(*also, *confined.syncers(directories=dirs.opened())))
         crashpoint("swapped")
-
-    def _content(self, entry: Entry) -> bytes:
-        """The new content: from the plan in memory, or from staging for a loaded journal."""
-        if entry.path in self._contents:
-            return self._contents[entry.path]
-        assert entry.staged is not None
-        return self._staged_bytes(entry.staged)
 
     def _staged_bytes(self, ref: str) -> bytes:
         """A staged content by its reference, `FILE:OFFSET:LENGTH` (see `staging.stage`)."""
@@ -283,6 +296,20 @@ class Transaction:
         """The interrupted pass, if the journal says there is one (`root`: as for `prepare`)."""
         journal = read_journal(var_dir)
         return None if journal is None else cls(var_dir, journal, root=root)
+
+
+def _journal(txn_id: str, plan: Plan, entries: Sequence[Entry]) -> Journal:
+    """The journal of a pass about to swap `plan`'s changes (phase `prepared`)."""
+    return Journal(
+        id=txn_id,
+        revision=plan.revision,
+        phase="prepared",
+        kinds=tuple(plan.kinds),
+        trust_changed=any(c.kind == "trust" for c in plan.changes),
+        trust_removed=any(c.kind == "trust" and c.action == "delete" for c in plan.changes),
+        started=now_rfc3339(fraction=True),
+        entries=tuple(entries),
+    )
 
 
 def _remove(dirs: ConfinedDirs, target: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import os
 import re
 import stat
 import subprocess
@@ -704,6 +705,31 @@ def test_append_many_chains_through_the_batch_and_continues_after_it(tmp_path: P
     assert [r["seq"] for r in lines] == [1, 2, 3, 4, 5, 6]
     for before, after in itertools.pairwise(lines):
         assert after["prev_hash"] == before["hash"]
+    assert verify([path]).ok
+
+
+def test_records_appended_unsynced_are_in_the_file_and_sync_makes_them_durable(
+    tmp_path: Path,
+) -> None:
+    """A pass writes its records without an fsync of their own and makes them durable in the
+    same batch as the journal: they are in the file at once, the chain as usual, and a failing
+    fsync is an AuditError naming the records it could not make durable."""
+    path = tmp_path / "audit.jsonl"
+    with AuditLog(path) as log:
+        log.append("pass.started", "r1")
+        written = log.append_many([("change.applied", "r1", {"kind": "trust"})], sync=False)
+        assert json.loads(path.read_text().splitlines()[-1]) == written[0]
+        log.sync()
+        log.sync()  # nothing left to make durable: a no-op
+        log.append_many([("pass.succeeded", "r1", {})], sync=False)
+        kept = os.dup(log._fd)
+        reader, writer = os.pipe()
+        os.dup2(writer, log._fd)  # a descriptor fsync refuses (EINVAL)
+        with pytest.raises(AuditError, match=r"cannot make records 3 to 3 durable"):
+            log.sync()
+        os.dup2(kept, log._fd)
+        for fd in (kept, reader, writer):
+            os.close(fd)
     assert verify([path]).ok
 
 

@@ -207,7 +207,15 @@ def test_trust_refresh_substitutes_trust_dir(tmp_path: Path) -> None:
         _config(tmp_path, f'trust_store = "directory"\ntrust_dir = "{tmp_path}/anchors"\n')
     )
     assert directory.trust_path == tmp_path / "anchors"
-    assert directory.trust_refresh_argv == ("openssl", "rehash", f"{tmp_path}/anchors")
+    assert directory.trust_refresh_argv == ()  # the links are made in process
+    rehash = load_settings(
+        _config(
+            tmp_path,
+            f'trust_store = "directory"\ntrust_dir = "{tmp_path}/anchors"\n'
+            'trust_refresh = ["openssl", "rehash", "{trust_dir}"]\n',
+        )
+    )
+    assert rehash.trust_refresh_argv == ("openssl", "rehash", f"{tmp_path}/anchors")
 
     custom = load_settings(
         _config(
@@ -587,3 +595,71 @@ def test_validate_without_settings_does_not_import_pydantic_settings(
         check=False,
     )
     assert done.stdout.splitlines()[-1] == "True 0", done.stderr
+
+
+def _as_plain(settings: object) -> dict[str, object]:
+    """Every setting and derived value, whichever implementation holds them."""
+    names = [name for name in Settings.model_fields if name not in ("hooks", "verify")]
+    found: dict[str, object] = {name: getattr(settings, name) for name in names}
+    for derived in ("audit_path", "trust_path", "trust_refresh_argv", "key_mode_bits"):
+        found[derived] = getattr(settings, derived)
+    hooks = getattr(settings, "hooks")  # noqa: B009 - either implementation
+    found["hooks"] = [(h.name, h.on, h.check, h.run, h.timeout_s) for h in hooks]
+    verify = getattr(settings, "verify")  # noqa: B009 - either implementation
+    found["verify"] = (verify.console, verify.timeout_s)
+    return found
+
+
+def test_settings_checked_apart_are_the_settings_loaded_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon has its settings checked in a child process: the same values from a file,
+    the environment and flags, relative paths and hook commands resolved the same way."""
+    from reconciler.config.apart import load_settings_apart
+
+    config = _config(
+        tmp_path / "etc",
+        """\
+        state_dir = "state"
+        trust_store = "directory"
+        trust_dir = "trust"
+        trust_refresh = ["openssl", "rehash", "{trust_dir}"]
+        key_dirs = ["secrets"]
+        key_mode = "0640"
+        nginx_ssl_on = true
+        metrics_address = "127.0.0.1:9100"
+
+        [[hooks]]
+        name = "reload"
+        on = ["identity", "console"]
+        check = ["./check.sh"]
+        run = ["/usr/sbin/nginx", "-s", "reload"]
+        timeout_s = 7.5
+
+        [verify]
+        console = "127.0.0.1:8443"
+        """,
+    )
+    monkeypatch.setenv("RECONCILER_QUIET_PERIOD_MS", "150")
+    monkeypatch.setenv("RECONCILER_VERIFY__TIMEOUT_S", "3")
+    here = load_settings(config, root=Path("root"))
+    apart = load_settings_apart(config, root=Path("root"))
+    assert _as_plain(apart) == _as_plain(here)
+    assert apart.hooks[0].check == (str(tmp_path / "etc" / "check.sh"),)
+    assert apart.quiet_period_ms == 150
+
+
+def test_a_bad_setting_checked_apart_is_the_same_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from reconciler.config.apart import load_settings_apart
+
+    config = _config(tmp_path, 'quiet_period_ms = "soon"\ntrust_prefix = "a/b"\n')
+    with pytest.raises(SettingsError) as here:
+        load_settings(config)
+    with pytest.raises(SettingsError) as apart:
+        load_settings_apart(config)
+    assert str(apart.value) == str(here.value)
+    monkeypatch.setenv("RECONCILER_VERIFY_CONSOLE", "x:1")  # a misspelt variable
+    with pytest.raises(SettingsError, match="unknown setting variable RECONCILER_VERIFY_CONSOLE"):
+        load_settings_apart(None)

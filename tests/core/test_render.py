@@ -160,6 +160,31 @@ def test_server_profiles_json_matches_golden(identity: Identity) -> None:
     ]
 
 
+def test_server_profiles_json_after_one_profile_changes_is_the_whole_file_rendered_anew() -> None:
+    """Each profile's object is rendered once and kept: the file a pass writes after one of many
+    profiles changed is byte for byte the file rendered from nothing (indent 2, keys sorted)."""
+    many = tuple(
+        replace(PROFILES[number % len(PROFILES)], name=f"p{number:03d}") for number in range(40)
+    )
+    render(desired_state(None, https=False, profiles=many), GOLDEN_LAYOUT)
+    changed = tuple(
+        replace(p, port=2525, servers=tuple(replace(s, port=2525) for s in p.servers))
+        if p.name == "p007"
+        else p
+        for p in many
+    )
+    target = _by_name(render(desired_state(None, https=False, profiles=changed), GOLDEN_LAYOUT))[
+        "data/server-profiles.json"
+    ]
+    assert target.content is not None
+    entries = json.loads(target.content)["profiles"]
+    assert [e["name"] for e in entries] == [f"p{n:03d}" for n in range(40)]
+    assert entries[7]["port"] == 2525
+    assert entries[6]["port"] != 2525
+    expected = json.dumps(json.loads(target.content), sort_keys=True, indent=2) + "\n"
+    assert target.content == expected.encode("ascii")
+
+
 def test_server_profiles_json_is_present_and_empty_without_profiles() -> None:
     target = _by_name(render(desired_state(None, https=False, profiles=()), GOLDEN_LAYOUT))[
         "data/server-profiles.json"

@@ -298,11 +298,19 @@ def test_metrics_healthz_readyz(sandbox: Sandbox, start_daemon: Callable[..., Da
     assert daemon.stop() == 0
 
 
+def _loaded_pydantic(pid: int) -> bool:
+    """Whether the process has pydantic's compiled core mapped (it is never unloaded)."""
+    return "pydantic_core" in Path(f"/proc/{pid}/maps").read_text()
+
+
 def test_sighup_reloads_settings(
     sandbox: Sandbox, pki: Pki, start_daemon: Callable[..., Daemon]
 ) -> None:
+    """The new settings apply; as at start, they were checked in a child process, so the
+    daemon itself never loads pydantic-settings (several MB it would keep)."""
     old_log = install_record_hook(sandbox)
     daemon = start_daemon()
+    assert not _loaded_pydantic(daemon.pid)
     new_log = sandbox.base / "new-hook.log"
     script = sandbox.base / "new-hook.sh"
     script.write_text(f'#!/bin/sh\necho "apply $RECONCILER_REVISION" >> "{new_log}"\n')
@@ -317,6 +325,7 @@ def test_sighup_reloads_settings(
 
     sandbox.state.identity(pki, pki.leaf2)
     wait_for(lambda: hook_apply_runs(new_log), "the new hook to run", daemon)
+    assert not _loaded_pydantic(daemon.pid)
     assert daemon.stop() == 0
     assert len(hook_apply_runs(old_log)) == 1
 

@@ -7,6 +7,8 @@ tells the scheduler (the state it backs off by).
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +17,12 @@ import pytest
 from reconciler.audit.writer import AuditLog
 from reconciler.core.outcome import Outcome
 from reconciler.core.schedule import Backoff, state_key
+from reconciler.gateway import TargetEvents
 from reconciler.reconcile.events import Recorder
 from reconciler.reconcile.runner import Hints, PassMemory, PassResult, Tools, reconcile
 from reconciler.txn import records
 from reconciler.txn.lock import RootLock
+from tests.helpers.proc import read_calls
 from tests.helpers.sandbox import Sandbox
 from tests.helpers.state import Pki
 
@@ -34,11 +38,16 @@ class Gateway:
         self.lock = RootLock(self.settings.var_dir)
         self.memory = PassMemory()
 
-    def run(self) -> PassResult:
+    def run(self, events: TargetEvents | None = None) -> PassResult:
         with self.lock.held(5):
-            hints = Hints(undisturbed=self.lock.undisturbed)
+            hints = Hints(events, undisturbed=self.lock.undisturbed)
             result, self.memory = reconcile(self.settings, self.memory, hints, self.tools)
         return result
+
+    def quiet_targets(self) -> TargetEvents:
+        """What the daemon's watches hand a pass when nobody touched a target."""
+        dirs = (self.sandbox.root / "data", self.sandbox.root / "nginx", self.sandbox.trust_dir)
+        return TargetEvents(frozenset(os.path.realpath(d) for d in dirs), frozenset())
 
     def events(self, name: str | None = None) -> list[dict[str, object]]:
         import json
@@ -85,6 +94,30 @@ def test_memory_carries_the_observations_between_undisturbed_passes(sandbox: San
     assert after is not None
     assert written <= set(after.found)
     assert written <= after.looked_at
+    gw.close()
+
+
+def test_a_pass_with_target_events_reads_only_what_moved_one_without_reads_everything(
+    sandbox: Sandbox, pki: Pki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon's passes take unchanged inputs and targets as last read; its start and resync
+    passes (and `apply`) read every file again, whatever the caches hold."""
+    later = lambda: time.time_ns() + 10**10  # noqa: E731 - every file old enough to be kept
+    monkeypatch.setattr("reconciler.source.files.now_ns", later)
+    monkeypatch.setattr("reconciler.support.fsio.now_ns", later)
+    for number in range(100):
+        sandbox.state.trust(f"ca-{number:03d}", pki.root.cert_pem)
+    gw = _gateway(sandbox)
+    assert gw.run().outcome is Outcome.CONVERGED
+    assert gw.run(gw.quiet_targets()).outcome is Outcome.NO_CHANGE
+    before = read_calls()
+    assert gw.run(gw.quiet_targets()).outcome is Outcome.NO_CHANGE
+    spared = read_calls() - before
+    before = read_calls()
+    assert gw.run().outcome is Outcome.NO_CHANGE
+    everything = read_calls() - before
+    assert spared < 50, spared
+    assert everything >= 200, everything
     gw.close()
 
 

@@ -51,6 +51,23 @@ def test_importing_the_modules_does_not_import_structlog() -> None:
     assert out.stdout.split() == ["False", "False"]
 
 
+def test_logging_loads_no_pretty_traceback_library_which_stays_importable() -> None:
+    """structlog imports rich and better_exceptions when installed, only for tracebacks the
+    pipeline turns off: the log loads neither, and either imports as usual afterwards."""
+    code = (
+        "import importlib.util, sys\n"
+        "from reconciler.support.logging import configure_logging, get_logger\n"
+        "configure_logging('console')\n"
+        "get_logger('x').info('hello')\n"
+        "print('rich' in sys.modules, 'better_exceptions' in sys.modules)\n"
+        "print(importlib.util.find_spec('rich') is None or bool(__import__('rich')))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.split() == ["False", "False", "True"], out.stderr
+
+
 def test_json_lines_carry_level_utc_timestamp_and_context() -> None:
     stream = io.StringIO()
     configure_logging("json", stream)

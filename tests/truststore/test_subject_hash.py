@@ -384,7 +384,7 @@ def test_damaged_certificate_gives_a_hash_or_a_value_error(
 
 
 def test_imports_without_site_packages() -> None:
-    """The benchmark's rehash helper runs under `python -S`: stdlib only, no cryptography."""
+    """Stdlib only: the hash needs no cryptography (nor anything outside the standard library)."""
     code = (
         "import sys\n"
         "from reconciler.core.subject_hash import name_hash\n"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from reconciler.truststore.backends import (
 from reconciler.truststore.base import TrustRefreshError, TrustStore
 from reconciler.truststore.certfiles import pem_cert_digests
 from reconciler.truststore.directory import DirectoryTrustStore
-from tests.helpers import REPO
+from tests.helpers.proc import capath_verifies
 from tests.helpers.sandbox import DebianSandbox
 
 
@@ -198,11 +197,22 @@ def test_managed_files_of_a_missing_directory_is_empty(tmp_path: Path) -> None:
     assert store.managed_files() == {}
 
 
-def test_directory_backend_rehash_makes_hash_links(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "refresh",
+    [None, ("openssl", "rehash", "{trust_dir}")],
+    ids=["links-in-process", "trust_refresh-openssl-rehash"],
+)
+def test_directory_backend_makes_hash_links(
+    tmp_path: Path, refresh: tuple[str, ...] | None
+) -> None:
+    """Without `trust_refresh` the backend makes the links itself; with one, the command runs."""
     trust_dir = tmp_path / "capath"
     trust_dir.mkdir()
-    store = trust_store_from_settings(Settings(trust_store="directory", trust_dir=trust_dir))
-    assert store.argv_for(removed=True) == ("openssl", "rehash", str(trust_dir))
+    store = trust_store_from_settings(
+        Settings(trust_store="directory", trust_dir=trust_dir, trust_refresh=refresh)
+    )
+    expected = () if refresh is None else ("openssl", "rehash", str(trust_dir))
+    assert store.argv_for(removed=True) == expected
     ca, other = make_ca("Directory CA"), make_ca("Directory Other")
     leaf = issue(make_ca("Unshipped"), "direct.example.test")
     foreign = trust_dir / "foreign.crt"
@@ -235,12 +245,7 @@ def test_directory_backend_trusts_every_certificate_of_a_multi_certificate_entry
     for ca in (first, second):
         leaf = tmp_path.parent / f"leaf-{ca.cert.subject.rfc4514_string()}.pem"
         leaf.write_bytes(issue(ca, "svc.example.com").cert_pem)
-        checked = subprocess.run(
-            ["openssl", "verify", "-CApath", str(tmp_path), str(leaf)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        checked = capath_verifies(tmp_path, leaf)
         assert checked.returncode == 0, checked.stderr
 
 
@@ -372,41 +377,6 @@ def test_directory_proof_falls_back_to_every_link(tmp_path: Path) -> None:
     (tmp_path / "abcdef01.0").symlink_to("reconciler-linked.crt")
     written = [_entry(store, "linked"), _entry(store, "unlinked")]
     assert store.missing_files_after_refresh(written) == ["CN=Unlinked CA"]
-
-
-def test_bench_rehash_stand_in_makes_the_links_openssl_rehash_makes(tmp_path: Path) -> None:
-    """bench/rehash.py (the scale benchmarks' refresh) links like `openssl rehash`, including
-    after a replacement and a removal, which it handles incrementally."""
-    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
-    ours.mkdir()
-    theirs.mkdir()
-    cas = [make_ca(f"Stand-in CA {n}") for n in range(4)]
-    pair = make_ca("Pair A").cert_pem + make_ca("Pair B").cert_pem
-
-    def publish(files: dict[str, bytes]) -> None:
-        for directory in (ours, theirs):
-            for stale in directory.glob("reconciler-*.crt"):
-                if stale.name not in files:
-                    stale.unlink()
-            for name, data in files.items():
-                temporary = directory / f".{name}.tmp"
-                temporary.write_bytes(data)
-                temporary.replace(directory / name)  # a new inode, as the transaction writes
-        stand_in = [sys.executable, "-S", str(REPO / "bench" / "rehash.py"), str(ours)]
-        subprocess.run(stand_in, check=True, timeout=60)
-        subprocess.run(
-            ["openssl", "rehash", str(theirs)], check=True, timeout=60, capture_output=True
-        )
-        assert _links(ours) == _links(theirs)
-
-    files = {f"reconciler-ca{n}.crt": ca.cert_pem for n, ca in enumerate(cas[:3])}
-    files["reconciler-pair.crt"] = pair
-    publish(files)
-    assert len(_links(ours)) == 3
-    files["reconciler-ca1.crt"] = cas[3].cert_pem
-    del files["reconciler-ca2.crt"]
-    publish(files)
-    assert sorted(_links(ours).values()) == ["reconciler-ca0.crt", "reconciler-ca1.crt"]
 
 
 def test_given_the_files_with_several_certificates_only_those_are_linked(tmp_path: Path) -> None:
