@@ -205,10 +205,11 @@ def _apply(settings: Settings, args: argparse.Namespace) -> int:
         return code
     if args.json:  # stdout holds the one result object; the findings are in it
         return code
-    from reconciler.support.redact import scrub_line
+    from reconciler.support.redact import scrub
 
     _print_findings(result.findings)
-    print(scrub_line(summary), file=sys.stdout if code != EXIT_FAILED else sys.stderr)
+    # Several lines (the summary by kind): each character a terminal acts on is escaped.
+    print(scrub(summary), file=sys.stdout if code != EXIT_FAILED else sys.stderr)
     return code
 
 
@@ -315,7 +316,8 @@ def _audit(settings: Settings, args: argparse.Namespace) -> int:
         print(scrub_line(line), file=sys.stdout if intact else sys.stderr)
         if args.witness:
             matches, lines = auditview.verify_witnessed(files, args.witness)
-            print(scrub_line("\n".join(lines)), file=sys.stdout if matches else sys.stderr)
+            shown = "\n".join(scrub_line(line) for line in lines)
+            print(shown, file=sys.stdout if matches else sys.stderr)
             intact = intact and matches
         return EXIT_OK if intact else EXIT_FAILED
     if args.audit_command == "head":
