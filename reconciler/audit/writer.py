@@ -57,8 +57,7 @@ class AuditLog:
         """Whether _seq and _hash are the chain's true position (read from a file or written)."""
         self.appended = 0
         """Records this writer wrote, warnings included: a head to publish when it grew."""
-        self._unsynced = 0
-        """Records written since the last fsync (appended with sync=False)."""
+        self._unsynced = 0  # records written since the last fsync (appended with sync=False)
         with self._lock:
             self._open()
             try:

@@ -38,15 +38,14 @@ import gc
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
 from reconciler.config import Settings
 from reconciler.core.outcome import Outcome
-from reconciler.core.render import Target
 from reconciler.core.schedule import Backoff, Trigger, next_action, state_key
+from reconciler.daemon.gate import LOCK_WAIT_S, lock_for_pass, own_writes_only
 from reconciler.daemon.service import Liveness, PassReporter, Services, SystemdNotifier
 from reconciler.daemon.watch import (
     PendingEvents,
@@ -56,17 +55,15 @@ from reconciler.daemon.watch import (
     look_again,
     watch_specs,
 )
-from reconciler.errors import LockHeldError, ReconcilerError
+from reconciler.errors import ReconcilerError
 from reconciler.gateway import TargetEvents
 from reconciler.reconcile import (
-    Caches,
     Hints,
     PassMemory,
     PassResult,
     Recorder,
     Tools,
     reconcile,
-    targets_as_left,
 )
 from reconciler.support.logging import configure_logging, get_logger
 from reconciler.txn import RootLock
@@ -77,8 +74,6 @@ log = get_logger("reconciler.daemon")
 
 #: After an unexpected error in the loop, wait this long (or for an event) before going on.
 LOOP_ERROR_PAUSE_S = 5.0
-#: How long one pass waits for another reconciler (`reconciler apply`) to release the ROOT lock.
-LOCK_WAIT_S = 600.0
 #: Beyond its hooks, lock wait and verification, a pass this much longer is taken as stuck.
 STALL_MARGIN_S = 300.0
 
@@ -331,56 +326,6 @@ class _Signals:
         signal.set_wakeup_fd(self._previous_wakeup)
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)  # type: ignore[arg-type]
-
-
-@contextmanager
-def lock_for_pass(lock: RootLock, stopping: Callable[[], bool]) -> Iterator[bool]:
-    """The ROOT lock for one pass; waits for `reconciler apply`, gives up when stopping."""
-    deadline = time.monotonic() + LOCK_WAIT_S
-    waited = False
-    while True:
-        try:
-            lock.acquire(1.0)
-            break
-        except LockHeldError:
-            if stopping():
-                yield False
-                return
-            if time.monotonic() >= deadline:
-                raise
-            if not waited:
-                log.info("pass.waiting_for_lock", lock=str(lock.path))
-                waited = True
-    try:
-        yield True
-    finally:
-        lock.release()
-
-
-def own_writes_only(
-    pending: PendingEvents,
-    settled: tuple[Target, ...] | None,
-    settings: Settings,
-    caches: Caches,
-) -> bool:
-    """Whether the events due are only the last pass's own writes: every one in a target
-    directory, on a file that is still what that pass left there (or on no managed file). Then
-    no pass runs. Anything else, a file changed since, an event elsewhere, events that may have
-    been lost, or a last pass that did not leave every target as desired (`settled` None), runs
-    one. Takes the events due either way."""
-    if settled is None:
-        return False
-    if not pending.take():
-        return False  # an event elsewhere: the pass that runs now covers every event
-    touched = pending.take_touched()
-    if touched is None:
-        pending.blind()
-        return False
-    if targets_as_left(settings, settled, touched, caches.targets):
-        log.info("events.own_writes", paths=len(touched), pass_needed=False)
-        return True
-    pending.touch(touched)  # the pass looks at them again
-    return False
 
 
 def peek_state(state_dir: Path, key_dirs: Sequence[Path]) -> str | None:

@@ -139,12 +139,8 @@ class Transaction:
                             )
                             temps[change.path] = (where, name)
                     crashpoint("staged")
-                    txn = cls(
-                        var_dir,
-                        _journal(txn_id, plan, entries),
-                        {path: name for path, (_, name) in temps.items()},
-                        root=root,
-                    )
+                    names = {path: name for path, (_, name) in temps.items()}
+                    txn = cls(var_dir, _journal(txn_id, plan, entries), names, root=root)
                     # Backups must be durable before the journal points at them (recovery
                     # restores them), and the temp files before the swap renames them; staged
                     # new copies need not be: recovery never redoes a swap, it undoes one.

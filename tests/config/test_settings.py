@@ -599,7 +599,7 @@ def test_validate_without_settings_does_not_import_pydantic_settings(
 
 def _as_plain(settings: object) -> dict[str, object]:
     """Every setting and derived value, whichever implementation holds them."""
-    names = [name for name in Settings.model_fields if name not in ("hooks", "verify")]
+    names = [name for name in Settings.model_fields if name not in ("hooks", "verify", "audit")]
     found: dict[str, object] = {name: getattr(settings, name) for name in names}
     for derived in ("audit_path", "trust_path", "trust_refresh_argv", "key_mode_bits"):
         found[derived] = getattr(settings, derived)
@@ -607,6 +607,8 @@ def _as_plain(settings: object) -> dict[str, object]:
     found["hooks"] = [(h.name, h.on, h.check, h.run, h.timeout_s) for h in hooks]
     verify = getattr(settings, "verify")  # noqa: B009 - either implementation
     found["verify"] = (verify.console, verify.timeout_s)
+    audit = getattr(settings, "audit")  # noqa: B009 - either implementation
+    found["audit"] = (audit.witness, audit.witness_timeout_s)
     return found
 
 
@@ -638,6 +640,10 @@ def test_settings_checked_apart_are_the_settings_loaded_here(
 
         [verify]
         console = "127.0.0.1:8443"
+
+        [audit]
+        witness = ["./witness.sh", "--to", "heads"]
+        witness_timeout_s = 2.5
         """,
     )
     monkeypatch.setenv("RECONCILER_QUIET_PERIOD_MS", "150")
@@ -647,6 +653,7 @@ def test_settings_checked_apart_are_the_settings_loaded_here(
     assert _as_plain(apart) == _as_plain(here)
     assert apart.hooks[0].check == (str(tmp_path / "etc" / "check.sh"),)
     assert apart.quiet_period_ms == 150
+    assert apart.audit.witness == (str(tmp_path / "etc" / "witness.sh"), "--to", "heads")
 
 
 def test_a_bad_setting_checked_apart_is_the_same_one_line(

@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 from reconciler.cli.parser import build_parser
-from reconciler.config import Settings
+from reconciler.config.model import Settings
 from reconciler.daemon.metrics import Metrics
 from tests.helpers import REPO
 

@@ -221,8 +221,9 @@ def test_a_secret_volume_rotation_is_applied_and_runs_the_profiles_hooks(
 
 
 def assert_credential_is_one_of(sandbox: Sandbox, versions: list[dict[str, bytes]]) -> None:
-    """Each copy is whole (one of the values ever pushed, never half written) and 0600; no temp
-    file readable by others is left anywhere under ROOT."""
+    """Each copy is whole (one of the values ever pushed, never half written) and 0600; a temp
+    file a kill left under ROOT is readable by no one its target is not readable by (a key's and
+    a credential's by its owner only)."""
     directory = secrets_dir(sandbox)
     for name, key in (("relay.password", "password"), ("vault.api_key", "apikey")):
         path = directory / name
@@ -230,7 +231,9 @@ def assert_credential_is_one_of(sandbox: Sandbox, versions: list[dict[str, bytes
         assert path.stat().st_mode & 0o077 == 0, name
     for path in sandbox.root.rglob("*"):
         if path.is_file() and path.name.startswith(".reconciler-tmp-"):
-            assert path.stat().st_mode & 0o077 == 0, path
+            target = path.with_name(path.name.removeprefix(".reconciler-tmp-").rpartition(".")[0])
+            public = 0o644 if target.name == "cert.pem" or target.suffix == ".conf" else 0o600
+            assert path.stat().st_mode & 0o777 & ~public == 0, path
 
 
 def rotate(sandbox: Sandbox, store: Secrets, pki: Pki, attempt: int) -> None:
