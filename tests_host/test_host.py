@@ -38,7 +38,28 @@ run = ["/bin/sh", "-c", "while [ -e {HOLD} ]; do sleep 0.1; done"]
 timeout_s = 300
 """
 HOLD_ARGV = f"/bin/sh\0-c\0while [ -e {HOLD} ]".encode()
+# After the hold: what a pass caught by a `systemctl restart reconciler` still has to do.
+RELOAD_AFTER_HOLD = """
+[[hooks]]
+name = "reload-smtp-after-hold"
+on = ["identity"]
+run = ["/opt/reconciler/venv/bin/python", "/opt/reconciler/hooks/restart-service", "postfix",
+       "--reload"]
+timeout_s = 60
+"""
 LINEAGE = "gateway.test"
+
+
+def hold_hook_running() -> bool:
+    """Whether the hold hook runs (looked for from the host, which sees the machine's
+    processes too)."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if cmdline.read_bytes().startswith(HOLD_ARGV):
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def unit_state(host: Host) -> dict[str, str]:
@@ -256,7 +277,7 @@ def test_sighup_reloads_the_settings(host: Host) -> None:
         {'trust_store = "debian"': 'trust_store = "debian"\nfile_group = "www-data"'}
     )
     settings = host.settings()
-    settings.write_text(settings.read_text() + HOLD_HOOK)
+    settings.write_text(settings.read_text() + HOLD_HOOK + RELOAD_AFTER_HOLD)
     before = host.machine.run("journalctl", "-u", "reconciler", "-o", "cat").stdout
     host.machine.run("systemctl", "reload", "reconciler")
 
@@ -321,17 +342,7 @@ def test_kill_9_mid_pass_is_restarted_and_the_pass_recovered(host: Host) -> None
     try:
         commit = host.push(third)
 
-        def hook_running() -> bool:
-            # From the host, which sees the container's processes too.
-            for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-                try:
-                    if cmdline.read_bytes().startswith(HOLD_ARGV):
-                        return True
-                except OSError:
-                    continue
-            return False
-
-        wait_for(hook_running, "the hold hook of the third identity's pass", timeout=90)
+        wait_for(hold_hook_running, "the hold hook of the third identity's pass", timeout=90)
         # Files swapped, hooks under way: the pass has not finished (it is pending in the journal).
         assert not [
             r
@@ -354,6 +365,42 @@ def test_kill_9_mid_pass_is_restarted_and_the_pass_recovered(host: Host) -> None
     assert recoveries[-1]["phase"] == "swapped"
     # Completed: the hooks ran again, so nginx and Postfix both serve the third identity.
     wait_serving(host, third, "the third identity after the recovery")
+
+
+def test_a_restart_during_the_hooks_lets_the_pass_reload_postfix_and_finish(host: Host) -> None:
+    """`systemctl restart reconciler` (a package upgrade does it) while a pass runs its hooks:
+    the stop waits for the pass, and the pass's own `systemctl reload postfix` must not wait for
+    that stop (the unit is ordered after postfix.service): the pass succeeds, well within the
+    hook's 60 s, and the unit comes back."""
+    machine = host.machine
+    hold = machine.path(HOLD)
+    leaf = host.pki.leaf("restart.gateway.test")
+    old_pid = unit_state(host)["MainPID"]
+    hold.touch()
+    try:
+        commit = host.push(leaf)
+        wait_for(hold_hook_running, "the hold hook of the pass", timeout=90)
+        machine.run("systemctl", "restart", "--no-block", "reconciler")
+        wait_for(
+            lambda: unit_state(host)["ActiveState"] == "deactivating",
+            "the unit's stop, waiting for the pass",
+            timeout=30,
+        )
+    finally:
+        hold.unlink(missing_ok=True)
+
+    def restarted() -> dict[str, str] | None:
+        state = running_with(host, commit)
+        return state if state is not None and state["MainPID"] != old_pid else None
+
+    wait_for(restarted, "the unit back", timeout=40, detail=lambda: journal_tail(host))
+    ended = [
+        (r["event"], r.get("reason"))
+        for r in audit_records(host)
+        if r["revision"] == commit and r["event"] in ("pass.succeeded", "pass.failed")
+    ]
+    assert ended[:1] == [("pass.succeeded", None)], ended
+    wait_serving(host, leaf, "the identity pushed before the restart")
 
 
 def test_a_hung_loop_is_restarted_by_the_watchdog(host: Host) -> None:
