@@ -7,12 +7,16 @@ import gc
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from reconciler.cli import commands
 from reconciler.cli.commands import EXIT_FAILED, EXIT_USAGE
 from reconciler.cli.parser import build_parser
-from reconciler.config import load_settings, load_settings_apart, quick_state_paths
+from reconciler.config import load_settings, quick_state_paths
 from reconciler.errors import ReconcilerError, UsageError
+
+if TYPE_CHECKING:
+    from reconciler.config import Settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -56,13 +60,15 @@ def _dispatch(args: argparse.Namespace) -> int:
         quick = quick_state_paths(args.config, args.state)
         if quick is not None:
             return commands.validate(*quick, args)
+    settings: Settings
     if name == "run":
+        from reconciler.config import load_settings_apart
+
         # The daemon keeps its settings for as long as it runs: checked in a child process, so
         # that pydantic-settings never takes its memory here (see config.apart).
-        daemon_settings = load_settings_apart(args.config, state_dir=args.state, root=args.root)
-        gc.enable()
-        return commands.WITH_SETTINGS[name](daemon_settings, args)
-    settings = load_settings(args.config, state_dir=args.state, root=args.root)
+        settings = load_settings_apart(args.config, state_dir=args.state, root=args.root)
+    else:
+        settings = load_settings(args.config, state_dir=args.state, root=args.root)
     if name == "validate":
         return commands.validate(settings.state_dir, settings.key_dirs, args)
     from reconciler.cli import preflight

@@ -39,7 +39,7 @@ def _without(sandbox: Sandbox, setting: str, value: Path) -> None:
     sandbox.write_config = write  # type: ignore[method-assign]
 
 
-@pytest.mark.parametrize("command", [["status"], ["apply"], ["plan"], ["audit", "show"]])
+@pytest.mark.parametrize("command", [["status"], ["apply"], ["plan"], ["audit", "show"], ["run"]])
 def test_a_var_dir_that_is_a_file_is_named_as_the_setting_at_fault(
     command: list[str], sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, capsys: Capsys
 ) -> None:
