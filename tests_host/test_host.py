@@ -367,6 +367,35 @@ def test_kill_9_mid_pass_is_restarted_and_the_pass_recovered(host: Host) -> None
     wait_serving(host, third, "the third identity after the recovery")
 
 
+def test_a_hung_loop_is_restarted_by_the_watchdog(host: Host) -> None:
+    before = unit_state(host)
+    host.machine.run("/bin/sh", "-c", f"kill -STOP {before['MainPID']}")
+
+    def restarted() -> dict[str, str] | None:
+        state = running_with(host, "at revision")
+        return state if state and state["MainPID"] != before["MainPID"] else None
+
+    after = wait_for(
+        restarted, "a watchdog restart", timeout=180, detail=lambda: journal_tail(host)
+    )
+    assert int(after["NRestarts"]) > int(before["NRestarts"])
+    systemd_said = host.machine.run("journalctl", "-u", "reconciler", "_PID=1", "-o", "cat").stdout
+    assert "Watchdog timeout" in systemd_said
+
+
+def test_after_a_reboot_the_unit_starts_and_both_serve_the_identity(host: Host) -> None:
+    commit = unit_state(host)["StatusText"].rsplit(" ", 1)[-1]
+    host.machine.reboot()
+    state = wait_for(
+        lambda: running_with(host, commit),
+        "the unit started at boot",
+        timeout=180,
+        detail=lambda: journal_tail(host),
+    )
+    assert state["NRestarts"] == "0"
+    wait_serving(host, host.pki.leaves[2], "the identity after the reboot")
+
+
 def test_a_restart_during_the_hooks_lets_the_pass_reload_postfix_and_finish(host: Host) -> None:
     """`systemctl restart reconciler` (a package upgrade does it) while a pass runs its hooks:
     the stop waits for the pass, and the pass's own `systemctl reload postfix` must not wait for
@@ -401,35 +430,6 @@ def test_a_restart_during_the_hooks_lets_the_pass_reload_postfix_and_finish(host
     ]
     assert ended[:1] == [("pass.succeeded", None)], ended
     wait_serving(host, leaf, "the identity pushed before the restart")
-
-
-def test_a_hung_loop_is_restarted_by_the_watchdog(host: Host) -> None:
-    before = unit_state(host)
-    host.machine.run("/bin/sh", "-c", f"kill -STOP {before['MainPID']}")
-
-    def restarted() -> dict[str, str] | None:
-        state = running_with(host, "at revision")
-        return state if state and state["MainPID"] != before["MainPID"] else None
-
-    after = wait_for(
-        restarted, "a watchdog restart", timeout=180, detail=lambda: journal_tail(host)
-    )
-    assert int(after["NRestarts"]) > int(before["NRestarts"])
-    systemd_said = host.machine.run("journalctl", "-u", "reconciler", "_PID=1", "-o", "cat").stdout
-    assert "Watchdog timeout" in systemd_said
-
-
-def test_after_a_reboot_the_unit_starts_and_both_serve_the_identity(host: Host) -> None:
-    commit = unit_state(host)["StatusText"].rsplit(" ", 1)[-1]
-    host.machine.reboot()
-    state = wait_for(
-        lambda: running_with(host, commit),
-        "the unit started at boot",
-        timeout=180,
-        detail=lambda: journal_tail(host),
-    )
-    assert state["NRestarts"] == "0"
-    wait_serving(host, host.pki.leaves[2], "the identity after the reboot")
 
 
 def test_certbots_lineage_is_the_identity_and_its_renewal_is_followed(host: Host) -> None:
