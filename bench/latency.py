@@ -14,7 +14,6 @@ from pathlib import Path
 
 from bench.harness import (
     REPO,
-    TRASH,
     BenchError,
     Report,
     cpu_seconds,
@@ -110,8 +109,7 @@ def swap_latency(report: Report, reps: int, idle_s: float | None) -> None:
                         before = len(hook_times(ws.hook_log))
                         started, old = ws.volume.publish(small_state(identity, ca))
                         sample.append(_next_hook(ws.hook_log, before, started))
-                        if old is not None:
-                            TRASH.discard(old)
+                        ws.volume.retire(old)
                         if ws is daemon_ws:
                             wait_idle(daemon.pid, SETTLE_S, 60)
                     progress(

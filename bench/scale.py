@@ -14,7 +14,6 @@ import time
 
 from bench.harness import (
     PYTHON,
-    TRASH,
     BenchError,
     Daemon,
     Report,
@@ -171,8 +170,7 @@ def _one_change(ws: Workspace, daemon: Daemon, files: dict[str, bytes]) -> float
     before = len(hook_times(ws.hook_log))
     started, old = ws.volume.publish(files)
     times: list[int] = wait_for(lambda: hook_times(ws.hook_log)[before:], 120, "a hook run")
-    if old is not None:
-        TRASH.discard(old)
+    ws.volume.retire(old)
     wait_idle(daemon.pid, SETTLE_S, 120)
     return (times[0] - started) / 1e6
 

@@ -9,6 +9,7 @@ over `..data`); the rename is the instant every latency is measured from.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import textwrap
 import time
@@ -87,6 +88,15 @@ class K8sVolume:
                 os.symlink(f"..data/{top}", link)
         old, self.current, self.files = self.current, self.path / name, dict(files)
         return started, old
+
+    @staticmethod
+    def retire(old: Path | None) -> None:
+        """Delete a version the `..data` link no longer names, as kubelet does right after the
+        swap. Never move it out of the volume instead: a rename out of a watched directory is an
+        IN_MOVED_FROM without its pair, which watchdog holds back for half a second, and every
+        event after it waits in the same queue (the next swap's included)."""
+        if old is not None:
+            shutil.rmtree(old)
 
 
 @dataclass
