@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -65,8 +66,16 @@ def listener_on(port: int, name: str) -> psutil.Process | None:
 
 
 def kill_tree(proc: subprocess.Popen[bytes]) -> None:
+    """Kill `proc` and every process under it. A process that leads its own group (started with
+    `start_new_session`, like a supervisor) is killed with its whole group at once: killed one by
+    one, a supervisor could start another child between its child's death and its own."""
+    with contextlib.suppress(ProcessLookupError):
+        if os.getpgid(proc.pid) == proc.pid:
+            os.killpg(proc.pid, signal.SIGKILL)
     with contextlib.suppress(psutil.NoSuchProcess):
-        for child in psutil.Process(proc.pid).children(recursive=True):
+        children = psutil.Process(proc.pid).children(recursive=True)
+        proc.kill()
+        for child in children:
             with contextlib.suppress(psutil.NoSuchProcess):
                 child.kill()
     proc.kill()
