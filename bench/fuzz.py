@@ -659,12 +659,12 @@ def _repair(world: World) -> None:
                 else:
                     path.unlink()
     for name in ("journal.json", "status.json"):
+        # A running daemon may write or remove these at any moment: gone already is fine.
         path = world.var / name
-        if path.is_symlink() or path.exists():
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def _examples(

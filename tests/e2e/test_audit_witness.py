@@ -219,12 +219,14 @@ def test_a_failing_witness_is_counted_reported_once_and_passes_go_on(
 
 
 def _witnesses(gate: Path) -> list[int]:
-    """pids of the witness processes held at `gate`."""
-    return sorted(
-        p.pid
-        for p in psutil.process_iter(["cmdline"])
+    """pids of the witness processes held at `gate`. Not their children: the shell forks one
+    for each `sleep` (and for `$(cat)`), which shows the shell's command line until it execs."""
+    found = {
+        p.pid: p.info["ppid"]
+        for p in psutil.process_iter(["cmdline", "ppid"])
         if p.info["cmdline"] and str(gate) in " ".join(p.info["cmdline"])
-    )
+    }
+    return sorted(pid for pid, parent in found.items() if parent not in found)
 
 
 def test_a_reload_switches_the_witness_and_publishes_the_head_to_it(
