@@ -16,17 +16,37 @@ V = TypeVar("V")
 
 
 class Memo(dict[K, V]):
-    """At most `limit` entries; `put` adds one, dropping the oldest when full."""
+    """At most `limit` entries, and (with `max_weight`) at most that total weight, each entry
+    weighing what `put` is told (the bytes a key holds, say); `put` adds one, dropping the oldest
+    while either bound would be passed."""
 
-    __slots__ = ("limit",)
+    __slots__ = ("_weights", "limit", "max_weight", "weight")
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, max_weight: int | None = None) -> None:
         super().__init__()
         self.limit = limit
+        self.max_weight = max_weight
+        self.weight = 0
+        self._weights: dict[K, int] = {}
 
-    def put(self, key: K, value: V) -> V:
-        """Keep `value` under `key`, and return it."""
-        if len(self) >= self.limit:
-            del self[next(iter(self))]
+    def put(self, key: K, value: V, weight: int = 0) -> V:
+        """Keep `value` under `key`, and return it. An entry heavier than `max_weight` alone is
+        returned without being kept."""
+        if self.max_weight is not None and weight > self.max_weight:
+            return value
+        if key in self:
+            self._drop(key)
+        while self and (
+            len(self) >= self.limit
+            or (self.max_weight is not None and self.weight + weight > self.max_weight)
+        ):
+            self._drop(next(iter(self)))
         self[key] = value
+        if weight:
+            self._weights[key] = weight
+            self.weight += weight
         return value
+
+    def _drop(self, key: K) -> None:
+        del self[key]
+        self.weight -= self._weights.pop(key, 0)

@@ -29,7 +29,7 @@ def check_trust(
         # Kept by content, not by file: a Kubernetes volume or git-sync worktree rewrites every
         # file on each update, yet a daemon pass over thousands of unchanged entries must stay
         # cheap. Only the date checks depend on `now`, and they are redone below on every call.
-        parsed = _parsed.put(key, _parse_trust(name, data, file))
+        parsed = _parsed.put(key, _parse_trust(name, data, file), len(data))
     if parsed.certs is None:
         return None, list(parsed.findings)
     if parsed.valid_from <= now <= parsed.valid_until:
@@ -80,7 +80,10 @@ class _ParsedTrust:
     """When every certificate is valid (an empty window when never)."""
 
 
-_parsed: Memo[tuple[str, bytes, str], _ParsedTrust] = Memo(CACHE_SIZE)
+#: The files' bytes are the keys: bounded in bytes too, so that many large or changing trust
+#: files (each up to MAX_FILE_BYTES) cannot make the memo hold more than this.
+_PARSED_MAX_BYTES = 64 * 1024 * 1024
+_parsed: Memo[tuple[str, bytes, str], _ParsedTrust] = Memo(CACHE_SIZE, _PARSED_MAX_BYTES)
 
 
 def _parse_trust(name: str, data: bytes, file: str) -> _ParsedTrust:
