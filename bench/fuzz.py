@@ -28,6 +28,7 @@ import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -46,6 +47,7 @@ from bench.leaks import Forms, key_forms, secret_forms
 from bench.outputs import Output, OutputBrokenError, check
 from bench.workspace import gateway_toml
 from reconciler import cli
+from reconciler.core.desired import MAX_FILE_BYTES
 from reconciler.support import devpki
 
 EXIT_CODES = frozenset({0, 1, 2})
@@ -587,9 +589,12 @@ def _probe_stays_here(world: World) -> bool:
     """Whether every server any profile names is on this machine (probe connects to them)."""
     for path in (world.state / "profiles").glob("*.toml"):
         try:
-            text = path.read_bytes().decode("utf-8", "replace")
+            if not stat.S_ISREG(path.stat().st_mode):
+                continue  # a FIFO, a link to /dev/zero...: not a profile the probe reads either
+            with path.open("rb") as handle:
+                text = handle.read(MAX_FILE_BYTES + 1).decode("utf-8", "replace")
         except OSError:
-            continue  # a dangling link, a FIFO...: not a profile the probe can read either
+            continue  # a dangling link: likewise
         if any(host not in _LOOPBACK for host in _HOST.findall(text)):
             return False
     return True
