@@ -1,10 +1,11 @@
 """Settings validated in a child process: the daemon holds them without loading pydantic-settings.
 
-pydantic-settings, and the pydantic models it builds, take some 9 MB of a process's memory that
-CPython never gives back, for settings read once at start-up (and at a reload). So `reconciler
-run` has the model read and check them in a child (`python -m reconciler.config.apart`), which
-sends the validated values back as JSON, and keeps them as a plain `SettingsValues`. What the
-child says wrong is raised here as the same one-line SettingsError `load_settings` raises.
+pydantic-settings, and the pydantic models it builds, take memory that CPython never gives back
+(docs/performance.md says how much), for settings read once at start-up (and at a reload). So
+`reconciler run` has the model read and check them in a child (`python -m
+reconciler.config.apart`), which sends the validated values back as JSON, and keeps them as a
+plain `SettingsValues`. What the child says wrong is raised here as the same one-line
+SettingsError `load_settings` raises.
 """
 
 from __future__ import annotations
