@@ -102,3 +102,24 @@ def test_peer_bench_without_ansible_says_so_and_measures_nothing(tmp_path: Path)
     assert "skipped: ansible-playbook is not installed" in result.stderr
     assert ".[peer]" in result.stderr
     assert not (tmp_path / "p.json").exists()
+
+
+def test_bench_phases_profiles_the_three_passes() -> None:
+    """`python -m bench.phases`: a cold pass, a full pass with nothing to change and a one-entry
+    change, each with the phases it went through."""
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.phases", "--entries", "20"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "cold pass (empty ROOT): converged" in out
+    assert "a full pass, nothing to change: no-change" in out
+    assert "one trust entry changed (as the daemon): converged" in out
+    changed = out.split("one trust entry changed")[1]
+    for phase in ("read the desired state", "stage + journal (prepare)", "trust links", "hooks"):
+        assert phase in changed, phase
