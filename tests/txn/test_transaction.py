@@ -105,7 +105,7 @@ def test_crash_at_each_step_recovers_to_old_or_new_set(
     assert '"event": "pass.succeeded"' in audit
 
 
-@pytest.mark.timeout(360)  # some 20 process starts; a shared 2-core machine can take minutes
+@pytest.mark.timeout(600)  # 8 to 24 rounds of 4 process starts; a shared 2-core machine is slow
 def test_kill_9_at_random_moments_never_leaves_a_mixed_set(sandbox: Sandbox, pki: Pki) -> None:
     log = install_record_hook(sandbox)
     for n in range(30):
@@ -117,7 +117,11 @@ def test_kill_9_at_random_moments_never_leaves_a_mixed_set(sandbox: Sandbox, pki
     rng = random.Random(1234)
     leaves = [pki.leaf, pki.leaf2]
     interrupted = 0
-    for attempt in range(8):
+    # At least 8 kills, and more (up to 24) until 2 of them landed inside a pass: where a kill
+    # lands depends on the machine's load, and a sweep whose kills all missed proves nothing.
+    for attempt in range(24):
+        if attempt >= 8 and interrupted >= 2:
+            break
         sandbox.state.identity(pki, leaves[(attempt + 1) % 2])
         for n in rng.sample(range(30), 5):
             sandbox.state.profile(
@@ -135,7 +139,7 @@ def test_kill_9_at_random_moments_never_leaves_a_mixed_set(sandbox: Sandbox, pki
         assert sandbox.run("apply").returncode == 0
         states.append(sandbox.targets())
     assert hook_runs(log)
-    assert interrupted >= 2, f"only {interrupted} of 8 kills landed inside a pass"
+    assert interrupted >= 2, f"only {interrupted} of 24 kills landed inside a pass"
 
 
 FAULTS = [
