@@ -97,10 +97,15 @@ $(IMAGE_WHEELS)/.complete: requirements.txt $(BIN)/.installed
 
 image-wheelhouse: $(IMAGE_WHEELS)/.complete
 
+IMAGE_WHEEL = SOURCE_DATE_EPOCH=315532800 $(BIN)/pip wheel --no-deps --no-build-isolation \
+	  --disable-pip-version-check --wheel-dir build/image-wheel-new .
+
 image: $(IMAGE_WHEELS)/.complete
 	rm -rf build/image-wheel-new
-	SOURCE_DATE_EPOCH=315532800 $(BIN)/pip wheel --quiet --no-deps --no-build-isolation \
-	  --disable-pip-version-check --wheel-dir build/image-wheel-new .
+	# Seen once on a loaded CI machine: pip exited 0 and left no wheel. Then it runs again,
+	# saying everything it does, so that a second miss leaves its reason in the log.
+	$(IMAGE_WHEEL) --quiet
+	ls build/image-wheel-new/*.whl >/dev/null 2>&1 || $(IMAGE_WHEEL) --verbose
 	# Replaced only when its bytes changed: an unchanged wheel keeps the image's layers cached.
 	for wheel in build/image-wheel-new/*.whl; do \
 	  [ -f "$$wheel" ] || { echo "make image: pip built no wheel in build/image-wheel-new" >&2; exit 1; }; \
