@@ -32,6 +32,7 @@ from tests.helpers import REPO
 from tests.helpers.gitops import ConfigMapVolume
 from tests.helpers.net import free_port, http_get
 from tests.helpers.state import Pki
+from tests.helpers.treebuild import building_in_the_tree
 from tests.helpers.waiting import wait_for
 
 REQUIRE_ENV = "RECONCILER_REQUIRE_BUILDAH"
@@ -69,15 +70,17 @@ def image() -> str:
         if os.environ.get(REQUIRE_ENV) == "1":
             pytest.fail(f"{missing}, and {REQUIRE_ENV}=1 says the container tests must run")
         pytest.skip(f"{missing}; set {REQUIRE_ENV}=1 to make this a failure")
-    done = subprocess.run(
-        # -o: never rebuild the venv this suite is running from (an edited pyproject.toml would).
-        ["make", "-o", ".venv/bin/.installed", "image"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=1500,
-        check=False,
-    )
+    with building_in_the_tree():
+        done = subprocess.run(
+            # -o: never rebuild the venv this suite is running from (an edited pyproject.toml
+            # would).
+            ["make", "-o", ".venv/bin/.installed", "image"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=1500,
+            check=False,
+        )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return IMAGE
 

@@ -15,6 +15,7 @@ import pytest
 
 from reconciler.version import DISTRIBUTION
 from tests.helpers import REPO
+from tests.helpers.treebuild import building_in_the_tree
 
 BIN = Path(sys.executable).parent
 PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
@@ -57,7 +58,8 @@ def builds(test: Callable[..., None]) -> Callable[..., None]:
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An sdist, and a wheel built from that sdist (what a user of the sdist gets)."""
     out = tmp_path_factory.mktemp("dist")
-    result = run(sys.executable, "-m", "build", "--outdir", str(out), str(REPO))
+    with building_in_the_tree():
+        result = run(sys.executable, "-m", "build", "--outdir", str(out), str(REPO))
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     return out
 
