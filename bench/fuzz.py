@@ -48,6 +48,7 @@ from bench.outputs import Output, OutputBrokenError, check
 from bench.workspace import gateway_toml
 from reconciler import cli
 from reconciler.core.desired import MAX_FILE_BYTES
+from reconciler.core.secret import KEY_MARKER
 from reconciler.support import devpki
 
 EXIT_CODES = frozenset({0, 1, 2})
@@ -372,8 +373,8 @@ _HOSTILE_TEXT = [
     "##[error]forged",
     "##vso[task.setvariable variable=a]1",
     "::error::forged",
-    "-----BEGIN PRIVATE KEY-----",
-    "-----end rsa private key-----",
+    f"-----BEGIN {KEY_MARKER}",
+    f"-----end rsa {KEY_MARKER.lower()}",
     "\udcff",
     "\u202e",
 ]

@@ -6,6 +6,7 @@ from pushed files and from the network; each output scrubs it field by field.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import socket
@@ -16,6 +17,7 @@ from collections.abc import Callable
 
 import pytest
 
+from reconciler.core.secret import KEY_MARKER
 from reconciler.support import devpki
 from tests.helpers.daemon import Daemon, wait_for
 from tests.helpers.net import free_port
@@ -25,6 +27,9 @@ from tests.helpers.tls import LoopbackServer, TlsServer, server_context
 
 # What a terminal acts on: C0 controls other than newline and tab, DEL and the C1 controls.
 TERMINAL_CONTROL = re.compile(rb"[\x00-\x08\x0b-\x1f\x7f]|\xc2[\x80-\x9f]")
+# Key markers and a key body's first characters, made here: the repository holds no key text.
+BEGIN = f"-----BEGIN {KEY_MARKER}"
+KEY_BODY_START = base64.b64encode(devpki.make_ca("Marker CA").key_pem[40:60]).decode()[:23]
 KEY_TEXT = re.compile(rb"-----BEGIN[ A-Z]*PRIVATE KEY", re.IGNORECASE)
 
 
@@ -47,13 +52,13 @@ def applied(sandbox: Sandbox) -> Sandbox:
 # --- an unterminated key marker: every JSON output still parses ---------------------------------
 
 MARKERS = {
-    "toml-key": ("profiles/marked.toml", '"-----BEGIN PRIVATE KEY-----" = 1\n'),
+    "toml-key": ("profiles/marked.toml", f'"{BEGIN}" = 1\n'),
     "comment-and-key": (
         "profiles/marked.toml",
-        '# -----BEGIN EC PRIVATE KEY-----\n"x-----END PRIVATE KEY-----" = 2\n',
+        f'# -----BEGIN EC {KEY_MARKER}\n"x-----END {KEY_MARKER}" = 2\n',
     ),
     # A stray file's name is quoted by a warning: the state stays valid and applies.
-    "lower-case-file-name": ("trust/-----begin rsa private key----- notes.txt", "notes\n"),
+    "lower-case-file-name": (f"trust/-----begin rsa {KEY_MARKER.lower()} notes.txt", "notes\n"),
 }
 
 
@@ -108,9 +113,7 @@ def _raw_get(url: str) -> tuple[int, bytes]:
 @pytest.mark.parametrize(
     "mutate",
     [
-        lambda box: box.state.write(
-            "gateway.toml", '"-----BEGIN PRIVATE KEY-----\\nMIIEvQIBADANBgkqhkiG9w0" = 1\n'
-        ),
+        lambda box: box.state.write("gateway.toml", f'"{BEGIN}\\n{KEY_BODY_START}" = 1\n'),
         lambda box: (box.state.path / "trust" / f"{HOSTILE_NAME}.pem").write_bytes(b"x\n"),
     ],
     ids=["key-as-toml-key", "control-characters-in-a-name"],

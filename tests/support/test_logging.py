@@ -14,7 +14,7 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from reconciler.core.secret import SecretBytes
+from reconciler.core.secret import KEY_MARKER, SecretBytes
 from reconciler.support import devpki
 from reconciler.support.logging import configure_logging, get_logger
 
@@ -195,7 +195,7 @@ def test_every_field_is_scrubbed_before_rendering_and_the_line_stays_whole(fmt: 
 
     stream = io.StringIO()
     configure_logging("json" if fmt == "json" else "console", stream)
-    marker = "-----BEGIN PRIVATE KEY----- and the rest"
+    marker = f"-----BEGIN {KEY_MARKER} and the rest"
     forged = "x\n2026-01-01 [error    ] forged line"
     get_logger("x").warning(
         "odd", first=marker, path=Path("/tmp/\x1b[2Jevil"), second="after", forged=forged

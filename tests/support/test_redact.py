@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bench.leaks import first_leak, secret_forms
+from reconciler.core.secret import KEY_MARKER
 from reconciler.support import redact, remembered
 from reconciler.support.devpki import new_key
 from reconciler.support.redact import (
@@ -251,7 +252,7 @@ def test_scrubbed_text_is_not_scrubbed_again() -> None:
 
 def test_a_document_is_scrubbed_value_by_value_and_stays_whole() -> None:
     document = {
-        "-----BEGIN PRIVATE KEY-----": ["x\x1b", 1, None, True, {"k": "##[stop-commands]"}],
+        f"-----BEGIN {KEY_MARKER}": ["x\x1b", 1, None, True, {"k": "##[stop-commands]"}],
         "n": 2.5,
     }
     shown = redact.scrub_document(document)
