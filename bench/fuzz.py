@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
 from bench.leaks import Forms, key_forms, secret_forms
@@ -673,40 +673,62 @@ def _repair(world: World) -> None:
             path.unlink(missing_ok=True)
 
 
+BATCH = 25
+"""Examples per hypothesis run: the time budget is checked between runs, each with its own seed."""
+
+
 def _examples(
     examples: int,
     max_seconds: float | None,
     check: Callable[[int, list[Callable[[World], None]]], None],
+    label: str = "fuzz",
 ) -> tuple[int, list[str]]:
     """`check(n, damage)` for up to `examples` hypothesis examples, or as many as fit in
-    `max_seconds`: (how many ran, the properties they broke)."""
+    `max_seconds`: (how many ran, the properties they broke). Hypothesis runs in batches of
+    BATCH, seeded 0, 1, 2, ... (repeatable), so that the budget ends the run (after the example
+    under way) and a long run prints its progress to stderr after each batch."""
     ran = 0
-    stop_at = time.monotonic() + max_seconds if max_seconds else None
-
-    @settings(
-        max_examples=examples,
-        deadline=None,
-        database=None,
-        derandomize=True,
-        suppress_health_check=list(HealthCheck),
-    )
-    @given(damages())
-    def one(ops: list[Callable[[World], None]]) -> None:
-        nonlocal ran
-        if stop_at is not None and time.monotonic() > stop_at:
-            return  # out of time: the rest are skipped, not counted
-        ran += 1
-        check(ran, ops)
-
+    started = time.monotonic()
+    stop_at = started + max_seconds if max_seconds else None
     failures: list[str] = []
-    try:
-        one()
-    except PropertyBrokenError as exc:
-        failures.append(str(exc))
-    except ExceptionGroup as group:  # hypothesis found several distinct failures
-        failures += [str(exc) for exc in group.exceptions]
-    except Exception as exc:  # the harness itself: reported, never a crash that loses the run
-        failures.append(f"the harness failed: {exc!r}")
+    batch = 0
+    while ran < examples and not failures:
+        if stop_at is not None and time.monotonic() > stop_at:
+            break
+        before = ran
+
+        @seed(batch)
+        @settings(
+            max_examples=min(BATCH, examples - ran),
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
+        @given(damages())
+        def one(ops: list[Callable[[World], None]]) -> None:
+            nonlocal ran
+            if stop_at is not None and time.monotonic() > stop_at:
+                return  # out of time: the batch's rest is skipped, not counted
+            ran += 1
+            check(ran, ops)
+
+        try:
+            one()
+        except PropertyBrokenError as exc:
+            failures.append(str(exc))
+        except ExceptionGroup as group:  # hypothesis found several distinct failures
+            failures += [str(exc) for exc in group.exceptions]
+        except Exception as exc:  # the harness itself: reported, never a crash that loses the run
+            failures.append(f"the harness failed: {exc!r}")
+        batch += 1
+        if ran == before:
+            break  # hypothesis has no new inputs left
+        took = time.monotonic() - started
+        print(
+            f"{label}: {ran} examples in {took:.0f} s, {len(failures)} failure(s)",
+            file=sys.stderr,
+            flush=True,
+        )
     return ran, failures
 
 
@@ -777,7 +799,7 @@ def run_daemon_fuzz(examples: int, max_seconds: float | None = None) -> tuple[in
             ]
             check_outputs(world, [*bodies, Output("the audit log", _new_audit(world))])
 
-        ran, failures = _examples(examples, max_seconds, check)
+        ran, failures = _examples(examples, max_seconds, check, "fuzz, daemon")
         daemon.send_signal(signal.SIGTERM)
         try:
             code = daemon.wait(DAEMON_WAIT_S)
