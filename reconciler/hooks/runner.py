@@ -15,7 +15,7 @@ Contract:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -76,25 +76,47 @@ def run_command(
     phase: HookPhase,
     env: Mapping[str, str],
     timeout_s: float,
+    started: Callable[[], object] | None = None,
 ) -> HookResult:
-    """One step of a hook, run bounded."""
-    done = run_bounded(argv, env=env, timeout_s=timeout_s)
+    """One step of a hook, run bounded (`started`: see run_bounded)."""
+    done = run_bounded(argv, env=env, timeout_s=timeout_s, started=started)
     return HookResult(
         name, step, phase, done.exit_code, done.duration_ms, done.output_tail, done.error
     )
 
 
-def run_hook(hook: HookSettings, *, phase: HookPhase, env: Mapping[str, str]) -> list[HookResult]:
-    """`check` (when set), then `run` if the check passed. Results of what ran, in order."""
+def run_hook(
+    hook: HookSettings,
+    *,
+    phase: HookPhase,
+    env: Mapping[str, str],
+    started: Callable[[], object] | None = None,
+) -> list[HookResult]:
+    """`check` (when set), then `run` if the check passed. Results of what ran, in order.
+    `started` is called once the first of them runs (see run_bounded)."""
     results = []
     if hook.check is not None:
         check = run_command(
-            hook.name, "check", hook.check, phase=phase, env=env, timeout_s=hook.timeout_s
+            hook.name,
+            "check",
+            hook.check,
+            phase=phase,
+            env=env,
+            timeout_s=hook.timeout_s,
+            started=started,
         )
         results.append(check)
         if not check.ok:
             return results
     results.append(
-        run_command(hook.name, "run", hook.run, phase=phase, env=env, timeout_s=hook.timeout_s)
+        run_command(
+            hook.name,
+            "run",
+            hook.run,
+            phase=phase,
+            env=env,
+            timeout_s=hook.timeout_s,
+            started=started if hook.check is None else None,
+        )
     )
     return results

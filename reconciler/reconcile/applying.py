@@ -60,24 +60,32 @@ def apply_plan(
 
     `trust_links`: the process's cache of the trust store's hash links (see runner.Caches)."""
     revision = current.revision
-    # Durable with the journal, in its fsync batch: before any target is touched.
-    recorder.record(
-        PassStarted(revision=revision, kinds=tuple(current.kinds), changes=len(current.changes)),
-        sync=False,
-    )
-    recorder.progress.step(f"staging {counted(len(current.changes), 'change')}")
+    # The log lines of what is recorded from here wait for the first hook to run (see
+    # Recorder.hold_log); the records themselves are durable before any hook, as ever.
+    recorder.hold_log()
     try:
-        ensure_target_dirs(settings.root)
-        ensure_credentials_dir(
-            current, settings.root, settings.key_mode_bits, group_id(settings.file_group)
+        # Durable with the journal, in its fsync batch: before any target is touched.
+        recorder.record(
+            PassStarted(
+                revision=revision, kinds=tuple(current.kinds), changes=len(current.changes)
+            ),
+            sync=False,
         )
-        txn = Transaction.prepare(
-            settings.var_dir, current, root=settings.root, also=(recorder.sync,)
-        )
-    except ApplyError as exc:
-        return _failed(recorder, revision, str(exc))
-    several = tuple(Path(t.path) for t in targets if t.kind == "trust" and len(t.certs) > 1)
-    return complete(settings, recorder, txn, current, several, trust_links=trust_links)
+        recorder.progress.step(f"staging {counted(len(current.changes), 'change')}")
+        try:
+            ensure_target_dirs(settings.root)
+            ensure_credentials_dir(
+                current, settings.root, settings.key_mode_bits, group_id(settings.file_group)
+            )
+            txn = Transaction.prepare(
+                settings.var_dir, current, root=settings.root, also=(recorder.sync,)
+            )
+        except ApplyError as exc:
+            return _failed(recorder, revision, str(exc))
+        several = tuple(Path(t.path) for t in targets if t.kind == "trust" and len(t.certs) > 1)
+        return complete(settings, recorder, txn, current, several, trust_links=trust_links)
+    finally:
+        recorder.release_log()
 
 
 def complete(
@@ -222,7 +230,7 @@ def _run_hooks(
     failures: list[str] = []
     for hook in hooks_for(settings.hooks, journal.kinds):
         recorder.progress.step(f"hook {hook.name} ({phase})")
-        ran = run_hook(hook, phase=phase, env=env)
+        ran = run_hook(hook, phase=phase, env=env, started=recorder.release_log)
         for result in ran:
             results.append(result)
             recorder.record(HookRan.of(journal.revision, result))

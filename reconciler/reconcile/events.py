@@ -301,6 +301,27 @@ class Recorder:
         self.logger = logger if logger is not None else get_logger("reconciler.audit")
         self.progress: Progress = progress if progress is not None else _NoProgress()
         self.summarize_changes = summarize_changes
+        self._held: list[tuple[Level, str, dict[str, object]]] | None = None
+
+    def hold_log(self) -> None:
+        """From now until `release_log`, log lines wait in memory, in order; their audit records
+        are written as ever. A pass holds the lines of what it records before its hooks and
+        writes them once the first hook runs: formatting and writing them never delays the
+        services, and the audit log, the record that counts, is durable first anyway."""
+        if self._held is None:
+            self._held = []
+
+    def release_log(self) -> None:
+        """Write the lines held since `hold_log`, and hold no more (nothing when none are)."""
+        held, self._held = self._held, None
+        for level, event, fields in held or ():
+            self.logger.log(level, event, **fields)
+
+    def _log(self, level: Level, event: str, **fields: object) -> None:
+        if self._held is not None:
+            self._held.append((level, event, fields))
+        else:
+            self.logger.log(level, event, **fields)
 
     def record(self, event: AuditEvent, *, sync: bool = True) -> Record | None:
         """Append the audit record (fsynced) and log the event; returns the record.
@@ -321,7 +342,7 @@ class Recorder:
         if self.audit is None:
             for event, (name, revision, fields) in zip(events, entries, strict=True):
                 if not self._summarized(event):
-                    self.logger.log(event.level, made(name), revision=_made(revision), **fields)
+                    self._log(event.level, made(name), revision=_made(revision), **fields)
             return []
         written = self.audit.append_many(entries, sync=sync)
         for event, (name, revision, fields), record in zip(events, entries, written, strict=True):
@@ -330,7 +351,7 @@ class Recorder:
             # The audit record's JSON values (scrubbed once, there), so both sinks show the same
             # text for the same event. The event name and revision are the reconciler's own.
             logged = {key: record[key] for key in fields}
-            self.logger.log(
+            self._log(
                 event.level, made(name), revision=_made(revision), seq=record["seq"], **logged
             )
         return written

@@ -23,7 +23,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING
 
@@ -61,11 +61,17 @@ class Completed:
 
 
 def run_bounded(
-    argv: Sequence[str], *, env: Mapping[str, str], timeout_s: float, stdin: bytes | None = None
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    timeout_s: float,
+    stdin: bytes | None = None,
+    started: Callable[[], object] | None = None,
 ) -> Completed:
     """Run argv in its own session, `stdin` on its standard input (default: none); on timeout
-    kill its process group and its descendants."""
-    started = time.monotonic()
+    kill its process group and its descendants. `started` is called once it runs (or could not
+    start), before the wait: work that can go on while it runs."""
+    began = time.monotonic()
     # Output goes to an unlinked temp file, not a pipe: a daemon the command leaves behind must
     # not keep us waiting for an end-of-file that never comes.
     with tempfile.TemporaryFile() as output, _input(stdin) as given:
@@ -80,8 +86,12 @@ def run_bounded(
                 close_fds=True,
             )
         except OSError as exc:
+            if started is not None:
+                started()
             reason = f"could not start {argv[0]}: {exc.strerror or exc}"
-            return Completed(None, _ms(started), "", reason)
+            return Completed(None, _ms(began), "", reason)
+        if started is not None:
+            started()
         error = None
         try:
             wait_exit(process, timeout_s)
@@ -91,7 +101,7 @@ def run_bounded(
             if survivors:
                 error += f" (pids {', '.join(map(str, survivors))} did not die)"
         tail = output_tail(output)
-    return Completed(None if error else process.returncode, _ms(started), tail, error)
+    return Completed(None if error else process.returncode, _ms(began), tail, error)
 
 
 @contextlib.contextmanager

@@ -79,6 +79,36 @@ def test_a_first_pass_converges_and_the_next_finds_nothing_to_do(sandbox: Sandbo
     gw.close()
 
 
+def test_the_audit_records_precede_the_hooks_and_their_log_lines_follow_in_order(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """A pass's records are in the audit log when its first hook runs (the hook copies it);
+    their log lines, held until then, are all written, in the order of the records."""
+    import json
+
+    from structlog.testing import capture_logs
+
+    seen = tmp_path / "audit-as-the-hook-saw-it"
+    sandbox.hooks = (
+        '[[hooks]]\nname = "copy"\non = ["identity"]\n'
+        f'run = ["/bin/sh", "-c", "cat \\"$0\\" > \\"$1\\"", "{sandbox.settings().audit_path}", '
+        f'"{seen}"]\n'
+    )
+    gw = _gateway(sandbox)
+    with capture_logs() as logs:
+        result = gw.run()
+    assert result.outcome is Outcome.CONVERGED
+    at_hook = [json.loads(line)["event"] for line in seen.read_text().splitlines()]
+    assert "pass.started" in at_hook
+    assert at_hook.count("change.applied") == len(result.plan.changes if result.plan else ())
+    assert "hook.ran" not in at_hook
+    audited = [r["event"] for r in gw.events()]
+    logged = [line["event"] for line in logs if line.get("logger") == "reconciler.audit"]
+    assert logged == audited
+    assert audited[-2:] == ["hook.ran", "pass.succeeded"]
+    gw.close()
+
+
 def test_memory_carries_the_observations_between_undisturbed_passes(sandbox: Sandbox) -> None:
     """Without events every target is looked at again, yet the memory is what the next pass
     starts from: a pass that wrote a target forgets it, so it is never trusted unseen."""

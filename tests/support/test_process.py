@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from reconciler.support.process import run_bounded
 
 
@@ -16,3 +19,34 @@ def test_a_command_that_never_reads_its_stdin_is_not_held_by_it() -> None:
     large = b"x" * (1 << 20)  # more than a pipe holds: written to a file, not a pipe
     done = run_bounded(["/bin/sh", "-c", "exit 3"], env={}, timeout_s=10, stdin=large)
     assert (done.exit_code, done.error) == (3, None)
+
+
+def test_started_is_called_once_while_the_command_runs(tmp_path: Path) -> None:
+    """The command waits on a FIFO that only `started` writes to: it can finish only if
+    `started` ran after it was spawned and before run_bounded waited for its exit."""
+    fifo = tmp_path / "go"
+    os.mkfifo(fifo)
+    calls: list[int] = []
+
+    def started() -> None:
+        calls.append(1)
+        with fifo.open("w") as go:  # blocks until the command opens the FIFO to read
+            go.write("go\n")
+
+    done = run_bounded(
+        ["/bin/sh", "-c", 'read word < "$0"; echo "$word"', str(fifo)],
+        env={},
+        timeout_s=30,
+        started=started,
+    )
+    assert (done.exit_code, done.output_tail, calls) == (0, "go\n", [1])
+
+
+def test_started_is_called_when_the_command_cannot_start() -> None:
+    calls: list[int] = []
+    done = run_bounded(
+        ["/nonexistent/command"], env={}, timeout_s=10, started=lambda: calls.append(1)
+    )
+    assert done.exit_code is None
+    assert done.error is not None
+    assert calls == [1]
