@@ -30,15 +30,17 @@ belongs to command output such as `plan --json`.
 
 from __future__ import annotations
 
+import importlib
 import logging as logging_module
 import os
 import sys
 from collections.abc import Callable, Mapping, MutableMapping
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, Final, Literal, TextIO, cast
 
 if TYPE_CHECKING:
     import threading
-    from types import ModuleType, TracebackType
+    from types import TracebackType
 
 from reconciler.core.secret import SecretBytes
 from reconciler.support.redact import made, scrub, scrub_line
@@ -123,19 +125,43 @@ _UNUSED_BY_STRUCTLOG: Final = ("rich", "better_exceptions")
 developer's venv has rich (through import-linter)."""
 
 
+_DEFERRED_BY_STRUCTLOG: Final = ("asyncio",)
+"""What structlog imports at once but uses only inside its async logging methods, which this
+program never calls: asyncio, and through it ssl, are megabytes of a daemon's memory. structlog
+gets a stand-in that imports the real module the first time anything of it is used."""
+
+
+class _OnFirstUse(ModuleType):
+    """A module's stand-in: the first attribute asked for imports the real module (it then
+    answers for the stand-in). Only ever in sys.modules while structlog is being imported."""
+
+    def __getattr__(self, attribute: str) -> Any:
+        name = self.__name__
+        if sys.modules.get(name) is self:
+            del sys.modules[name]
+        return getattr(importlib.import_module(name), attribute)
+
+
 def _structlog() -> ModuleType:
-    """structlog, imported without the optional libraries it would use for pretty tracebacks."""
+    """structlog, imported without the optional libraries it would use for pretty tracebacks,
+    and without asyncio until something uses it."""
     loaded = sys.modules.get("structlog")
     if loaded is not None:
         return loaded
     blocked = [name for name in _UNUSED_BY_STRUCTLOG if name not in sys.modules]
+    deferred = [name for name in _DEFERRED_BY_STRUCTLOG if name not in sys.modules]
     for name in blocked:
         sys.modules[name] = None  # type: ignore[assignment]  # its import raises ImportError
+    for name in deferred:
+        sys.modules[name] = _OnFirstUse(name)
     try:
         import structlog
     finally:
         for name in blocked:  # importing them later, elsewhere, works as ever
             if name in sys.modules and sys.modules[name] is None:
+                del sys.modules[name]
+        for name in deferred:  # importing them later, elsewhere, gets the real module
+            if isinstance(sys.modules.get(name), _OnFirstUse):
                 del sys.modules[name]
     return structlog
 

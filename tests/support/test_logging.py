@@ -68,6 +68,28 @@ def test_logging_loads_no_pretty_traceback_library_which_stays_importable() -> N
     assert out.stdout.split() == ["False", "False", "True"], out.stderr
 
 
+def test_logging_loads_no_asyncio_until_used_and_structlogs_async_methods_still_work() -> None:
+    """structlog imports asyncio (and with it ssl) for its async methods only: the log loads
+    neither; an async log line then imports the real asyncio and is written, and asyncio
+    imported afterwards is the real module."""
+    code = (
+        "import sys\n"
+        "from reconciler.support.logging import _structlog, configure_logging, get_logger\n"
+        "configure_logging('json')\n"
+        "get_logger('x').info('hello')\n"
+        "print('asyncio' in sys.modules, 'ssl' in sys.modules)\n"
+        "structlog = _structlog()\n"
+        "import asyncio\n"
+        "asyncio.run(structlog.get_logger().ainfo('from.async'))\n"
+        "print(type(asyncio).__name__, hasattr(asyncio, 'run'))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.split() == ["False", "False", "module", "True"], out.stderr
+    assert '"event": "from.async"' in out.stderr
+
+
 def test_json_lines_carry_level_utc_timestamp_and_context() -> None:
     stream = io.StringIO()
     configure_logging("json", stream)
