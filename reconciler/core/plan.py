@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from reconciler.core.desired import KINDS, CertInfo, Kind
+from reconciler.core.desired import KINDS, MAX_FILE_BYTES, CertInfo, Kind
 from reconciler.core.render import Target
 
 Action = Literal["create", "update", "delete"]
@@ -43,13 +43,21 @@ class Change:
 
 
 OVERSIZED = "oversized"
-"""The digest a plan shows for a target larger than anything the pass writes: never read."""
+"""The digest a plan shows for a target larger than anything the reconciler writes: never read."""
+
+WRITTEN_BYTES_BOUND = 4 * MAX_FILE_BYTES
+"""More than any target the reconciler writes from inputs within their limits (the largest,
+`tls.pem`, is a key and a chain, each file at most MAX_FILE_BYTES): what an earlier pass wrote
+is always read, kept and put back by a rollback, however much smaller this pass's files are."""
 
 
 def read_limit(targets: Sequence[Target]) -> int:
-    """The size of the largest file these targets write: a file found larger than this at a
-    target is drift to replace, not content to read (or to keep whole for a rollback)."""
-    return max((len(t.content) for t in targets if t.content is not None), default=0)
+    """The largest target file a pass reads (to compare it, and to keep it for a rollback): a
+    file found larger than this is drift to replace, not content (a sparse file of hundreds of
+    megabytes, say). WRITTEN_BYTES_BOUND, or the largest content of `targets` when larger (a
+    server-profiles.json of very many profiles)."""
+    largest = max((len(t.content) for t in targets if t.content is not None), default=0)
+    return max(WRITTEN_BYTES_BOUND, largest)
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ import pytest
 
 from tests.helpers import REPO
 from tests.helpers.sandbox import Sandbox
+from tests.helpers.state import Pki
 
 HUGE = 200 << 20
 # A child that runs the command and reports the peak memory (KiB) of that command alone.
@@ -101,3 +102,26 @@ def test_a_rollback_removes_a_huge_previous_file_it_did_not_keep(applied: Sandbo
     applied.hooks = ""
     assert applied.run("apply").returncode == 0
     assert cert.stat().st_size < HUGE
+
+
+def test_a_rollback_puts_back_a_previous_identity_larger_than_every_new_file(
+    sandbox: Sandbox, pki: Pki
+) -> None:
+    """An RSA identity replaced by a far smaller EC one, whose hook fails: every previous file
+    is larger than anything the failed pass writes, and is put back byte for byte (it is what an
+    earlier pass wrote, not garbage)."""
+    from reconciler.support import devpki
+
+    big = devpki.issue(pki.intermediate, "gateway.test", key_type="rsa3072")
+    sandbox.state.identity(pki, big)
+    assert sandbox.run("apply").returncode == 0
+    before = sandbox.targets()
+    largest_new = len(pki.chain()) + len(pki.leaf.key_pem)
+    assert (sandbox.root / "data" / "tls.pem").stat().st_size > largest_new
+    script = sandbox.base / "fail.sh"
+    script.write_text("#!/bin/sh\nexit 1\n")
+    script.chmod(0o755)
+    sandbox.hooks = f'[[hooks]]\nname = "fails"\non = ["identity"]\nrun = ["{script}"]\n'
+    sandbox.state.identity(pki)  # the EC leaf
+    assert sandbox.run("apply").returncode == 1
+    assert sandbox.targets() == before
