@@ -175,17 +175,14 @@ def rehash_bucket(
 
 
 def link_each_certificate(state: BucketLinks, name: str, hashes: Iterable[int]) -> None:
-    """A managed file holding several certificates: a link per certificate, unless a link names
-    it already (OpenSSL's lookup loads the whole file a link names)."""
+    """A managed file holding several certificates: a link to it in the bucket of each of their
+    subject hashes, where there is none yet. OpenSSL's lookup by a subject reads that subject's
+    bucket only (it then loads the whole file a link there names)."""
     for value in sorted(set(hashes)):
-        for number in range(MAX_COLLISIONS):
-            link = f"{value:08x}.{number}"
-            if not state.taken(link):
-                break
-            if state.target(link) == name:
-                return
-    for value in hashes:
         number = 0
-        while state.taken(f"{value:08x}.{number}"):
+        while state.taken(link := f"{value:08x}.{number}"):
+            if state.target(link) == name:
+                break  # this certificate's link is there
             number += 1
-        state.make(f"{value:08x}.{number}", name)
+        else:
+            state.make(link, name)

@@ -215,6 +215,15 @@ def test_every_certificate_of_a_managed_file_holding_several_is_found(tmp_path: 
     (trust / f"{PREFIX}single.crt").write_bytes(single.cert_pem)
     links.refresh(trust, PREFIX)
     assert sorted(links_of(trust).values()).count(f"{PREFIX}pair.crt") == 2
+    # The neighbour goes: its bucket is made again, and the pair keeps a link in it (its other
+    # certificate's link does not stand in for it: a lookup by this subject never reads it).
+    (trust / f"{PREFIX}single.crt").unlink()
+    links.refresh(trust, PREFIX)
+    assert sorted(links_of(trust).values()) == [f"{PREFIX}pair.crt"] * 2
+    leaf = tmp_path / "leaf.pem"
+    leaf.write_bytes(issue(first, "svc.example.com").cert_pem)
+    verified = capath_verifies(trust, leaf)
+    assert verified.returncode == 0, verified.stderr
 
 
 def _linked_store(tmp_path: Path, entries: int) -> tuple[Path, HashLinks]:
