@@ -30,7 +30,7 @@ def stage(
     Two files rather than one per target: with thousands of trust entries, creating a file per
     target would be most of a cold pass; and the backups are made durable by one fsync. Entries
     refer to their bytes as `FILE:OFFSET:LENGTH`. The targets are read through `dirs`: no link
-    inside ROOT is followed. A file larger than `limit` (the largest the pass writes) is not read
+    inside ROOT is followed. A file larger than `limit` (see `core.plan.read_limit`) is not read
     nor kept: it is garbage to replace, and a rollback removes it. The secrets among the backups
     (a key, a credential) are what a rollback puts back and its hooks may print: the output
     boundary keeps them for as long as they are this pass's backups.
@@ -65,7 +65,9 @@ def stage(
             else:
                 before_mode, before_gid = info.st_mode & 0o7777, info.st_gid
                 current = _current(where, target.name, info.st_size, limit)
-                if current is None:
+                if current is _GONE:
+                    before_mode = before_gid = None  # gone meanwhile: nothing to put back
+                elif current is None:
                     backup, before_sha = f"{OVERSIZED}{info.st_size}", OVERSIZED_DIGEST
                 else:
                     backup = f"{OLD}:{len(old)}:{len(current)}"
@@ -95,14 +97,20 @@ def stage(
     return entries
 
 
+_GONE = b"gone"
+"""What `_current` returns for a target that vanished between its lstat and its open."""
+
+
 def _current(where: ConfinedDir, name: str, size: int, limit: int) -> bytes | None:
-    """A regular target's content, or None when it is larger than `limit` (not read)."""
+    """A regular target's content, None when it is larger than `limit` (not read), or _GONE
+    when it is no longer there."""
     if size > limit:
         return None
     try:
-        return where.read(name, limit) or b""
+        current = where.read(name, limit)
     except fsio.RefusedFileError:
         return None  # it grew past the limit meanwhile: garbage all the same
+    return _GONE if current is None else current
 
 
 def _found(dirs: ConfinedDirs, target: Path) -> tuple[ConfinedDir, os.stat_result] | None:

@@ -394,3 +394,21 @@ def test_a_link_planted_after_planning_is_never_written_through(
     with pytest.raises(ApplyError, match=f"{link}: is a symbolic link"):
         txn.swap()
     assert list(victim.iterdir()) == []
+
+
+def test_a_target_that_vanishes_before_its_backup_is_read_is_not_backed_up_as_empty(
+    tmp_path: Path,
+) -> None:
+    """Between the look at a target and the read of its backup, someone removes it: a rollback
+    must then put nothing there, not an empty file."""
+    from reconciler.support.confined import ConfinedDirs
+    from reconciler.txn.staging import _GONE, _current
+
+    (tmp_path / "empty").write_bytes(b"")
+    (tmp_path / "gone").write_bytes(b"gone")
+    with ConfinedDirs([tmp_path]) as dirs:
+        where = dirs.of(tmp_path)
+        (tmp_path / "gone").unlink()  # after its lstat said 4 bytes
+        assert _current(where, "gone", 4, 100) is _GONE
+        assert _current(where, "empty", 0, 100) == b""
+        assert _current(where, "empty", 0, 100) is not _GONE
