@@ -49,6 +49,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from reconciler.core.layout import RootLayout
 from reconciler.core.plan import Plan
 from reconciler.core.timefmt import now_rfc3339
 from reconciler.errors import ApplyError, ReconcilerError
@@ -256,7 +257,7 @@ class Transaction:
             if entry.backup is None or entry.backup.startswith(OVERSIZED):
                 _remove(dirs, target)  # nothing was there, or garbage that was not kept
                 continue
-            where = dirs.of(target.parent, create_mode=0o755)
+            where = dirs.of(target.parent, create_mode=self._dir_mode(target.parent))
             if entry.backup.startswith(LINK):
                 where.symlink(entry.backup.removeprefix(LINK), target.name)
             else:
@@ -264,6 +265,13 @@ class Transaction:
                 mode = entry.before_mode if entry.before_mode is not None else 0o600
                 where.replace(target.name, data, mode, entry.before_gid)
         confined.fsync_dirs(dirs.opened())
+
+    def _dir_mode(self, directory: Path) -> int:
+        """The mode a restore creates a missing target directory with: the credentials' copies
+        are listed by their owner only (the next pass sets the configured mode); nginx and the
+        services read the others."""
+        secret = any(directory == RootLayout(root).secrets for root in self._confined)
+        return 0o700 if secret else 0o755
 
     def finish_rollback(self) -> None:
         """Forget the failed pass: the journal and its staging go."""

@@ -146,3 +146,23 @@ def test_root_and_var_dir_themselves_may_be_links(sandbox: Sandbox) -> None:
     assert sandbox.run("apply").returncode == 0
     assert (sandbox.base / "real-var" / "audit.jsonl").is_file()
     assert (sandbox.base / "real-root" / "data" / "server-profiles.json").is_file()
+
+
+def test_a_rollback_that_must_make_the_secrets_directory_again_makes_it_private(
+    applied: Sandbox,
+) -> None:
+    """The pass's hook removes ROOT/data/secrets and fails: the rollback puts the previous
+    credential back in a directory only its owner can list, never a world-listable one."""
+    keys = applied.base / "keys"
+    (keys / "password").write_bytes(b"relay-password-rotated\n")
+    secrets = applied.root / "data" / "secrets"
+    script = applied.base / "remove-secrets-and-fail.sh"
+    script.write_text(
+        f"#!/bin/sh\n[ \"$RECONCILER_PHASE\" = rollback ] && exit 0\nrm -rf '{secrets}'\nexit 1\n"
+    )
+    script.chmod(0o755)
+    applied.hooks = f'[[hooks]]\nname = "fails"\non = ["profiles"]\nrun = ["{script}"]\n'
+    result = applied.run("apply")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert secrets.stat().st_mode & 0o7777 == 0o700
+    assert (secrets / "relay.password").read_bytes() == b"relay-password-in-use\n"
