@@ -83,7 +83,7 @@ def write_temp(
     directory: Path, name: str, data: bytes, mode: int, gid: int | None, *, sync: bool = True
 ) -> Path:
     """Write `data` to a new 0600 temporary file in `directory`, then give it `mode`; fsynced
-    unless `sync` is False (the caller then syncs many at once with `fsync_files`)."""
+    unless `sync` is False (the caller then syncs many at once with `sync_all`)."""
     tmp = directory / f"{TMP_PREFIX}{name}.{secrets.token_hex(4)}"
     fault("write", str(directory / name))
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
@@ -158,7 +158,7 @@ def remove_file(path: Path, *, sync_dir: bool = True) -> None:
 def fsync_dir(path: Path | str) -> None:
     """fsync a directory, making its entries (renames, unlinks) durable: the one fsync helper.
 
-    A file's content is made durable by the same call (`fsync_files` uses it). Links are
+    A file's content is made durable by the same call (`sync_all` uses it). Links are
     followed: ROOT/data may be one, and fsync through it is harmless.
     """
     fault("fsync", str(path))
@@ -209,11 +209,6 @@ def in_parallel(jobs: Sequence[tuple[Callable[[], object], Path | str | None]]) 
         raise failure
 
 
-def fsync_files(paths: Iterable[Path]) -> None:
-    """Make the content of every file durable (concurrently)."""
-    _in_parallel(list(paths))
-
-
 def sync_all(paths: Iterable[Path], *, also: Sequence[Syncer] = ()) -> None:
     """fsync files and directories alike, and run `also`, concurrently (one round of waits)."""
     _in_parallel(sorted(set(paths)), also)
@@ -257,17 +252,6 @@ def read_bytes(path: Path) -> bytes | None:
         return read_safe(path, TARGET_LIMIT)
     except RefusedFileError:
         return None
-
-
-def special_file(path: Path) -> str | None:
-    """What is at `path` when it is there but neither a regular file nor a link ("a FIFO"...)."""
-    try:
-        mode = os.lstat(path).st_mode
-    except OSError:
-        return None
-    if stat.S_ISREG(mode) or stat.S_ISLNK(mode):
-        return None
-    return kind_of(mode)
 
 
 class RefusedFileError(OSError):
