@@ -180,3 +180,28 @@ def test_nginx_reload_never_reads_a_pid_file_that_is_not_one(tmp_path: Path) -> 
         assert result.returncode == 1, (pid_file, result.stdout + result.stderr)
         assert why in result.stdout, result.stdout + result.stderr
         assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "options", [["-E"], ["-W", "ignore"], ["-X", "dev", "-E"]], ids=["E", "W-arg", "X-arg-E"]
+)
+def test_restart_service_finds_a_python_service_run_with_interpreter_options(
+    service_script: Path, options: list[str]
+) -> None:
+    """`python3 -E NAME`: -E is no inline code to python (it is to perl), and -W and -X take the
+    next word as their argument: the script after them is the service."""
+    port, name = free_port(), service_script.name
+    proc = subprocess.Popen(
+        [sys.executable, *options, str(service_script), str(port)], start_new_session=True
+    )
+    try:
+        wait_for(
+            lambda: any(c.laddr.port == port for c in psutil.Process(proc.pid).net_connections()),
+            "the service did not listen",
+        )
+        result = restart_service(name, port, "--no-systemd", "--wait-s", "1")
+        assert "no process named" not in result.stdout, result.stdout
+        assert f"pid {proc.pid}" in result.stdout, result.stdout
+        assert proc.wait(timeout=30) is not None  # the hook's SIGTERM ended it
+    finally:
+        kill_tree(proc)
