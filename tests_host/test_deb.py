@@ -165,15 +165,22 @@ def test_remove_keeps_settings_state_and_audit(host: Host) -> None:
 
 
 def test_purge_removes_settings_state_and_audit(host: Host) -> None:
+    """A desired state the operator keeps under /etc/reconciler (the default state_dir) is
+    theirs: purge leaves it."""
     machine = host.machine
+    operators = machine.path("/etc/reconciler/desired-state/gateway.toml")
+    operators.parent.mkdir(parents=True)
+    operators.write_text("[console]\nhttps = true\n")
     apt(host, "purge", PACKAGE)
     assert machine.run("dpkg-query", "-W", PACKAGE, check=False).returncode != 0
     for gone in (
-        "/etc/reconciler",
+        SETTINGS,
         "/var/lib/reconciler",
         "/etc/systemd/system/multi-user.target.wants/reconciler.service",
     ):
         assert not machine.path(gone).exists(), gone
+    assert operators.read_text() == "[console]\nhttps = true\n"
+    assert sorted(p.name for p in machine.path("/etc/reconciler").iterdir()) == ["desired-state"]
     assert machine.path("/opt/gateway/data/key.pem").is_file()
 
 
