@@ -13,12 +13,13 @@ directory's path joined with the name.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import os
 import secrets
 import stat
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Self
 
@@ -41,6 +42,18 @@ _READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
 
 class LinkRefusedError(fsio.RefusedFileError):
     """A component of a confined path is a symbolic link (or not a directory): not followed."""
+
+
+@contextlib.contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """An OSError raised inside names `path` (a target), not the name it had relative to the
+    directory's descriptor (a bare temp file's, say): errors name the real file concerned."""
+    try:
+        yield
+    except OSError as exc:
+        if not isinstance(exc, fsio.RefusedFileError):
+            exc.filename, exc.filename2 = str(path), None
+        raise
 
 
 class ConfinedDir:
@@ -82,7 +95,8 @@ class ConfinedDir:
             return None
 
     def readlink(self, name: str) -> str:
-        return os.readlink(name, dir_fd=self.fd)
+        with _naming(self.path / name):
+            return os.readlink(name, dir_fd=self.fd)
 
     def read(self, name: str, limit: int) -> bytes | None:
         """A regular file's bytes (None when absent); RefusedFileError for a link, a special
@@ -111,14 +125,16 @@ class ConfinedDir:
         fsio.fault("write", str(self.path / name))
         tmp = f"{fsio.TMP_PREFIX}{name}.{secrets.token_hex(4)}"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
-        fd = os.open(tmp, flags, 0o600, dir_fd=self.fd)
+        with _naming(self.path / name):
+            fd = os.open(tmp, flags, 0o600, dir_fd=self.fd)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            if gid is not None:
-                os.fchown(fd, -1, gid)
-            os.fchmod(fd, mode)
+            with _naming(self.path / name):
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                if gid is not None:
+                    os.fchown(fd, -1, gid)
+                os.fchmod(fd, mode)
         except BaseException:
             os.close(fd)
             self.unlink(tmp)
@@ -128,13 +144,15 @@ class ConfinedDir:
 
     def rename(self, tmp: str, name: str) -> None:
         fsio.fault("rename", str(self.path / name))
-        os.rename(tmp, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+        with _naming(self.path / name):
+            os.rename(tmp, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
 
     def unlink(self, name: str) -> None:
         """Remove `name` if it is there (a file or a link, never what a link points to)."""
         fsio.fault("unlink", str(self.path / name))
         try:
-            os.unlink(name, dir_fd=self.fd)
+            with _naming(self.path / name):
+                os.unlink(name, dir_fd=self.fd)
         except FileNotFoundError:
             pass
 
@@ -151,7 +169,8 @@ class ConfinedDir:
     def symlink(self, target: str, name: str) -> None:
         """Make `name` a symbolic link to `target`, atomically (putting back one found there)."""
         tmp = f"{fsio.TMP_PREFIX}{name}.{secrets.token_hex(4)}"
-        os.symlink(target, tmp, dir_fd=self.fd)
+        with _naming(self.path / name):
+            os.symlink(target, tmp, dir_fd=self.fd)
         try:
             self.rename(tmp, name)
         except BaseException:

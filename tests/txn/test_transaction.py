@@ -217,6 +217,9 @@ def test_full_filesystem_fails_the_pass_and_keeps_the_targets(
     failed = sandbox.run("apply")
     assert failed.returncode == 1
     assert "no space left" in failed.stderr, failed.stderr
+    # The real file concerned is named, never a temp file next to it.
+    assert f"{root}/" in failed.stderr, failed.stderr
+    assert "reconciler-tmp" not in failed.stderr, failed.stderr
     assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before
 
 
