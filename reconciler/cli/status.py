@@ -124,18 +124,30 @@ def check(status: dict[str, Any]) -> dict[str, Any]:
     outcome = attempt.get("outcome")
     pending = status["pending"]
     interrupted = status["interrupted_pass"]
+    blocked = status["desired"].get("blocked")
+    directories = pending["directories"] if pending else []
     if not status["ready"]["ready"]:
         code, state, summary = EXIT_NOT_SERVING, "not-serving", status["ready"]["reason"]
+    elif blocked:
+        # A link where one of the reconciler's directories belongs: every pass fails on it.
+        code, state, summary = EXIT_FAILED, "failed", f"a pass cannot run: {blocked}"
     elif outcome == "failed" or (interrupted and "error" in interrupted):
         reason = attempt.get("reason") if outcome == "failed" else interrupted["error"]
         code, state, summary = EXIT_FAILED, "failed", f"the last pass failed: {reason}"
     elif not status["desired"]["valid"] or outcome == "rejected":
         errors = status["desired"].get("errors") or [attempt.get("reason")]
         code, state, summary = EXIT_REJECTED, "rejected", f"desired state rejected: {errors[0]}"
-    elif (pending and pending["changes"]) or interrupted or outcome in ("suspended", "deferred"):
+    elif (
+        (pending and pending["changes"])
+        or directories
+        or interrupted
+        or outcome in ("suspended", "deferred")
+    ):
         changes = pending["changes"] if pending else 0
         drift = len(pending["drift"]) if pending else 0
         summary = f"{counted(changes, 'change')} pending, {drift} from drift"
+        if directories:
+            summary += f"; {counted(len(directories), 'directory mode')} to set back"
         if status["suspended"]:
             summary += " (suspended)"
         if interrupted:

@@ -205,6 +205,38 @@ def test_status_shows_drift(run: Cli, sandbox: Sandbox) -> None:
     assert f"drift         update {inbound}" in text
 
 
+def test_status_is_pending_while_a_directory_mode_is_to_be_set_back(
+    run: Cli, sandbox: Sandbox
+) -> None:
+    """`plan` exits 2 for it; so does the monitoring check."""
+    run.apply()
+    (sandbox.root / "data").chmod(0o777)
+    status = run.status(expect=2)
+    assert status["check"]["state"] == "pending"
+    assert (
+        status["check"]["summary"]
+        == "0 changes pending, 0 from drift; 1 directory mode to set back"
+    )
+    run.apply()
+    assert run.status()["check"]["state"] == "converged"
+
+
+def test_status_fails_while_a_link_stands_where_a_root_directory_belongs(
+    run: Cli, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """Before any pass saw it, a link at ROOT/data already means every pass fails: the check
+    says so, not "the targets match"."""
+    run.apply()
+    data = sandbox.root / "data"
+    elsewhere = tmp_path / "elsewhere"
+    data.rename(elsewhere)
+    data.symlink_to(elsewhere)
+    status = run.status(expect=4)
+    assert status["check"]["state"] == "failed"
+    assert status["check"]["summary"].startswith("a pass cannot run: ")
+    assert str(data) in status["check"]["summary"]
+
+
 def test_status_while_suspended(run: Cli, sandbox: Sandbox, pki: Pki) -> None:
     run.apply()
     done = sandbox.run("suspend", "--reason", "maint")
