@@ -659,11 +659,13 @@ def _repair(world: World) -> None:
         if not top.is_dir() or top.is_symlink():
             continue
         for path in top.iterdir():
+            if path == world.root / "data" / "secrets" and not path.is_symlink():
+                continue  # the reconciler's own directory (a daemon may be writing into it)
             if path.is_symlink() or not path.is_file():
                 if path.is_dir() and not path.is_symlink():
-                    shutil.rmtree(path)
+                    shutil.rmtree(path, ignore_errors=True)
                 else:
-                    path.unlink()
+                    path.unlink(missing_ok=True)
     for name in ("journal.json", "status.json"):
         # A running daemon may write or remove these at any moment: gone already is fine.
         path = world.var / name
