@@ -257,7 +257,7 @@ class Transaction:
             if entry.backup is None or entry.backup.startswith(OVERSIZED):
                 _remove(dirs, target)  # nothing was there, or garbage that was not kept
                 continue
-            where = dirs.of(target.parent, create_mode=self._dir_mode(target.parent))
+            where = dirs.of(target.parent, create_mode=_dir_mode(target.parent, self._confined))
             if entry.backup.startswith(LINK):
                 where.symlink(entry.backup.removeprefix(LINK), target.name)
             else:
@@ -265,13 +265,6 @@ class Transaction:
                 mode = entry.before_mode if entry.before_mode is not None else 0o600
                 where.replace(target.name, data, mode, entry.before_gid)
         confined.fsync_dirs(dirs.opened())
-
-    def _dir_mode(self, directory: Path) -> int:
-        """The mode a restore creates a missing target directory with: the credentials' copies
-        are listed by their owner only (the next pass sets the configured mode); nginx and the
-        services read the others."""
-        secret = any(directory == RootLayout(root).secrets for root in self._confined)
-        return 0o700 if secret else 0o755
 
     def finish_rollback(self) -> None:
         """Forget the failed pass: the journal and its staging go."""
@@ -300,6 +293,14 @@ class Transaction:
         """The interrupted pass, if the journal says there is one (`root`: as for `prepare`)."""
         journal = read_journal(var_dir)
         return None if journal is None else cls(var_dir, journal, root=root)
+
+
+def _dir_mode(directory: Path, roots: Iterable[Path]) -> int:
+    """The mode a restore creates a missing target directory with: the credentials' copies are
+    listed by their owner only (the next pass sets the configured mode); nginx and the services
+    read the others."""
+    secret = any(directory == RootLayout(root).secrets for root in roots)
+    return 0o700 if secret else 0o755
 
 
 def _journal(txn_id: str, plan: Plan, entries: Sequence[Entry]) -> Journal:
