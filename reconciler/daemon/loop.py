@@ -226,8 +226,9 @@ class Daemon:
         self._resync_at = ended + self.settings.resync_interval_s
         if result is None:
             self._memory = self._memory.after_error()
-            state = peek_state(self.settings.state_dir, self.settings.key_dirs)
-            retry_in = self._back_off(Outcome.FAILED, state, ended)
+            # What the pass read (if anything) is not known: the state read now may be a push
+            # that landed while it failed, which must not wait for this failure's retry.
+            retry_in = self._back_off(Outcome.FAILED, None, ended)
             self._services.notifier.notify(f"STATUS=error; retrying in {retry_in} s")
             return
         self._reporter.report(result, trigger, ended - started, self.settings)
