@@ -767,6 +767,10 @@ def run_fuzz(examples: int, max_seconds: float | None = None) -> tuple[int, list
         shutil.rmtree(base, ignore_errors=True)
 
 
+KEPT_LOG = Path(__file__).resolve().parent / "results" / "fuzz-daemon.log"
+"""Where a daemon run that broke a property leaves its daemon's log (git-ignored)."""
+
+
 def run_daemon_fuzz(examples: int, max_seconds: float | None = None) -> tuple[int, list[str]]:
     """One `reconciler run` daemon, its metrics port open, through `examples` damaged states in a
     row: after each, a good push (with a new profile, so a new revision) must be applied, the
@@ -826,6 +830,10 @@ def run_daemon_fuzz(examples: int, max_seconds: float | None = None) -> tuple[in
         log_bytes = (base / "daemon.log").read_bytes()
         if b"Traceback (most recent call last)" in log_bytes:
             failures.append("the daemon's log holds a traceback")
+        if failures:  # the sandbox goes: its daemon's log is kept to tell what happened
+            KEPT_LOG.parent.mkdir(parents=True, exist_ok=True)
+            KEPT_LOG.write_bytes(log_bytes)
+            failures.append(f"the daemon's log is kept in {KEPT_LOG}")
         try:
             check_outputs(world, [Output("the daemon's log", log_bytes, json="lines")])
         except PropertyBrokenError as exc:
