@@ -83,8 +83,16 @@ def _read_once(
     reader.key_dirs.check_unchanged()
     reader.lineages.check_unchanged()
     nothing_read = gateway is None and not trust and not profiles and not reader.findings
-    if nothing_read and not os.listdir(base.real):
-        return _unusable(state_dir, "desired-state directory is empty")
+    if nothing_read:
+        try:
+            empty = not os.listdir(base.real)
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            # Gone meanwhile (a checkout replaced, a volume unmounted): read again, never crash.
+            raise SnapshotMovedError(f"{state_dir} vanished while being read") from exc
+        except OSError as exc:
+            return _unusable(state_dir, f"desired-state directory cannot be listed: {exc.strerror}")
+        if empty:
+            return _unusable(state_dir, "desired-state directory is empty")
     content = reader.digest.hexdigest()
     revision = git_revision(Path(base.real)) or "sha256:" + content
     return StateInput(

@@ -840,3 +840,30 @@ def test_a_key_rotated_in_key_dirs_changes_the_content_digest_not_the_commit(
     after = read_snapshot(state.path, [secrets_dir])
     assert before.revision == after.revision == _git(state.path, "rev-parse", "HEAD")
     assert before.content_digest != after.content_digest
+
+
+def test_a_state_dir_that_vanishes_while_it_is_read_is_read_again_not_a_crash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing read (no gateway.toml, trust/ or profiles/) in a directory that a checkout tool
+    then replaces: the look at whether it is empty must not raise. The daemon logged such a
+    FileNotFoundError as a crashed pass (found by the long fuzz run)."""
+    from reconciler.source import snapshot
+
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "README").write_text("not a desired state yet\n")
+    real_listdir = os.listdir
+    calls: list[str] = []
+
+    def vanishing(path: str) -> list[str]:
+        if not calls:  # the first look: the directory goes just before it
+            calls.append(path)
+            shutil.rmtree(state)
+        return real_listdir(path)
+
+    monkeypatch.setattr(snapshot.os, "listdir", vanishing)
+    found = read_snapshot(state)
+    assert calls == [os.path.realpath(state)]
+    assert found.revision == "unknown"
+    assert [f.reason for f in found.findings] == ["desired-state directory does not exist"]
