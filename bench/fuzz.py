@@ -432,9 +432,12 @@ def _op_hook_output(draw: st.DrawFn) -> Callable[[World], None]:
 
 
 _PROGRAM_TEXT = b"\n".join(
-    path.read_bytes() for path in sorted(Path(cli.__file__).parents[1].rglob("*.py"))
+    path.read_bytes()
+    for top in (Path(cli.__file__).parents[1], Path(__file__).parent)
+    for path in sorted(top.rglob("*.py"))
 )
-"""The reconciler's own source: the words it prints (field names, rule names) are in it."""
+"""The reconciler's source and the harness's: the words the program prints (field names, rule
+names, a traceback's header) are in them, and hypothesis draws its constants from both."""
 
 
 def _credential_like(value: bytes) -> bool:
