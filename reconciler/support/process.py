@@ -90,8 +90,12 @@ def run_bounded(
                 started()
             reason = f"could not start {argv[0]}: {exc.strerror or exc}"
             return Completed(None, _ms(began), "", reason)
+        failed: Exception | None = None
         if started is not None:
-            started()
+            try:
+                started()
+            except Exception as exc:  # raised once the command is waited for, never left running
+                failed = exc
         error = None
         try:
             wait_exit(process, timeout_s)
@@ -101,6 +105,8 @@ def run_bounded(
             if survivors:
                 error += f" (pids {', '.join(map(str, survivors))} did not die)"
         tail = output_tail(output)
+    if failed is not None:
+        raise failed
     return Completed(None if error else process.returncode, _ms(began), tail, error)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from reconciler.support.process import run_bounded
 
 
@@ -50,3 +52,20 @@ def test_started_is_called_when_the_command_cannot_start() -> None:
     assert done.exit_code is None
     assert done.error is not None
     assert calls == [1]
+
+
+def test_a_failing_started_is_raised_once_the_command_ended(tmp_path: Path) -> None:
+    """What `started` raises never leaves the command running unwaited."""
+    done_file = tmp_path / "done"
+
+    def started() -> None:
+        raise RuntimeError("the log could not be written")
+
+    with pytest.raises(RuntimeError, match="the log could not be written"):
+        run_bounded(
+            ["/bin/sh", "-c", f"exec 0<&-; touch '{done_file}'"],
+            env={},
+            timeout_s=30,
+            started=started,
+        )
+    assert done_file.exists()  # it ran to its end before the error came back
