@@ -102,7 +102,8 @@ class ConfinedDir:
         """A regular file's bytes (None when absent); RefusedFileError for a link, a special
         file or one over `limit` bytes (nothing read then)."""
         try:
-            fd = os.open(name, _READ_FLAGS, dir_fd=self.fd)
+            with _naming(self.path / name):
+                fd = os.open(name, _READ_FLAGS, dir_fd=self.fd)
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -115,7 +116,8 @@ class ConfinedDir:
                 raise fsio.RefusedFileError(self.path / name, "is not a regular file")
             if info.st_size > limit:
                 raise fsio.RefusedFileError(self.path / name, f"{info.st_size} bytes: too large")
-            return fsio.read_up_to(fd, limit)
+            with _naming(self.path / name):
+                return fsio.read_up_to(fd, limit)
         finally:
             os.close(fd)
 
