@@ -103,6 +103,19 @@ class World:
     """How much of the audit log was checked already."""
     port: int = 1
     """A loopback port nothing listens on: the profiles' servers (probe stays on this machine)."""
+    hook_parts: list[bytes] = field(default_factory=list)
+    """What the hook prints besides the key and the credential copies (see _op_hook_output)."""
+
+    def write_hook_output(self) -> None:
+        """The hook's generated output, its secret tokens the state's secrets as they are now:
+        a credential rotated away is no longer the state's, and the reconciler need not keep
+        redacting it (only what the desired state uses)."""
+        tokens = {
+            b"<key-line>": "\n".join(self.key_lines).encode(),
+            b"<key-pem>": self.key,
+            b"<credential>": b"".join(self.credentials.values()),
+        }
+        self.hook_output.write_bytes(b"".join(tokens.get(part, part) for part in self.hook_parts))
 
     @property
     def keys(self) -> Path:
@@ -426,12 +439,8 @@ def _op_hook_output(draw: st.DrawFn) -> Callable[[World], None]:
     )
 
     def apply(w: World) -> None:
-        tokens = {
-            b"<key-line>": "\n".join(w.key_lines).encode(),
-            b"<key-pem>": w.key,
-            b"<credential>": b"".join(w.credentials.values()),
-        }
-        w.hook_output.write_bytes(b"".join(tokens.get(part, part) for part in parts))
+        w.hook_parts = parts
+        w.write_hook_output()
         (w.state / "trust" / "hook-trigger.pem").write_bytes(w.ca)
 
     return apply
@@ -461,6 +470,7 @@ def _op_credential(draw: st.DrawFn) -> Callable[[World], None]:
     def apply(w: World) -> None:
         w.credentials[name] = value
         (w.keys / name).write_bytes(value)
+        w.write_hook_output()  # the hook prints the state's credentials, not one rotated away
 
     return apply
 
