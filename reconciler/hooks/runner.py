@@ -94,20 +94,24 @@ def run_hook(
 ) -> list[HookResult]:
     """`check` (when set), then `run` if the check passed. Results of what ran, in order.
     `started` is called once the first of them runs (see run_bounded)."""
-    results = []
+    steps: list[tuple[Step, Sequence[str]]] = [("run", hook.run)]
     if hook.check is not None:
-        check = run_command(
+        steps.insert(0, ("check", hook.check))
+    results: list[HookResult] = []
+    for step, argv in steps:
+        result = run_command(
             hook.name,
-            "check",
-            hook.check,
+            step,
+            argv,
             phase=phase,
             env=env,
             timeout_s=hook.timeout_s,
-            started=started,
+            started=None if results else started,
         )
-        results.append(check)
-        if not check.ok:
-            return results
+        results.append(result)
+        if not result.ok:
+            break  # a failed check: its run step is not started
+    return results
     results.append(
         run_command(
             hook.name,
