@@ -11,16 +11,23 @@ from pathlib import Path
 from tests.helpers import REPO
 
 
-def test_bench_startup_quick_runs_and_writes_json(tmp_path: Path) -> None:
-    out = tmp_path / "bench.json"
-    result = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--only", "startup", "--json", str(out)],
+def _run(module: str, *args: str, path: str | None = None) -> subprocess.CompletedProcess[str]:
+    """`python -m MODULE ARGS` from the repository (`path`: its PATH instead of ours)."""
+    env = {**os.environ, "PATH": path} if path is not None else None
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=110,
         check=False,
+        env=env,
     )
+
+
+def test_bench_startup_quick_runs_and_writes_json(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    result = _run("bench", "--quick", "--only", "startup", "--json", str(out))
     assert result.returncode == 0, result.stderr
     data = json.loads(out.read_text())
     names = [figure["name"] for figure in data["figures"]]
@@ -89,15 +96,7 @@ def test_peer_bench_without_ansible_says_so_and_measures_nothing(tmp_path: Path)
     with the reason and how to install it."""
     bare = tmp_path / "bin"
     bare.mkdir()
-    result = subprocess.run(
-        [sys.executable, "-m", "bench", "--peer", "ansible", "--json", str(tmp_path / "p.json")],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=110,
-        check=False,
-        env={**os.environ, "PATH": str(bare)},
-    )
+    result = _run("bench", "--peer", "ansible", "--json", str(tmp_path / "p.json"), path=str(bare))
     assert result.returncode == 0, result.stderr
     assert "skipped: ansible-playbook is not installed" in result.stderr
     assert ".[peer]" in result.stderr
@@ -107,14 +106,7 @@ def test_peer_bench_without_ansible_says_so_and_measures_nothing(tmp_path: Path)
 def test_bench_phases_profiles_the_three_passes() -> None:
     """`python -m bench.phases`: a cold pass, a full pass with nothing to change and a one-entry
     change, each with the phases it went through."""
-    result = subprocess.run(
-        [sys.executable, "-m", "bench.phases", "--entries", "20"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=110,
-        check=False,
-    )
+    result = _run("bench.phases", "--entries", "20")
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "cold pass (empty ROOT): converged" in out

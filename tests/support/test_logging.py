@@ -37,6 +37,13 @@ def key_body_lines(pem: bytes) -> list[str]:
     return [line for line in pem.decode().splitlines() if line and "-----" not in line]
 
 
+def _python(code: str) -> subprocess.CompletedProcess[str]:
+    """`code` run by a fresh interpreter (what it imports is then its own); it must succeed."""
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+
+
 def test_importing_the_modules_does_not_import_structlog() -> None:
     """`reconciler validate` must start fast; structlog alone costs a large part of that."""
     code = (
@@ -45,9 +52,7 @@ def test_importing_the_modules_does_not_import_structlog() -> None:
         "reconciler.support.logging.get_logger('x')\n"
         "print('structlog' in sys.modules)\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
-    )
+    out = _python(code)
     assert out.stdout.split() == ["False", "False"]
 
 
@@ -62,9 +67,7 @@ def test_logging_loads_no_pretty_traceback_library_which_stays_importable() -> N
         "print('rich' in sys.modules, 'better_exceptions' in sys.modules)\n"
         "print(importlib.util.find_spec('rich') is None or bool(__import__('rich')))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
-    )
+    out = _python(code)
     assert out.stdout.split() == ["False", "False", "True"], out.stderr
 
 
@@ -83,9 +86,7 @@ def test_logging_loads_no_asyncio_until_used_and_structlogs_async_methods_still_
         "asyncio.run(structlog.get_logger().ainfo('from.async'))\n"
         "print(type(asyncio).__name__, hasattr(asyncio, 'run'))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
-    )
+    out = _python(code)
     assert out.stdout.split() == ["False", "False", "module", "True"], out.stderr
     assert '"event": "from.async"' in out.stderr
 
