@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -867,3 +868,55 @@ def test_a_state_dir_that_vanishes_while_it_is_read_is_read_again_not_a_crash(
     assert calls == [os.path.realpath(state)]
     assert found.revision == "unknown"
     assert [f.reason for f in found.findings] == ["desired-state directory does not exist"]
+
+
+def _stale_atime(path: Path) -> None:
+    """An access time older than the file's change time: any mount but `noatime` updates it on
+    the next read (relatime does once per change)."""
+    os.utime(path, ns=(1_000_000_000, path.stat().st_mtime_ns))
+
+
+def test_reading_the_state_leaves_access_times_as_they_were(tmp_path: Path, pki: Pki) -> None:
+    state = standard_state(tmp_path / "state", pki)
+    control = tmp_path / "control.txt"
+    control.write_bytes(b"read as any program reads")
+    _stale_atime(control)
+    control.read_bytes()
+    if control.stat().st_atime_ns == 1_000_000_000:
+        pytest.skip("this file system does not update access times on reads (noatime)")
+    files = [p for p in state.path.rglob("*") if p.is_file()]
+    for path in files:
+        _stale_atime(path)
+    inp = read_snapshot(state.path)
+    assert inp.findings == ()
+    assert inp.trust
+    touched = [str(p) for p in files if p.stat().st_atime_ns != 1_000_000_000]
+    assert touched == [], "reads updated the access time (an inode write each)"
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux)")
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root, to give the files to another owner")
+def test_a_reader_that_may_not_keep_access_times_still_reads_every_file(
+    tmp_path: Path, pki: Pki
+) -> None:
+    """Neither the files' owner nor holding CAP_FOWNER, the kernel refuses O_NOATIME (EPERM):
+    the files are read the ordinary way, with the same result."""
+    state = standard_state(tmp_path / "state", pki)
+    for path in state.path.rglob("*"):
+        os.lchown(path, 4321, 4321)
+    script = (
+        "import sys; from reconciler.source.state import read_snapshot; "
+        "inp = read_snapshot(__import__('pathlib').Path(sys.argv[1])); "
+        "print(len(inp.trust), len(inp.profiles), inp.gateway is not None, inp.cert is not None,"
+        " inp.key is not None and inp.key.data is not None, [f.reason for f in inp.findings])"
+    )
+    expected = read_snapshot(state.path)
+    done = subprocess.run(
+        ["setpriv", "--bounding-set=-fowner", "--", sys.executable, "-c", script, str(state.path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    wanted = f"{len(expected.trust)} {len(expected.profiles)} True True True []"
+    assert done.stdout.strip() == wanted, done.stderr
