@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from reconciler.core.collect import error
@@ -242,10 +242,17 @@ _NAMES: dict[tuple[str, tuple[str, ...]], dict[str, Named]] = {}
 of names at every pass. Only the last listing's are kept."""
 
 
-def _names_of(folder: str, suffixes: tuple[str, ...], entries: Iterable[str]) -> dict[str, Named]:
+def _names_of(
+    folder: str, suffixes: tuple[str, ...], entries: Mapping[str, object]
+) -> dict[str, Named]:
     """`_entry_name` of each entry, from the last listing of `folder` where it was there."""
     key = (folder, suffixes)
     known = _NAMES.get(key, {})
+    if known.keys() == entries.keys():
+        # The same names as last time (every pass of a daemon between adds and removes): the
+        # kept map as it is. A new one would hold this listing's copies of the names, and such
+        # small objects made at each pass and kept scatter over the heap and pin its pages.
+        return known
     names = {
         entry: known[entry] if entry in known else _entry_name(folder, entry, suffixes)
         for entry in entries
