@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from operator import attrgetter
 
 from reconciler.core.collect import error
 from reconciler.core.desired import (
@@ -26,6 +27,8 @@ from reconciler.core.toml_limits import load_toml
 from reconciler.core.trust import check_trust
 
 GATEWAY_FILE = "gateway.toml"
+
+_BY_NAME = attrgetter("name")
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +153,7 @@ def evaluate(inp: StateInput, now: datetime) -> Evaluation:
                 )
             )
 
-    trust = list(_trust(inp.trust, now, findings))
+    trust = _trust(inp.trust, now, findings)
     skipped_paths = frozenset(s.path for s in inp.skipped)
     profiles = list(_profiles(inp.profiles, policy, findings, dict(inp.credentials), skipped_paths))
     if inp.origins:
@@ -162,8 +165,8 @@ def evaluate(inp: StateInput, now: datetime) -> Evaluation:
         revision=inp.revision,
         gateway=gateway,
         identity=identity,
-        trust=tuple(sorted(trust, key=lambda t: t.name)),
-        profiles=tuple(sorted(profiles, key=lambda p: p.name)),
+        trust=tuple(sorted(trust, key=_BY_NAME)),
+        profiles=tuple(sorted(profiles, key=_BY_NAME)),
         warnings=tuple(f for f in ordered if f.severity == "warning"),
     )
     return Evaluation(desired, ordered, inp.skipped)
@@ -219,29 +222,33 @@ def _identity(
 
 def _trust(
     sources: Iterable[tuple[str, SourceFile]], now: datetime, findings: list[Finding]
-) -> Iterable[TrustEntry]:
+) -> list[TrustEntry]:
+    entries: list[TrustEntry] = []
     first_file: dict[str, str] = {}
     for name, source in sources:
         if source.data is None:
             continue
-        entry, found = check_trust(name, source.data, file=source.path, now=now)
-        findings += found
+        path = source.path
+        entry, found = check_trust(name, source.data, file=path, now=now)
+        if found:
+            findings += found
         if entry is None:
             continue
         for cert in entry.certs:
-            earlier = first_file.setdefault(cert.sha256_fingerprint, source.path)
-            if earlier != source.path:
+            earlier = first_file.setdefault(cert.sha256_fingerprint, path)
+            if earlier != path:
                 findings.append(
                     Finding(
                         "warning",
-                        source.path,
+                        path,
                         None,
                         f"certificate {cert.subject} is also in {earlier}: trusted once; "
                         "keep it in one file",
                         rule="trust-duplicate",
                     )
                 )
-        yield entry
+        entries.append(entry)
+    return entries
 
 
 def _profiles(

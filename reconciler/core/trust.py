@@ -23,12 +23,14 @@ def check_trust(
     """Validate one trust file (one or more certificates); canonical PEM in file order."""
     now = as_utc(now)
     data = bytes(data)
-    key = (name, data, file)
+    # What this file's bytes said the last time: a Kubernetes volume or git-sync worktree
+    # rewrites every file on each update, yet a daemon pass over thousands of unchanged entries
+    # must stay cheap. Kept by file, compared by content: the bytes read at each pass are new
+    # objects, and hashing each of them as a key would be one more pass over them all. Only the
+    # date checks depend on `now`, and they are redone below on every call.
+    key = (name, file)
     parsed = _parsed.get(key)
-    if parsed is None:
-        # Kept by content, not by file: a Kubernetes volume or git-sync worktree rewrites every
-        # file on each update, yet a daemon pass over thousands of unchanged entries must stay
-        # cheap. Only the date checks depend on `now`, and they are redone below on every call.
+    if parsed is None or parsed.data != data:
         parsed = _parsed.put(key, _parse_trust(name, data, file), len(data))
     if parsed.certs is None:
         return None, list(parsed.findings)
@@ -69,6 +71,8 @@ _NEVER_UNTIL = datetime.min.replace(tzinfo=UTC)
 class _ParsedTrust:
     """What a trust file's bytes say whatever the time: certificates, reading findings, entry."""
 
+    data: bytes
+    """The bytes they were read from."""
     certs: tuple[CertInfo, ...] | None
     findings: tuple[Finding, ...]
     entry: TrustEntry | None
@@ -80,17 +84,18 @@ class _ParsedTrust:
     """When every certificate is valid (an empty window when never)."""
 
 
-#: The files' bytes are the keys: bounded in bytes too, so that many large or changing trust
+#: The files' bytes are kept: bounded in bytes too, so that many large or changing trust
 #: files (each up to MAX_FILE_BYTES) cannot make the memo hold more than this.
 _PARSED_MAX_BYTES = 64 * 1024 * 1024
-_parsed: Memo[tuple[str, bytes, str], _ParsedTrust] = Memo(CACHE_SIZE, _PARSED_MAX_BYTES)
+_parsed: Memo[tuple[str, str], _ParsedTrust] = Memo(CACHE_SIZE, _PARSED_MAX_BYTES)
+"""(NAME, file) -> what its bytes said when last checked."""
 
 
 def _parse_trust(name: str, data: bytes, file: str) -> _ParsedTrust:
     out = Findings()
     certs = read_certs(data, file, None, out)
     if certs is None:
-        return _ParsedTrust(None, tuple(out.items), None)
+        return _ParsedTrust(data, None, tuple(out.items), None)
     infos = tuple(c.info for c in certs)
     entry = None
     if not out.has_error:
@@ -108,6 +113,7 @@ def _parse_trust(name: str, data: bytes, file: str) -> _ParsedTrust:
         if not info.is_ca
     )
     return _ParsedTrust(
+        data,
         infos,
         tuple(out.items),
         entry,

@@ -39,11 +39,11 @@ def test_many_large_trust_files_never_hold_more_than_the_bound(
     """A state whose trust files are large and keep changing (a pushed bundle, hostile junk)
     cannot make the parse memo hold more than its byte bound, however many it sees."""
     bound = 256 * 1024
-    memo: Memo[tuple[str, bytes, str], object] = Memo(trust.CACHE_SIZE, bound)
+    memo: Memo[tuple[str, str], trust._ParsedTrust] = Memo(trust.CACHE_SIZE, bound)
     monkeypatch.setattr(trust, "_parsed", memo)
     now = datetime.now(UTC)
     for number in range(64):
         junk = bytes([number]) * (64 * 1024)  # not PEM: a finding, and a memo entry all the same
         trust.check_trust(f"junk{number}", junk, file=f"trust/junk{number}.pem", now=now)
     assert 0 < memo.weight <= bound
-    assert sum(len(key[1]) for key in memo) == memo.weight
+    assert sum(len(parsed.data) for parsed in memo.values()) == memo.weight
