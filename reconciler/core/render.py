@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 import posixpath
 import re
 from dataclasses import dataclass, field, replace
 from json.encoder import encode_basestring_ascii
+from operator import attrgetter
 from pathlib import PurePosixPath
 
 from reconciler.core.desired import (
@@ -146,6 +148,36 @@ _TRUST_TARGETS: dict[tuple[str, bytes, str, str, int | None], Target] = {}
 _TRUST_TARGETS_KEPT = 32768
 
 
+_BY_NAME = attrgetter("name")
+_BY_PATH = attrgetter("path")
+
+_LAST_TRUST: tuple[tuple[str, str, int | None], tuple[TrustEntry, ...], list[Target]] | None = None
+"""The last trust entries rendered, with where to and their targets."""
+
+
+def _trust_targets(
+    entries: tuple[TrustEntry, ...], trust_dir: str, prefix: str, gid: int | None
+) -> list[Target]:
+    """The targets of `entries`, in order. An entry validation handed over as the very object
+    it was at the last render (its file unchanged) keeps its target without a lookup: at each of
+    a daemon's passes all but a few of thousands are."""
+    global _LAST_TRUST  # noqa: PLW0603 - the one render before this one
+    where = (trust_dir, prefix, gid)
+    last = _LAST_TRUST
+    if last is not None and last[0] == where and len(last[1]) == len(entries):
+        _, before, made = last
+        if all(map(operator.is_, entries, before)):
+            return made
+        targets = [
+            target if entry is old else _trust_target(entry, trust_dir, prefix, gid)
+            for entry, old, target in zip(entries, before, made, strict=True)
+        ]
+    else:
+        targets = [_trust_target(entry, trust_dir, prefix, gid) for entry in entries]
+    _LAST_TRUST = (where, entries, targets)
+    return targets
+
+
 def _trust_target(entry: TrustEntry, trust_dir: str, prefix: str, gid: int | None) -> Target:
     # Keyed by the name and PEM (the certificates follow from it), not by the whole entry: an
     # lru_cache would hash every CertInfo of every entry at every pass; str and bytes keep their
@@ -213,14 +245,11 @@ def render(desired: DesiredState, layout: Layout) -> tuple[Target, ...]:
             kind="profiles",
             mode=PUBLIC_MODE,
             content=_profiles_json(
-                tuple(sorted(desired.profiles, key=lambda p: p.name)), str(paths.secrets)
+                tuple(sorted(desired.profiles, key=_BY_NAME)), str(paths.secrets)
             ),
         ),
         *credential_targets(desired.profiles, layout),
-        *(
-            _trust_target(entry, trust_dir, layout.trust_prefix, layout.gid)
-            for entry in desired.trust
-        ),
+        *_trust_targets(desired.trust, trust_dir, layout.trust_prefix, layout.gid),
     ]
     rendered = [t.path for t in targets]
     if len(set(rendered)) != len(rendered):
@@ -228,7 +257,7 @@ def render(desired: DesiredState, layout: Layout) -> tuple[Target, ...]:
         raise ValueError(f"two desired entries render to the same target: {duplicates}")
     gid = layout.gid
     return tuple(
-        sorted((t if t.gid == gid else replace(t, gid=gid) for t in targets), key=lambda t: t.path)
+        sorted((t if t.gid == gid else replace(t, gid=gid) for t in targets), key=_BY_PATH)
     )
 
 

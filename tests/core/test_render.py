@@ -255,6 +255,35 @@ def test_trust_entries_become_prefixed_crt_files(trust: tuple[TrustEntry, ...]) 
         assert (target.mode, target.secret, target.gid) == (0o644, False, 7)
 
 
+def test_a_render_after_one_trust_entry_changed_renders_that_entry_anew(
+    trust: tuple[TrustEntry, ...],
+) -> None:
+    """Renders in a row (a daemon's passes) keep the targets of entries handed over unchanged
+    and render the one that changed, wherever it sits, and any change of place renders all."""
+
+    def trust_targets(entries: tuple[TrustEntry, ...], layout: Layout) -> dict[str, Target]:
+        rendered = render(desired_state(None, https=False, trust=entries), layout)
+        # By file name without the prefix: partner-ca.crt, corp-root.crt, relay.example.crt
+        return {
+            t.path.rpartition("/")[2].split("-", 1)[1]: t for t in rendered if t.kind == "trust"
+        }
+
+    first = trust_targets(trust, GOLDEN_LAYOUT)
+    changed = replace(trust[1], pem=trust[0].pem, certs=trust[0].certs)
+    second = trust_targets((trust[0], changed, trust[2]), GOLDEN_LAYOUT)
+    same = ("partner-ca.crt", "relay.example.crt")
+    assert all(second[name] is first[name] for name in same)
+    assert second["corp-root.crt"].path == first["corp-root.crt"].path
+    assert second["corp-root.crt"].content == trust[0].pem != first["corp-root.crt"].content
+    assert second["corp-root.crt"].sha256 != first["corp-root.crt"].sha256
+    back = trust_targets(trust, GOLDEN_LAYOUT)
+    assert back["corp-root.crt"].content == trust[1].pem
+    moved = trust_targets(trust, replace(GOLDEN_LAYOUT, trust_prefix="acme-", gid=7))
+    assert all("/acme-" in t.path and t.gid == 7 for t in moved.values())
+    fewer = trust_targets(trust[1:], GOLDEN_LAYOUT)
+    assert sorted(t.content for t in fewer.values()) == sorted(e.pem for e in trust[1:])
+
+
 def test_the_target_set_is_fixed_and_sorted(
     identity: Identity, trust: tuple[TrustEntry, ...]
 ) -> None:
