@@ -20,6 +20,7 @@ from reconciler.core.desired import (
     TrustEntry,
 )
 from reconciler.core.identity import check_identity
+from reconciler.core.memo import Memo
 from reconciler.core.profile import check_credential, check_profile
 from reconciler.core.schema import check_table, parse_toml
 from reconciler.core.secret import SecretBytes
@@ -251,6 +252,36 @@ def _trust(
     return entries
 
 
+@dataclass(frozen=True, slots=True)
+class _CheckedProfile:
+    """What a profile file's bytes said under a policy: the model, the profile, the findings."""
+
+    data: bytes
+    policy: PolicySection
+    model: ProfileFile | None
+    profile: Profile | None
+    findings: tuple[Finding, ...]
+
+
+_checked_profiles: Memo[tuple[str, str], _CheckedProfile] = Memo(16384, 64 * 1024 * 1024)
+"""(NAME, file) -> its last verdict. By file, compared by content, as trust files are kept (see
+check_trust): a daemon re-reads thousands of unchanged profiles at every pass."""
+
+
+def _checked_profile(name: str, data: bytes, file: str, policy: PolicySection) -> _CheckedProfile:
+    key = (name, file)
+    kept = _checked_profiles.get(key)
+    if kept is not None and kept.data == data and (kept.policy is policy or kept.policy == policy):
+        return kept
+    model, found = parse_toml(data, file, ProfileFile)
+    profile = None
+    if model is not None:
+        profile, more = check_profile(name, model, file=file, policy=policy)
+        found += more
+    checked = _CheckedProfile(data, policy, model, profile, tuple(found))
+    return _checked_profiles.put(key, checked, len(data))
+
+
 def _profiles(
     sources: Iterable[tuple[str, SourceFile]],
     policy: PolicySection,
@@ -261,13 +292,11 @@ def _profiles(
     for name, source in sources:
         if source.data is None:
             continue
-        model, found = parse_toml(source.data, source.path, ProfileFile)
-        findings += found
-        if model is None:
-            continue
-        profile, found = check_profile(name, model, file=source.path, policy=policy)
-        findings += found
-        if profile is None:
+        checked = _checked_profile(name, source.data, source.path, policy)
+        if checked.findings:
+            findings += checked.findings
+        model, profile = checked.model, checked.profile
+        if model is None or profile is None:
             continue
         read: list[Credential] = []
         unread = 0  # under validate --no-secrets: checked where it is, not read

@@ -687,3 +687,24 @@ def test_a_huge_wrong_value_is_quoted_short() -> None:
     assert reason.startswith("must be 'modern', 'intermediate' or 'old', got 'xxx")
     assert reason.endswith("...")
     assert len(reason) < 200
+
+
+def test_a_profile_evaluated_again_follows_its_bytes_and_the_policy() -> None:
+    """Evaluations in a row (a daemon's passes) reuse what an unchanged profile said, but never
+    across a change of its bytes or of the policy it was judged under."""
+    clear = 'url = "smtp://relay.example.com"\ntransport_encryption = "none"\n'
+    tls = 'url = "smtps://relay.example.com"\n'
+
+    def verdict(policy: str, profile: str) -> list[tuple[str, str]]:
+        gateway = f"[policy]\nrequire_tls_outbound = {policy}\n"
+        evaluation = evaluate(_state(gateway, identity=False, profiles={"relay": profile}), NOW)
+        _consistent(evaluation)
+        return [(f.severity, f.field or "") for f in evaluation.findings]
+
+    lenient = [("warning", "transport_encryption")]
+    strict = [("error", "transport_encryption")]
+    assert verdict("false", clear) == lenient
+    assert verdict("true", clear) == strict
+    assert verdict("false", clear) == lenient
+    assert verdict("true", tls) == []
+    assert verdict("true", clear) == strict
