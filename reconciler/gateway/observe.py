@@ -152,12 +152,11 @@ class Observations:
                     for path in events.touched
                     if path.rpartition("/")[0] == real
                 )
-        digests = {t.path: t.sha256 for t in targets}
-        wanted = {t.path: t.kind for t in targets}
+        wanted = {t.path: t for t in targets}
         look: dict[str, Kind] = {
-            path: kind
-            for path, kind in wanted.items()
-            if kind != "trust" and real_of[path.rpartition("/")[0]] not in events.watched
+            path: t.kind
+            for path, t in wanted.items()
+            if t.kind != "trust" and real_of[path.rpartition("/")[0]] not in events.watched
         }
         # Trust files no longer wanted are those seen last time, and any new one an event names.
         prefix = layout.trust_prefix
@@ -168,16 +167,23 @@ class Observations:
                 look[path] = "trust"
         known = wanted.keys() | self.found.keys()
         for path in (known - self.looked_at) | (known & touched):
-            look.setdefault(path, wanted.get(path) or leftover_kind(path, layout))
-        found = {
-            path: seen for path in known - look.keys() if (seen := self.found.get(path)) is not None
-        }
+            target = wanted.get(path)
+            look.setdefault(
+                path, target.kind if target is not None else leftover_kind(path, layout)
+            )
+        # What was found last time stands wherever this pass does not look again.
+        found = dict(self.found)
+        for path in look:
+            found.pop(path, None)
         limit = read_limit(targets)
         for path, kind in look.items():
-            seen = cache.observe(path, kind, limit, wanted=digests.get(path))
+            target = wanted.get(path)
+            seen = cache.observe(
+                path, kind, limit, wanted=target.sha256 if target is not None else None
+            )
             if seen is not None:
                 found[path] = seen
-        return Observations(found, frozenset(wanted.keys() | found.keys()))
+        return Observations(found, frozenset(wanted).union(found))
 
     def forget(self, paths: Iterable[str]) -> Observations:
         """These paths changed under us (this pass wrote them): look at them again next time."""
