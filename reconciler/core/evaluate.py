@@ -263,7 +263,9 @@ class _CheckedProfile:
     findings: tuple[Finding, ...]
 
 
-_checked_profiles: Memo[tuple[str, str], _CheckedProfile] = Memo(16384, 64 * 1024 * 1024)
+_checked_profiles: Memo[tuple[str, str], _CheckedProfile] = Memo(
+    16384, 64 * 1024 * 1024, lambda checked: len(checked.data)
+)
 """(NAME, file) -> its last verdict. By file, compared by content, as trust files are kept (see
 check_trust): a daemon re-reads thousands of unchanged profiles at every pass."""
 
@@ -279,7 +281,7 @@ def _checked_profile(name: str, data: bytes, file: str, policy: PolicySection) -
         profile, more = check_profile(name, model, file=file, policy=policy)
         found += more
     checked = _CheckedProfile(data, policy, model, profile, tuple(found))
-    return _checked_profiles.put(key, checked, len(data))
+    return _checked_profiles.put(key, checked)
 
 
 def _profiles(

@@ -8,7 +8,7 @@ derived by a small key instead. Lookups are a plain dict's; when full, the oldes
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import TypeVar
 
 K = TypeVar("K", bound=Hashable)
@@ -16,22 +16,28 @@ V = TypeVar("V")
 
 
 class Memo(dict[K, V]):
-    """At most `limit` entries, and (with `max_weight`) at most that total weight, each entry
-    weighing what `put` is told (the bytes a key holds, say); `put` adds one, dropping the oldest
-    while either bound would be passed."""
+    """At most `limit` entries and, with `weigh` (what an entry's value weighs: the bytes it
+    holds, say), at most `max_weight` in all; `put` adds one, dropping the oldest while either
+    bound would be passed. A value's weight is asked again when it goes, never stored: it must
+    not change."""
 
-    __slots__ = ("_weights", "limit", "max_weight", "weight")
+    __slots__ = ("_weigh", "limit", "max_weight", "weight")
 
-    def __init__(self, limit: int, max_weight: int | None = None) -> None:
+    def __init__(
+        self, limit: int, max_weight: int | None = None, weigh: Callable[[V], int] | None = None
+    ) -> None:
         super().__init__()
+        if (max_weight is None) != (weigh is None):
+            raise ValueError("max_weight and weigh go together")
         self.limit = limit
         self.max_weight = max_weight
+        self._weigh = weigh
         self.weight = 0
-        self._weights: dict[K, int] = {}
 
-    def put(self, key: K, value: V, weight: int = 0) -> V:
-        """Keep `value` under `key`, and return it. An entry heavier than `max_weight` alone is
+    def put(self, key: K, value: V) -> V:
+        """Keep `value` under `key`, and return it. A value heavier than `max_weight` alone is
         returned without being kept."""
+        weight = self._weigh(value) if self._weigh is not None else 0
         if self.max_weight is not None and weight > self.max_weight:
             return value
         if key in self:
@@ -42,11 +48,10 @@ class Memo(dict[K, V]):
         ):
             self._drop(next(iter(self)))
         self[key] = value
-        if weight:
-            self._weights[key] = weight
-            self.weight += weight
+        self.weight += weight
         return value
 
     def _drop(self, key: K) -> None:
-        del self[key]
-        self.weight -= self._weights.pop(key, 0)
+        value = self.pop(key)
+        if self._weigh is not None:
+            self.weight -= self._weigh(value)

@@ -31,7 +31,7 @@ def check_trust(
     key = (name, file)
     parsed = _parsed.get(key)
     if parsed is None or parsed.data != data:
-        parsed = _parsed.put(key, _parse_trust(name, data, file), len(data))
+        parsed = _parsed.put(key, _parse_trust(name, data, file))
     if parsed.certs is None:
         return None, list(parsed.findings)
     if parsed.valid_from <= now <= parsed.valid_until:
@@ -87,7 +87,9 @@ class _ParsedTrust:
 #: The files' bytes are kept: bounded in bytes too, so that many large or changing trust
 #: files (each up to MAX_FILE_BYTES) cannot make the memo hold more than this.
 _PARSED_MAX_BYTES = 64 * 1024 * 1024
-_parsed: Memo[tuple[str, str], _ParsedTrust] = Memo(CACHE_SIZE, _PARSED_MAX_BYTES)
+_parsed: Memo[tuple[str, str], _ParsedTrust] = Memo(
+    CACHE_SIZE, _PARSED_MAX_BYTES, lambda parsed: len(parsed.data)
+)
 """(NAME, file) -> what its bytes said when last checked."""
 
 

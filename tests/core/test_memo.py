@@ -19,18 +19,23 @@ def test_the_oldest_entry_goes_when_the_count_is_reached() -> None:
 
 
 def test_weight_bounds_what_is_kept_and_is_given_back_when_entries_go() -> None:
-    memo: Memo[str, int] = Memo(100, max_weight=10)
-    memo.put("a", 1, weight=4)
-    memo.put("b", 2, weight=4)
-    memo.put("c", 3, weight=4)  # 12 > 10: the oldest goes
+    memo: Memo[str, bytes] = Memo(100, max_weight=10, weigh=len)
+    memo.put("a", b"1111")
+    memo.put("b", b"2222")
+    memo.put("c", b"3333")  # 12 > 10: the oldest goes
     assert list(memo) == ["b", "c"]
     assert memo.weight == 8
-    memo.put("b", 20, weight=1)  # put again: its old weight is given back, it becomes newest
+    memo.put("b", b"2")  # put again: its old weight is given back, it becomes newest
     assert list(memo) == ["c", "b"]
     assert memo.weight == 5
-    assert memo.put("huge", 9, weight=11) == 9  # heavier than the bound alone: not kept
+    assert memo.put("huge", b"9" * 11) == b"9" * 11  # heavier than the bound alone: not kept
     assert "huge" not in memo
     assert memo.weight == 5
+
+
+def test_a_bound_on_weight_needs_a_way_to_weigh() -> None:
+    with pytest.raises(ValueError, match="go together"):
+        Memo(10, max_weight=10)
 
 
 def test_many_large_trust_files_never_hold_more_than_the_bound(
@@ -39,7 +44,9 @@ def test_many_large_trust_files_never_hold_more_than_the_bound(
     """A state whose trust files are large and keep changing (a pushed bundle, hostile junk)
     cannot make the parse memo hold more than its byte bound, however many it sees."""
     bound = 256 * 1024
-    memo: Memo[tuple[str, str], trust._ParsedTrust] = Memo(trust.CACHE_SIZE, bound)
+    memo: Memo[tuple[str, str], trust._ParsedTrust] = Memo(
+        trust.CACHE_SIZE, bound, lambda parsed: len(parsed.data)
+    )
     monkeypatch.setattr(trust, "_parsed", memo)
     now = datetime.now(UTC)
     for number in range(64):
