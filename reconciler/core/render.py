@@ -144,10 +144,6 @@ def credential_targets(profiles: tuple[Profile, ...], layout: Layout) -> tuple[T
     )
 
 
-_TRUST_TARGETS: dict[tuple[str, bytes, str, str, int | None], Target] = {}
-_TRUST_TARGETS_KEPT = 32768
-
-
 _BY_NAME = attrgetter("name")
 _BY_PATH = attrgetter("path")
 
@@ -159,12 +155,14 @@ def _trust_targets(
     entries: tuple[TrustEntry, ...], trust_dir: str, prefix: str, gid: int | None
 ) -> list[Target]:
     """The targets of `entries`, in order. An entry validation handed over as the very object
-    it was at the last render (its file unchanged) keeps its target without a lookup: at each of
-    a daemon's passes all but a few of thousands are."""
+    it was at the last render (its file unchanged) keeps its target: at each of a daemon's passes
+    all but a few of thousands do, and nothing else is kept for them."""
     global _LAST_TRUST  # noqa: PLW0603 - the one render before this one
     where = (trust_dir, prefix, gid)
     last = _LAST_TRUST
-    if last is not None and last[0] == where and len(last[1]) == len(entries):
+    if last is None or last[0] != where:
+        targets = [_trust_target(entry, trust_dir, prefix, gid) for entry in entries]
+    elif len(last[1]) == len(entries):
         _, before, made = last
         if all(map(operator.is_, entries, before)):
             return made
@@ -172,32 +170,27 @@ def _trust_targets(
             target if entry is old else _trust_target(entry, trust_dir, prefix, gid)
             for entry, old, target in zip(entries, before, made, strict=True)
         ]
-    else:
-        targets = [_trust_target(entry, trust_dir, prefix, gid) for entry in entries]
+    else:  # entries came or went: each one's target by the entry itself
+        by_entry = {id(entry): target for entry, target in zip(last[1], last[2], strict=True)}
+        targets = [
+            by_entry.get(id(entry)) or _trust_target(entry, trust_dir, prefix, gid)
+            for entry in entries
+        ]
     _LAST_TRUST = (where, entries, targets)
     return targets
 
 
 def _trust_target(entry: TrustEntry, trust_dir: str, prefix: str, gid: int | None) -> Target:
-    # Keyed by the name and PEM (the certificates follow from it), not by the whole entry: an
-    # lru_cache would hash every CertInfo of every entry at every pass; str and bytes keep their
-    # hash.
-    key = (entry.name, entry.pem, trust_dir, prefix, gid)
-    target = _TRUST_TARGETS.get(key)
-    if target is None:
-        if len(_TRUST_TARGETS) >= _TRUST_TARGETS_KEPT:
-            _TRUST_TARGETS.clear()  # bounded: a daemon must not grow with every entry it saw
-        target = _TRUST_TARGETS[key] = Target(
-            # posixpath.join on the already normal str, not a PurePosixPath per entry: the same
-            # string (NAME has no slash), at a fraction of the cost over many entries.
-            path=posixpath.join(trust_dir, f"{prefix}{entry.name}.crt"),
-            kind="trust",
-            mode=PUBLIC_MODE,
-            content=entry.pem,
-            certs=entry.certs,
-            gid=gid,
-        )
-    return target
+    return Target(
+        # posixpath.join on the already normal str, not a PurePosixPath per entry: the same
+        # string (NAME has no slash), at a fraction of the cost over many entries.
+        path=posixpath.join(trust_dir, f"{prefix}{entry.name}.crt"),
+        kind="trust",
+        mode=PUBLIC_MODE,
+        content=entry.pem,
+        certs=entry.certs,
+        gid=gid,
+    )
 
 
 def render(desired: DesiredState, layout: Layout) -> tuple[Target, ...]:

@@ -282,6 +282,10 @@ def test_a_render_after_one_trust_entry_changed_renders_that_entry_anew(
     assert all("/acme-" in t.path and t.gid == 7 for t in moved.values())
     fewer = trust_targets(trust[1:], GOLDEN_LAYOUT)
     assert sorted(t.content for t in fewer.values()) == sorted(e.pem for e in trust[1:])
+    again = trust_targets(trust[1:], replace(GOLDEN_LAYOUT, gid=7))
+    more = trust_targets(trust, replace(GOLDEN_LAYOUT, gid=7))  # one came: the others stay
+    assert all(more[name] is again[name] for name in again)
+    assert more["partner-ca.crt"].content == trust[0].pem
 
 
 def test_the_target_set_is_fixed_and_sorted(
