@@ -256,6 +256,7 @@ def _trust(
 class _CheckedProfile:
     """What a profile file's bytes said under a policy: the model, the profile, the findings."""
 
+    name: str
     data: bytes
     policy: PolicySection
     model: ProfileFile | None
@@ -263,25 +264,29 @@ class _CheckedProfile:
     findings: tuple[Finding, ...]
 
 
-_checked_profiles: Memo[tuple[str, str], _CheckedProfile] = Memo(
+_checked_profiles: Memo[str, _CheckedProfile] = Memo(
     16384, 64 * 1024 * 1024, lambda checked: len(checked.data)
 )
-"""(NAME, file) -> its last verdict. By file, compared by content, as trust files are kept (see
+"""File -> its last verdict (as NAME). By file, compared by content, as trust files are kept (see
 check_trust): a daemon re-reads thousands of unchanged profiles at every pass."""
 
 
 def _checked_profile(name: str, data: bytes, file: str, policy: PolicySection) -> _CheckedProfile:
-    key = (name, file)
-    kept = _checked_profiles.get(key)
-    if kept is not None and kept.data == data and (kept.policy is policy or kept.policy == policy):
+    kept = _checked_profiles.get(file)
+    if (
+        kept is not None
+        and kept.data == data
+        and kept.name == name
+        and (kept.policy is policy or kept.policy == policy)
+    ):
         return kept
     model, found = parse_toml(data, file, ProfileFile)
     profile = None
     if model is not None:
         profile, more = check_profile(name, model, file=file, policy=policy)
         found += more
-    checked = _CheckedProfile(data, policy, model, profile, tuple(found))
-    return _checked_profiles.put(key, checked)
+    checked = _CheckedProfile(name, data, policy, model, profile, tuple(found))
+    return _checked_profiles.put(file, checked)
 
 
 def _profiles(

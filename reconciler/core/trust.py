@@ -28,10 +28,9 @@ def check_trust(
     # must stay cheap. Kept by file, compared by content: the bytes read at each pass are new
     # objects, and hashing each of them as a key would be one more pass over them all. Only the
     # date checks depend on `now`, and they are redone below on every call.
-    key = (name, file)
-    parsed = _parsed.get(key)
-    if parsed is None or parsed.data != data:
-        parsed = _parsed.put(key, _parse_trust(name, data, file))
+    parsed = _parsed.get(file)
+    if parsed is None or parsed.data != data or parsed.name != name:
+        parsed = _parsed.put(file, _parse_trust(name, data, file))
     if parsed.certs is None:
         return None, list(parsed.findings)
     if parsed.valid_from <= now <= parsed.valid_until:
@@ -71,8 +70,9 @@ _NEVER_UNTIL = datetime.min.replace(tzinfo=UTC)
 class _ParsedTrust:
     """What a trust file's bytes say whatever the time: certificates, reading findings, entry."""
 
+    name: str
     data: bytes
-    """The bytes they were read from."""
+    """The bytes they were read from (as NAME)."""
     certs: tuple[CertInfo, ...] | None
     findings: tuple[Finding, ...]
     entry: TrustEntry | None
@@ -87,17 +87,17 @@ class _ParsedTrust:
 #: The files' bytes are kept: bounded in bytes too, so that many large or changing trust
 #: files (each up to MAX_FILE_BYTES) cannot make the memo hold more than this.
 _PARSED_MAX_BYTES = 64 * 1024 * 1024
-_parsed: Memo[tuple[str, str], _ParsedTrust] = Memo(
+_parsed: Memo[str, _ParsedTrust] = Memo(
     CACHE_SIZE, _PARSED_MAX_BYTES, lambda parsed: len(parsed.data)
 )
-"""(NAME, file) -> what its bytes said when last checked."""
+"""File -> what its bytes said when last checked."""
 
 
 def _parse_trust(name: str, data: bytes, file: str) -> _ParsedTrust:
     out = Findings()
     certs = read_certs(data, file, None, out)
     if certs is None:
-        return _ParsedTrust(data, None, tuple(out.items), None)
+        return _ParsedTrust(name, data, None, tuple(out.items), None)
     infos = tuple(c.info for c in certs)
     entry = None
     if not out.has_error:
@@ -115,6 +115,7 @@ def _parse_trust(name: str, data: bytes, file: str) -> _ParsedTrust:
         if not info.is_ca
     )
     return _ParsedTrust(
+        name,
         data,
         infos,
         tuple(out.items),

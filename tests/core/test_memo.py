@@ -44,7 +44,7 @@ def test_many_large_trust_files_never_hold_more_than_the_bound(
     """A state whose trust files are large and keep changing (a pushed bundle, hostile junk)
     cannot make the parse memo hold more than its byte bound, however many it sees."""
     bound = 256 * 1024
-    memo: Memo[tuple[str, str], trust._ParsedTrust] = Memo(
+    memo: Memo[str, trust._ParsedTrust] = Memo(
         trust.CACHE_SIZE, bound, lambda parsed: len(parsed.data)
     )
     monkeypatch.setattr(trust, "_parsed", memo)
