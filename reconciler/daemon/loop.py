@@ -38,7 +38,7 @@ import gc
 import os
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
@@ -64,6 +64,7 @@ from reconciler.reconcile import (
     Recorder,
     Tools,
     reconcile,
+    settle_trust_links,
 )
 from reconciler.support.logging import configure_logging, get_logger
 from reconciler.txn import RootLock
@@ -124,12 +125,9 @@ class Daemon:
             )
             self._services.publish_head(self._tools.recorder.audit)
             self._cycle("start")
-            # What start-up and the first pass built (modules, parsed certificates, rendered
-            # targets) lives as long as the process. Frozen, the collector stops walking it: a
-            # full collection during a later pass would otherwise delay that pass.
-            gc.collect()
-            gc.freeze()
-            trim_heap()
+            if self._memory.settled is not None:  # every target as wanted (not suspended...)
+                _settle_trust_links(self._lock, self._stopping, self.settings, self._tools)
+            _freeze_start_up()
             notifier.notify("READY=1", self._reporter.status_line(self.settings.var_dir))
             self._services.start_pinger()
             while not signals.stopping:
@@ -362,6 +360,28 @@ def trim_heap() -> None:
 def _retry_in(backoff: Backoff, now: float) -> float | None:
     at = backoff.retry_at
     return None if at is None else round(at - now, 1)
+
+
+def _freeze_start_up() -> None:
+    """What start-up and the first pass built (modules, parsed certificates, rendered targets)
+    lives as long as the process. Frozen, the collector stops walking it: a full collection
+    during a later pass would otherwise delay that pass."""
+    gc.collect()
+    gc.freeze()
+    trim_heap()
+
+
+def _settle_trust_links(
+    lock: RootLock, stopping: Callable[[], bool], settings: Settings, tools: Tools
+) -> None:
+    """The trust store's links looked at whole once, after the start pass, under the lock."""
+    try:
+        with lock_for_pass(lock, stopping) as held:
+            if held:
+                settle_trust_links(settings, tools.caches)
+    except ReconcilerError as exc:
+        # The links stay as they are; the first pass that changes a trust entry looks again.
+        log.warning("trust.links_unsettled", error=str(exc))
 
 
 def run_daemon(

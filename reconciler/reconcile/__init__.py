@@ -20,6 +20,7 @@ if TYPE_CHECKING:
         PassResult,
         Tools,
         reconcile,
+        settle_trust_links,
     )
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "Planned",
     "reconcile",
     "Recorder",
+    "settle_trust_links",
     "targets_as_left",
     "Tools",
 ]
@@ -44,6 +46,7 @@ __getattr__ = lazy_exports(
         "PassMemory": "runner",
         "Hints": "runner",
         "Tools": "runner",
+        "settle_trust_links": "runner",
         "make_plan": "planning",
         "Planned": "planning",
         "targets_as_left": "planning",

@@ -163,6 +163,16 @@ def reconcile(
     return result, PassMemory(observations, False, settled, current)
 
 
+def settle_trust_links(settings: Settings, caches: Caches) -> None:
+    """After a daemon's first pass left every target as wanted, the trust store's links made
+    right where the reconciler makes them (see TrustStore.settle_links): the directory is looked
+    at whole once, at the start, not at the first pass that changes a trust entry. The caller
+    holds the ROOT lock; a ReconcilerError says what could not be done."""
+    from reconciler.truststore import trust_store_from_settings
+
+    trust_store_from_settings(settings, caches.trust_links).settle_links()
+
+
 def _tell_trust_links(settings: Settings, hints: Hints, links: TrustLinks) -> None:
     """What the watch on the trust directory saw since the pass before began: the links made in
     process are looked at there only (see truststore.hashlinks)."""

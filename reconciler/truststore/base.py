@@ -78,6 +78,11 @@ class TrustStore:
             argv = (*argv, "--fresh")
         return argv
 
+    def settle_links(self) -> None:
+        """Make the store's links right now, where the reconciler makes them in process (the
+        `directory` backend without a refresh command); nothing for the other backends, whose
+        tools run only when a pass changed an entry."""
+
     def refresh(
         self,
         removed: bool,

@@ -71,6 +71,14 @@ class DirectoryTrustStore(TrustStore):
             self._link_multi_certificate_files(several)
         return result
 
+    def settle_links(self) -> None:
+        """The links as `openssl rehash` would make them, with the whole directory looked at
+        (a daemon's start): the passes after it look only where their events say, so the first
+        trust change does not wait for a read of every file. TrustRefreshError when one cannot
+        be read or a link made (the next trust change looks at everything again)."""
+        if not self.refresh_argv and self.trust_dir.is_dir():
+            self._link_in_process(None)
+
     def _link_in_process(self, changed: Mapping[str, bytes | None] | None) -> RefreshResult:
         started = time.monotonic()
         try:

@@ -367,3 +367,24 @@ def test_suspended_daemon_reports_drift_and_changes_nothing(
     assert sandbox.run("resume").returncode == 0
     wait_for(ssl_conf.exists, "ssl.conf restored after resume", daemon)
     assert daemon.stop() == 0
+
+
+def test_a_daemon_makes_the_trust_links_right_at_its_start(
+    sandbox: Sandbox, start_daemon: Callable[..., Daemon]
+) -> None:
+    """On targets already as wanted, the start looks at the whole trust directory once (rather
+    than at the first trust change) and leaves the links `openssl rehash` makes: one deleted
+    while no daemon ran is back, with no trust entry changed."""
+    assert sandbox.run("apply").returncode == 0
+    audit = sandbox.var / "audit.jsonl"
+    applied = [line for line in audit.read_text().splitlines() if "change.applied" in line]
+    links = {p.name: os.readlink(p) for p in sandbox.trust_dir.iterdir() if p.is_symlink()}
+    assert links, "the standard state has trust entries"
+    gone = sandbox.trust_dir / sorted(links)[0]
+    gone.unlink()
+    daemon = start_daemon()
+    wait_for(gone.is_symlink, "the deleted hash link made again", daemon)
+    again = {p.name: os.readlink(p) for p in sandbox.trust_dir.iterdir() if p.is_symlink()}
+    assert again == links
+    assert len(daemon.audit("change.applied")) == len(applied), "the daemon changed no target"
+    assert daemon.stop() == 0
