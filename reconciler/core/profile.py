@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Literal
 
 from reconciler.core.collect import Findings
@@ -35,8 +34,6 @@ _TYPE_SCHEMES: dict[str, tuple[Scheme, ...]] = {
 }
 _Parsed = list[tuple[str, Scheme | None, tuple[str, int | None, str] | None]]
 """Each server's field, and its scheme and (host, port, path) where they could be read."""
-# As many profiles as a large fleet holds; an entry is a small frozen Profile and its findings.
-_CACHE_SIZE = 16384
 
 
 def check_profile(
@@ -53,12 +50,11 @@ def check_profile(
     return profile, list(findings)
 
 
-@functools.lru_cache(maxsize=_CACHE_SIZE)
 def _check_profile(
     name: str, model: ProfileFile, file: str, policy: PolicySection
 ) -> tuple[Profile | None, tuple[Finding, ...]]:
-    # Cached on its (frozen, hashable) inputs: URL checks are not free, and a daemon
-    # pass over thousands of profiles would otherwise redo them all for one changed file.
+    # Not cached here: a daemon keeps each profile file's verdict (core.evaluate), so a pass over
+    # thousands of unchanged profiles does not come here.
     out = Findings()
     if model.url is not None and model.servers is not None:
         out.error(
