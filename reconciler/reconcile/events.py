@@ -233,11 +233,15 @@ class RecoveryCompleted(AuditEvent):
     stale_files_removed: int
 
     @classmethod
-    def of(cls, journal: Journal, action: str, stale_files_removed: int) -> RecoveryCompleted:
+    def of(
+        cls, journal: Journal, phase: str, action: str, stale_files_removed: int
+    ) -> RecoveryCompleted:
+        """`phase`: where the pass stopped (`swapped` when its targets all stand, whatever its
+        journal says)."""
         return cls(
             revision=journal.revision,
             action=action,
-            phase=journal.phase,
+            phase=phase,
             changes=len(journal.entries),
             targets=tuple(
                 {

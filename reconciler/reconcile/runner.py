@@ -37,7 +37,13 @@ from reconciler.support import fsio
 from reconciler.support.confined import remove_stale_temps
 from reconciler.support.logging import get_logger
 from reconciler.truststore import TrustLinks
-from reconciler.txn import Transaction, crashpoint, records, remove_orphan_staging
+from reconciler.txn import (
+    Transaction,
+    UnfinishedJournalError,
+    crashpoint,
+    records,
+    remove_orphan_staging,
+)
 
 __all__ = ["Caches", "Hints", "PassMemory", "PassResult", "Tools", "reconcile"]
 
@@ -215,10 +221,14 @@ def _recover(
     """Resolve an interrupted pass (see transaction's docstring)."""
     recorder, links = tools.recorder, tools.caches.trust_links
     var_dir = settings.var_dir
-    txn = Transaction.load(var_dir, root=settings.root)
+    unfinished: UnfinishedJournalError | None = None
+    try:
+        txn = Transaction.load(var_dir, root=settings.root)
+    except UnfinishedJournalError as exc:
+        txn, unfinished = None, exc
     removed: list[Path] = []
     stale: list[Path] = []
-    if memory.interrupted or not hints.undisturbed or txn is not None:
+    if memory.interrupted or not hints.undisturbed or txn is not None or unfinished:
         # Listing every target directory before each of a daemon's passes finds nothing
         # unless a pass died or another process held the lock.
         removed = remove_orphan_staging(var_dir, keep=txn.journal.id if txn else None)
@@ -226,26 +236,36 @@ def _recover(
         target_dirs = [*layout.target_dirs, settings.trust_path, layout.secrets]
         stale = remove_stale_temps([*target_dirs, var_dir], confined=[settings.root])
         memory = replace(memory, observations=None)
+    if unfinished is not None:
+        # Its pass stopped before the journal was whole, so before the swap: nothing to undo.
+        fsio.remove_file(unfinished.path)
+        reason = (
+            f"{unfinished.path}: unfinished (its pass stopped while writing it, before it "
+            "touched any target); removed"
+        )
+        recorder.record(Notice(revision=None, reason=reason))
     if txn is None:
         return None, memory
     journal = txn.journal
     revision = journal.revision
-    if journal.phase == "prepared":
+    swapped = txn.swapped()
+    if swapped:
+        applied = complete(settings, recorder, txn, trust_links=links)
+        action = "completed" if applied.ok else "rolled-back"
+        result = _result_of(applied, revision, None)
+    elif journal.phase == "prepared":
         txn.restore()
         txn.finish_rollback()
         action = "undone"
         reason = "interrupted before its files were all in place; undone"
         result = PassResult(Outcome.FAILED, revision, reason=reason)
-    elif journal.phase == "swapped":
-        applied = complete(settings, recorder, txn, trust_links=links)
-        action = "completed" if applied.ok else "rolled-back"
-        result = _result_of(applied, revision, None)
     else:
         hooks = roll_back(settings, recorder, txn, hooks_ran=True, trust_links=links)
         action = "rolled-back"
         reason = "interrupted during rollback; rolled back"
         result = PassResult(Outcome.FAILED, revision, reason=reason, hooks=tuple(hooks))
-    recorder.record(RecoveryCompleted.of(journal, action, len(stale) + len(removed)))
+    phase = "swapped" if swapped else journal.phase
+    recorder.record(RecoveryCompleted.of(journal, phase, action, len(stale) + len(removed)))
     return result, memory
 
 

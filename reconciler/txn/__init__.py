@@ -10,7 +10,7 @@ from reconciler import lazy_exports
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from reconciler.txn import records
-    from reconciler.txn.journal import Journal
+    from reconciler.txn.journal import Journal, UnfinishedJournalError
     from reconciler.txn.lock import RootLock, crashpoint
     from reconciler.txn.staging import ensure_target_dirs, remove_orphan_staging
     from reconciler.txn.transaction import Transaction
@@ -23,12 +23,14 @@ __all__ = [
     "remove_orphan_staging",
     "RootLock",
     "Transaction",
+    "UnfinishedJournalError",
 ]
 __getattr__ = lazy_exports(
     __name__,
     {
         "Transaction": "transaction",
         "Journal": "journal",
+        "UnfinishedJournalError": "journal",
         "RootLock": "lock",
         "crashpoint": "lock",
         "ensure_target_dirs": "staging",

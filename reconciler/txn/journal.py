@@ -85,7 +85,7 @@ def write_journal(
     after: Iterable[Path] = (),
     also: Sequence[fsio.Syncer] = (),
 ) -> None:
-    """Write the journal atomically, durable only once everything in `after` and `also` is.
+    """Replace the journal atomically, durable only once everything in `after` and `also` is.
 
     `after` (files and directories this journal depends on) is fsynced in the same batch as
     the journal's temp file, `also` (what else must be durable by then: audit records) runs in
@@ -106,9 +106,60 @@ def write_journal(
     fsio.sync_dirs([var_dir])
 
 
+def create_journal(
+    var_dir: Path,
+    journal: Journal,
+    *,
+    after: Iterable[Path] = (),
+    also: Sequence[fsio.Syncer] = (),
+) -> None:
+    """Write a pass's first journal in place (it must not exist), durable with `after` and
+    `also` in one round of waits: its bytes, its name in VAR and everything it points at.
+
+    No temp file and rename: their order would cost a second round before the swap. A crash
+    inside the round may leave the journal unfinished (empty, cut short, zeros at its end),
+    which `read_journal` tells from a damaged one: this is the only journal write that is not
+    atomic, and the swap starts after the round, so an unfinished journal had touched nothing.
+    """
+    path = var_dir / JOURNAL
+    try:
+        fsio.write_new(path, journal.to_json())
+    except OSError as exc:
+        raise ApplyError(fsio.describe(exc, path)) from exc
+    try:
+        fsio.sync_all([path, var_dir, *after], also=also)
+    except ReconcilerError:
+        path.unlink(missing_ok=True)
+        raise
+
+
+_HEAD = b'{"entries":['
+"""How every journal starts (`to_json`: keys sorted, compact); it ends with its only newline."""
+
+
+def unfinished(data: bytes) -> bool:
+    """Whether `data` is a journal whose first write a crash cut short: empty, a beginning
+    without its final newline, or either followed by the zeros of blocks never written."""
+    kept = data.rstrip(b"\0")
+    return not kept.endswith(b"\n") and (_HEAD.startswith(kept) or kept.startswith(_HEAD))
+
+
+class UnfinishedJournalError(ApplyError):
+    """VAR/journal.json was cut short by a crash while its pass wrote it: that pass had touched
+    no target yet (see `create_journal`), so recovery removes it (`path`) and goes on."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(
+            f"{path}: unfinished (its pass stopped while writing it, before it touched any "
+            "target); the next writing pass removes it"
+        )
+        self.path = path
+
+
 def read_journal(var_dir: Path) -> Journal | None:
     """The interrupted pass's journal, if there is one; ApplyError when it cannot be read."""
     path = var_dir / JOURNAL
+    data: bytes | None = None
     try:
         data = fsio.read_safe(path, JOURNAL_LIMIT)
         if data is None:
@@ -119,7 +170,9 @@ def read_journal(var_dir: Path) -> Journal | None:
     except OSError as exc:
         why = fsio.describe(exc, path).removeprefix(f"{path}: ")
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
-        why = "empty" if not data else f"not a journal ({type(exc).__name__})"
+        if data is not None and unfinished(data):
+            raise UnfinishedJournalError(path) from exc
+        why = f"not a journal ({type(exc).__name__})"
     # Not ours to guess: a pass may have stopped half-swapped. Nothing is applied until the
     # operator has looked; the daemon reports this at every pass and goes on running.
     raise ApplyError(

@@ -164,6 +164,29 @@ def holds_previous(entry: Entry, dirs: ConfinedDirs) -> bool:
     return (mode is None or info.st_mode & 0o7777 == mode) and (gid is None or info.st_gid == gid)
 
 
+def holds_new(entry: Entry, dirs: ConfinedDirs) -> bool:
+    """Whether the target already is as the pass makes it: its new content, mode and group, or
+    gone when the pass deletes it."""
+    path = Path(entry.path)
+    found = _found(dirs, path)
+    if entry.staged is None:
+        return found is None
+    if found is None or entry.after_sha256 is None:
+        return False
+    where, info = found
+    size = int(entry.staged.rsplit(":", 1)[1])
+    if not stat.S_ISREG(info.st_mode) or info.st_size != size:
+        return False
+    try:
+        content = where.read(path.name, size)
+    except OSError:
+        return False
+    if content is None or digest(content) != entry.after_sha256:
+        return False
+    mode, gid = entry.mode, entry.gid
+    return (mode is None or info.st_mode & 0o7777 == mode) and (gid is None or info.st_gid == gid)
+
+
 def ensure_target_dirs(root: Path) -> None:
     """ROOT/data and ROOT/nginx, created 0755 when missing (a fresh volume); ApplyError naming
     ROOT when ROOT itself is missing (a wrong `root` setting is not ours to create)."""

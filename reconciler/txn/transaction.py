@@ -8,15 +8,14 @@ The protocol, in the order a pass runs it (VAR is `var_dir`, 0700; every file in
                `VAR/txn/ID/old.bin` (the previous generation, what a rollback restores); one
                file each, entries refer to `FILE:OFFSET:LENGTH`. Every new content is also
                written to a temp file (0600 until its mode is set) next to its target.
-3. **journal** `VAR/journal.json` names the whole change set, phase `prepared`. Its temp file, the
-               backups, the staging directories and the targets' temp files are fsynced
-               together, then it is renamed and VAR fsynced. From here on a crash is
-               recoverable. (`new.bin` need not be durable: recovery undoes a prepared pass, it
-               never redoes the swap from it.)
+3. **journal** `VAR/journal.json` names the whole change set, phase `prepared`. It is written in
+               place, and it, VAR, the backups, the staging directories and the targets' temp
+               files are fsynced together. From here on a crash is recoverable. (`new.bin` need
+               not be durable: recovery never redoes a swap from it.)
 4. **swap**    the temp files are renamed over the targets one after another (deletes are
                unlinks). Only this run of renames sees a mixed set.
-5. **swapped** the journal's phase becomes `swapped` once the target directories are fsynced: the
-               files are done, refresh and hooks pending.
+5. **swapped** the target directories are fsynced: the files are done, refresh and hooks pending.
+               The journal is not written again: the targets themselves say the swap finished.
 6. (the caller refreshes the trust store, runs hooks and verifies)
 7. **commit**  `VAR/txn/ID` moves to `VAR/generations/ID` (the last KEEP_GENERATIONS are kept)
                and the journal is removed.
@@ -27,13 +26,15 @@ removes the journal once the rollback hooks ran.
 
 **Recovery** at the start of every writing command, before anything else, by the journal's phase:
 
-* no journal: any `VAR/txn/*` is a pass that never reached its journal: deleted, with the temp
-  files next to the targets; targets untouched.
-* `prepared`: the swap may be partial and no hook has run, so the old generation is what runs:
-  **undo** (restore every target from `old.bin`). The desired state is applied afresh by the next
-  pass.
-* `swapped`: the new files all stand but their hooks may not have run: **complete** (refresh,
-  hooks, verification, commit; or roll back if they fail).
+* no journal, or an unfinished one (a crash while it was first written: see
+  `journal.create_journal`): any `VAR/txn/*` is a pass that never reached its journal: deleted,
+  with the temp files next to the targets and the unfinished journal; targets untouched.
+* `prepared`, and every target holds its new content, mode and group: the swap finished (step 5)
+  but the hooks may not have run: **complete** (refresh, hooks, verification, commit; or roll
+  back if they fail). Journals of earlier versions say `swapped` here.
+* `prepared` otherwise: the swap may be partial and no hook has run, so the old generation is
+  what runs: **undo** (restore every target from `old.bin`). The desired state is applied
+  afresh by the next pass.
 * `rolling-back`: **finish the rollback** (restore again, run the rollback hooks).
 
 Restoring and swapping are idempotent, so a crash during recovery is recovered the same way.
@@ -62,13 +63,14 @@ from reconciler.txn.journal import (
     OVERSIZED,
     Entry,
     Journal,
-    Phase,
+    create_journal,
     read_journal,
     write_journal,
 )
 from reconciler.txn.lock import crashpoint
 from reconciler.txn.staging import (
     STAGING,
+    holds_new,
     holds_previous,
     keep_generation,
     keep_secrets_redacted,
@@ -144,8 +146,8 @@ class Transaction:
                     txn = cls(var_dir, _journal(txn_id, plan, entries), names, root=root)
                     # Backups must be durable before the journal points at them (recovery
                     # restores them), and the temp files before the swap renames them; staged
-                    # new copies need not be: recovery never redoes a swap, it undoes one.
-                    write_journal(
+                    # new copies need not be: recovery never redoes a swap.
+                    create_journal(
                         var_dir,
                         txn.journal,
                         after=[directory / OLD, directory, var_dir / STAGING],
@@ -164,24 +166,17 @@ class Transaction:
         crashpoint("journal-prepared")
         return txn
 
-    def _set_phase(
-        self, phase: Phase, *, after: Iterable[Path] = (), also: Sequence[fsio.Syncer] = ()
-    ) -> None:
-        self.journal = replace(self.journal, phase=phase)
-        write_journal(self.var_dir, self.journal, after=after, also=also)
-
     # -- step 4 and 5 ------------------------------------------------------------------------
 
     def swap(
         self, *, done: Callable[[], object] | None = None, also: Sequence[fsio.Syncer] = ()
     ) -> None:
-        """Put every staged target in place (or delete it); then phase `swapped`.
+        """Put every staged target in place (or delete it), durably; the journal stays as it is.
 
         Every new file was written and made durable next to its target by `prepare`, so the
         window in which the targets are a mixed set is a run of renames, and a crash inside it
-        is undone. `done` runs right after the renames (to record them), and `also` in the fsync
-        batch of the phase change (to make that record durable with it).
-        """
+        is undone. `done` runs right after the renames (to record them), and `also` with the
+        fsyncs that make them durable (to make that record durable with them)."""
         with ConfinedDirs(self._confined) as dirs:
             try:
                 for number, entry in enumerate(self.journal.entries):
@@ -204,9 +199,17 @@ class Transaction:
             crashpoint("swap-done")
             if done is not None:
                 done()
-            # The renames are durable (their directories synced) before the journal says swapped.
-            self._set_phase("swapped", also=(*also, *confined.syncers(directories=dirs.opened())))
+            syncers = (*also, *confined.syncers(directories=dirs.opened()))
+            fsio.in_parallel([(job, None) for job in syncers])
         crashpoint("swapped")
+
+    def swapped(self) -> bool:
+        """Whether the swap finished: the journal says so (an earlier version's `swapped`), or
+        every target holds its new content with its mode and group (a deleted one is gone)."""
+        if self.journal.phase != "prepared":
+            return self.journal.phase == "swapped"
+        with ConfinedDirs(self._confined) as dirs:
+            return all(holds_new(entry, dirs) for entry in self.journal.entries)
 
     def _staged_bytes(self, ref: str) -> bytes:
         """A staged content by its reference, `FILE:OFFSET:LENGTH` (see `staging.stage`)."""
@@ -251,7 +254,8 @@ class Transaction:
             ]
         )
         if self.journal.phase != "rolling-back":
-            self._set_phase("rolling-back")
+            self.journal = replace(self.journal, phase="rolling-back")
+            write_journal(self.var_dir, self.journal)
         for entry in todo:
             target = Path(entry.path)
             if entry.backup is None or entry.backup.startswith(OVERSIZED):

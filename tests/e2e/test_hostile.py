@@ -194,8 +194,68 @@ def test_corrupt_var_file_is_one_clear_line(applied: Sandbox, name: str, content
         result = run(applied, *args)
         no_traceback(result)
         if name == "journal.json" and args == ("apply",):
-            assert result.returncode == 1
             assert str(applied.var / name) in result.stderr
+            if content:
+                assert result.returncode == 1
+            else:
+                # What a crash leaves of a journal it was writing (see the next test): it
+                # had touched no target, so it is removed and the pass goes on.
+                assert result.returncode == 0, result.stderr
+                assert "unfinished" in result.stderr
+                assert not (applied.var / name).exists()
+
+
+@pytest.mark.parametrize(
+    "cut", [0, 1, 20, -2], ids=["empty", "one-byte", "after-entries", "all-but-its-last-brace"]
+)
+@pytest.mark.parametrize("zeros", [0, 4096], ids=["", "zero-filled"])
+def test_a_journal_cut_short_by_a_crash_is_removed_and_the_pass_goes_on(
+    applied: Sandbox, pki: Pki, cut: int, zeros: int
+) -> None:
+    """A journal is written once in place, before any target is touched: a crash while it is
+    written leaves a beginning of it (zeros after it on some file systems). Recovery removes
+    that, with the pass's staging and temp files, audits it, and the next pass applies."""
+    before = applied.targets()
+    applied.state.identity(pki, pki.leaf2)
+    applied.env["RECONCILER_TEST_CRASH_AT"] = "journal-prepared"
+    assert run(applied, "apply").returncode == 86
+    del applied.env["RECONCILER_TEST_CRASH_AT"]
+    journal = applied.var / "journal.json"
+    whole = journal.read_bytes()
+    assert {k: v for k, v in applied.targets().items() if ".reconciler-tmp-" not in k} == before
+    journal.write_bytes(whole[:cut] + b"\0" * zeros)
+    assert list((applied.var / "txn").iterdir())
+    assert list((applied.root / "data").glob(".reconciler-tmp-*"))
+
+    status = run(applied, "status", "--json")
+    assert "unfinished" in json.loads(status.stdout)["interrupted_pass"]["error"]
+    result = run(applied, "apply")
+    assert result.returncode == 0, result.stderr
+    assert f"{journal}: unfinished" in result.stderr
+    assert not journal.exists()
+    assert not list((applied.var / "txn").iterdir())
+    assert not list((applied.root / "data").glob(".reconciler-tmp-*"))
+    assert run(applied, "plan").returncode == 0
+    warnings = [r for r in audit_records(applied) if r["event"] == "warning"]
+    assert any(f"{journal}: unfinished" in str(r["reason"]) for r in warnings)
+
+
+def test_a_damaged_whole_journal_is_not_guessed_at(applied: Sandbox, pki: Pki) -> None:
+    """A journal that ends as a whole one does but does not read is not a crash's doing: the
+    pass stops, naming it, and nothing is touched until the operator has looked."""
+    applied.state.identity(pki, pki.leaf2)
+    applied.env["RECONCILER_TEST_CRASH_AT"] = "journal-prepared"
+    assert run(applied, "apply").returncode == 86
+    del applied.env["RECONCILER_TEST_CRASH_AT"]
+    journal = applied.var / "journal.json"
+    whole = journal.read_bytes()
+    journal.write_bytes(whole[:40] + b"#" + whole[41:])
+    before = applied.targets()
+    result = run(applied, "apply")
+    assert result.returncode == 1
+    assert f"{journal}: not a journal" in result.stderr
+    assert journal.exists()
+    assert applied.targets() == before
 
 
 # --- D: accepted when it should not be ---------------------------------------------------------

@@ -19,6 +19,7 @@ from tests.helpers.passes import (
     CRASH_POINTS,
     HOOK,
     assert_one_key_pair,
+    audit,
     hook_runs,
     install_record_hook,
     kill_an_apply_at_random,
@@ -103,6 +104,68 @@ def test_crash_at_each_step_recovers_to_old_or_new_set(
             str(sandbox.root / "data" / name) for name in ("key.pem", "cert.pem", "tls.pem")
         }
     assert '"event": "pass.succeeded"' in audit
+
+
+def _crash_at(box: Sandbox, step: str) -> None:
+    box.env["RECONCILER_TEST_CRASH_AT"] = step
+    assert box.run("apply").returncode == 86
+    del box.env["RECONCILER_TEST_CRASH_AT"]
+
+
+def _recovery(box: Sandbox) -> tuple[object, object]:
+    record = [r for r in audit(box) if r["event"] == "recovery.completed"][-1]
+    return record["phase"], record["action"]
+
+
+def test_a_crash_right_after_the_renames_completes_the_pass(sandbox: Sandbox, pki: Pki) -> None:
+    """The journal is not written again after the swap: the targets, each holding its new
+    content, mode and group, are what tells recovery the swap finished, so it completes."""
+    log = install_record_hook(sandbox)
+    assert sandbox.run("apply").returncode == 0
+    change_everything(sandbox, pki)
+    new_revision = revision_of(sandbox)
+    _crash_at(sandbox, "swap-done")
+    assert json.loads((sandbox.var / "journal.json").read_bytes())["phase"] == "prepared"
+    status = json.loads(sandbox.run("status", "--json").stdout)
+    assert status["interrupted_pass"] == {"revision": new_revision, "phase": "swapped"}
+    assert ("apply", new_revision) not in hook_runs(log)
+
+    assert sandbox.run("apply").returncode == 0
+    assert hook_runs(log)[-1] == ("apply", new_revision)
+    assert _recovery(sandbox) == ("swapped", "completed")
+    assert sandbox.run("plan").returncode == 0
+
+
+def test_a_crash_inside_the_renames_undoes_the_pass(sandbox: Sandbox, pki: Pki) -> None:
+    log = install_record_hook(sandbox)
+    assert sandbox.run("apply").returncode == 0
+    old = sandbox.targets()
+    change_everything(sandbox, pki)
+    _crash_at(sandbox, "swap-first")
+    status = json.loads(sandbox.run("status", "--json").stdout)
+    assert status["interrupted_pass"]["phase"] == "prepared"
+    runs = len(hook_runs(log))
+
+    sandbox.env["RECONCILER_TEST_CRASH_AT"] = "recovered"
+    assert sandbox.run("apply").returncode == 86
+    assert sandbox.targets() == old
+    assert len(hook_runs(log)) == runs
+    assert _recovery(sandbox) == ("prepared", "undone")
+
+
+def test_a_target_whose_mode_differs_after_the_renames_is_not_taken_as_swapped(
+    sandbox: Sandbox, pki: Pki
+) -> None:
+    """Content alone does not say the swap finished: a new file with the old mode (a rename
+    lost, say) is a partial swap, undone."""
+    assert sandbox.run("apply").returncode == 0
+    change_everything(sandbox, pki)
+    _crash_at(sandbox, "swap-done")
+    cert = sandbox.root / "data" / "cert.pem"
+    cert.chmod(cert.stat().st_mode & 0o7777 ^ 0o004)
+    sandbox.env["RECONCILER_TEST_CRASH_AT"] = "recovered"
+    assert sandbox.run("apply").returncode == 86
+    assert _recovery(sandbox) == ("prepared", "undone")
 
 
 @pytest.mark.timeout(600)  # 8 to 24 rounds of 4 process starts; a shared 2-core machine is slow
