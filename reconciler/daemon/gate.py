@@ -9,7 +9,7 @@ from contextlib import contextmanager
 
 from reconciler.config import Settings
 from reconciler.core.render import Target
-from reconciler.daemon.watch import PendingEvents
+from reconciler.daemon.pending import PendingEvents
 from reconciler.errors import LockHeldError
 from reconciler.reconcile import Caches, targets_as_left
 from reconciler.support.logging import get_logger

@@ -46,15 +46,9 @@ from reconciler.config import Settings
 from reconciler.core.outcome import Outcome
 from reconciler.core.schedule import Backoff, Trigger, next_action, state_key
 from reconciler.daemon.gate import LOCK_WAIT_S, lock_for_pass, own_writes_only
+from reconciler.daemon.pending import PendingEvents, Wakeup
 from reconciler.daemon.service import Liveness, PassReporter, Services, SystemdNotifier
-from reconciler.daemon.watch import (
-    PendingEvents,
-    Wakeup,
-    WatchdogLogHandler,
-    Watcher,
-    look_again,
-    watch_specs,
-)
+from reconciler.daemon.watch import WatchdogLogHandler, Watcher, look_again, watch_specs
 from reconciler.errors import ReconcilerError
 from reconciler.gateway import TargetEvents
 from reconciler.reconcile import (
@@ -102,7 +96,7 @@ class Daemon:
             settings.quiet_period_ms / 1000, settings.max_wait_ms / 1000, self._wakeup
         )
         self._log_handler = WatchdogLogHandler(self._pending)
-        self._watcher = Watcher(self._pending, self._log_handler)
+        self._watcher = Watcher(self._pending, self._log_handler, self._wakeup)
         self._resync_at = 0.0
         self._signals: _Signals | None = None
         notifier = notifier if notifier is not None else SystemdNotifier()
@@ -157,6 +151,7 @@ class Daemon:
     # -- the loop -------------------------------------------------------------------------------
 
     def _step(self) -> None:
+        self._watcher.drain()
         forced: Trigger | None = None
         if self._signals is not None and self._signals.take_reload():
             self._reload_settings()

@@ -1,30 +1,30 @@
-"""Watching: inotify (through watchdog) on STATE, key dirs and targets -> pending events, wakeups.
+"""Watching: inotify on STATE, key dirs, targets and the var dir -> pending events, wakeups.
 
-Events are hints. Watcher threads only classify an event, note it in `PendingEvents` and wake the
-daemon's loop through `Wakeup` (a self-pipe); they never run a pass. A link created or renamed
-into place (`..data`, or the STATE link in its parent) is urgent: the pass starts at once.
+Events are hints. A watch on one directory is read by the daemon's loop itself when it wakes
+(`inotify`); a watch on a subtree (a git checkout) through watchdog's threads. Either only
+classifies an event and notes it in `PendingEvents` (waking the loop through `Wakeup`); neither
+runs a pass. A link created or renamed into place (`..data`, or the STATE link in its parent)
+is urgent: the pass starts at once.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import selectors
-import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from reconciler.core.layout import RootLayout
-from reconciler.core.schedule import Debounce
+from reconciler.daemon.inotify import DirectoryWatches
+from reconciler.daemon.pending import PendingEvents, Wakeup
 from reconciler.gateway import TargetEvents
 from reconciler.source import K8S_DATA, fleet_root, shared_layers
 from reconciler.support.logging import get_logger
 from reconciler.txn.records import SUSPENDED
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Sequence
 
     from watchdog.events import FileSystemEvent
     from watchdog.observers.api import BaseObserver, ObservedWatch
@@ -32,8 +32,6 @@ if TYPE_CHECKING:
     from reconciler.config import Settings
 
 __all__ = [
-    "PendingEvents",
-    "Wakeup",
     "WatchSpec",
     "WatchdogLogHandler",
     "Watcher",
@@ -98,108 +96,6 @@ def watch_specs(settings: Settings) -> tuple[WatchSpec, ...]:
     return tuple(unique)
 
 
-# -- what the watcher threads hand to the loop --------------------------------------------------
-
-
-class Wakeup:
-    """A self-pipe: any thread, and signal delivery (set_wakeup_fd), ends the loop's sleep."""
-
-    def __init__(self) -> None:
-        self.read_fd, self.write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._selector = selectors.DefaultSelector()
-        self._selector.register(self.read_fd, selectors.EVENT_READ)
-
-    def notify(self) -> None:
-        try:
-            os.write(self.write_fd, b"\0")
-        except BlockingIOError:
-            pass  # the pipe is full: the loop is awake already
-
-    def wait(self, timeout: float | None) -> None:
-        self._selector.select(timeout)
-        try:
-            while os.read(self.read_fd, 4096):
-                pass
-        except BlockingIOError:
-            pass
-
-    def close(self) -> None:
-        self._selector.close()
-        os.close(self.read_fd)
-        os.close(self.write_fd)
-
-
-class PendingEvents:
-    """Events noted since the last pass, and watcher trouble; shared with observer threads."""
-
-    def __init__(self, quiet_s: float, max_wait_s: float, wakeup: Wakeup) -> None:
-        self._lock = threading.Lock()
-        self._debounce = Debounce(quiet_s, max_wait_s)
-        self._trouble: str | None = None
-        self._wakeup = wakeup
-        self._touched: set[str] = set()
-        self._blind = True
-        """Events in the target directories may have been lost since the last take_touched."""
-        self._elsewhere = False
-        """An event outside the target directories (or a request for a pass) since the last
-        take: only then is a pass certainly due."""
-
-    def note(self, *, urgent: bool, target: bool = False) -> None:
-        """An event (`target`: in a target directory, and `touch` named its paths)."""
-        with self._lock:
-            self._debounce = self._debounce.note(time.monotonic(), urgent=urgent)
-            self._elsewhere = self._elsewhere or not target
-        self._wakeup.notify()
-
-    def trouble(self, reason: str) -> None:
-        with self._lock:
-            self._trouble = self._trouble or reason
-            self._blind = True
-        self._wakeup.notify()
-
-    def touch(self, paths: Iterable[str]) -> None:
-        """An event named these paths in a target directory."""
-        with self._lock:
-            self._touched.update(paths)
-
-    def blind(self) -> None:
-        """Target events may be missing (the watches were replaced): trust none of them."""
-        with self._lock:
-            self._blind = True
-
-    def take_touched(self) -> frozenset[str] | None:
-        """The target paths with an event since the last take, or None when some may be lost."""
-        with self._lock:
-            touched, blind = frozenset(self._touched), self._blind
-            self._touched.clear()
-            self._blind = False
-        return None if blind else touched
-
-    def retime(self, quiet_s: float, max_wait_s: float) -> None:
-        with self._lock:
-            current = self._debounce
-            self._debounce = Debounce(
-                quiet_s, max_wait_s, current.first_at, current.last_at, current.urgent
-            )
-
-    def due_at(self) -> float | None:
-        with self._lock:
-            return self._debounce.due_at()
-
-    def take(self) -> bool:
-        """A pass starts now: it covers every event so far. True when every event since the
-        last take was in a target directory (what `touch` named is all there is to look at)."""
-        with self._lock:
-            self._debounce = self._debounce.cleared()
-            targets_only, self._elsewhere = not self._elsewhere, False
-        return targets_only
-
-    def take_trouble(self) -> str | None:
-        with self._lock:
-            reason, self._trouble = self._trouble, None
-            return reason
-
-
 class WatchdogLogHandler(logging.Handler):
     """watchdog reports an inotify overflow or a failed re-watch only as a log line: a resync."""
 
@@ -234,51 +130,82 @@ def _watched_event_types() -> list[type[FileSystemEvent]]:
 
 
 class _EventClassifier:
-    """Classifies one watch's events into hints for the loop."""
+    """Classifies one watchdog watch's events into hints for the loop."""
 
     def __init__(self, spec: WatchSpec, pending: PendingEvents) -> None:
         self.spec = spec
         self._pending = pending
 
     def dispatch(self, event: FileSystemEvent) -> None:
-        spec = self.spec
         src = os.fsdecode(event.src_path)
         dest = os.fsdecode(event.dest_path) if event.dest_path else ""
-        names = {os.path.basename(src), os.path.basename(dest)} - {""}
-        # A link created or renamed into place is an atomic swap; a directory appearing (a fresh
-        # clone) is still being filled and waits for quiet like any other change.
-        appeared = event.event_type in ("created", "moved") and not event.is_directory
-        if spec.role == "parent":
-            if spec.name in names:
-                self._pending.note(urgent=appeared)
-            return
-        if spec.role == "control":
-            if spec.name in names:
-                self._pending.note(urgent=True)
-            return
-        if event.event_type == "deleted" and src == spec.path:
-            # The watched directory itself went (git-sync deleted the old worktree): watch anew.
-            self._pending.trouble("watched directory removed")
-            return
-        if spec.role == "target":
-            self._pending.touch(p for p in (src, dest) if p)
-            self._pending.note(urgent=False, target=True)
-            return
-        urgent = spec.role in ("state", "keys") and appeared and K8S_DATA in names
-        self._pending.note(urgent=urgent)
+        _classify(self.spec, self._pending, event.event_type, src, dest, event.is_directory)
+
+
+def _classify(
+    spec: WatchSpec, pending: PendingEvents, kind: str, src: str, dest: str, is_directory: bool
+) -> None:
+    """One event of a watch (`kind`: watchdog's event type, or inotify's `gone`) as a hint."""
+    names = {os.path.basename(src), os.path.basename(dest)} - {""}
+    # A link created or renamed into place is an atomic swap; a directory appearing (a fresh
+    # clone) is still being filled and waits for quiet like any other change.
+    appeared = kind in ("created", "moved") and not is_directory
+    if kind == "gone" or (kind == "deleted" and src == spec.path):
+        # The watched directory itself went (git-sync deleted the old worktree): watch anew.
+        pending.trouble("watched directory removed")
+        return
+    if spec.role == "parent":
+        if spec.name in names:
+            pending.note(urgent=appeared)
+        return
+    if spec.role == "control":
+        if spec.name in names:
+            pending.note(urgent=True)
+        return
+    if spec.role == "target":
+        pending.touch(p for p in (src, dest) if p)
+        pending.note(urgent=False, target=True)
+        return
+    urgent = spec.role in ("state", "keys") and appeared and K8S_DATA in names
+    pending.note(urgent=urgent)
 
 
 class Watcher:
-    """The inotify watches (through watchdog), kept equal to `watch_specs` of the settings."""
+    """The inotify watches, kept equal to `watch_specs` of the settings: a directory alone is
+    watched by the loop itself (`inotify.DirectoryWatches`, waited on with `wakeup`), a subtree
+    (a git checkout) through watchdog's threads."""
 
-    def __init__(self, pending: PendingEvents, log_handler: WatchdogLogHandler) -> None:
+    def __init__(
+        self, pending: PendingEvents, log_handler: WatchdogLogHandler, wakeup: Wakeup
+    ) -> None:
         self._pending = pending
         self._log_handler = log_handler
+        self._wakeup = wakeup
         self._observer: BaseObserver | None = None
-        self._watches: dict[WatchSpec, ObservedWatch] = {}
+        self._watches: dict[WatchSpec, ObservedWatch | None] = {}
+        """Every watch in place; None for the loop's own (in `_direct`)."""
+        self._direct: DirectoryWatches[WatchSpec] | None = None
         self._failed: set[WatchSpec] = set()
         self._watched_at_last_pass: frozenset[str] = frozenset()
         self._watchdog_propagates: bool | None = None
+
+    def drain(self) -> None:
+        """Hand the events of the loop's own watches to `pending` (none waiting: nothing)."""
+        direct = self._direct
+        if direct is None:
+            return
+        for spec, change in direct.read():
+            if spec is None:
+                # Events were dropped (a pass wrote more files than the kernel queues): the
+                # watches stand, but every one of them may have missed something.
+                log.info("watch.overflow", fallback="the next pass looks at everything")
+                self._pending.blind()
+                self._pending.note(urgent=False)
+                continue
+            if change.kind == "gone":
+                self._watches.pop(spec, None)  # the kernel dropped it
+            path = change.path or ""
+            _classify(spec, self._pending, change.kind, path, "", change.is_directory)
 
     def target_events(self, *, look_at_everything: bool) -> TargetEvents | None:
         """What the target watches saw since the last pass began; None: look at every target.
@@ -286,6 +213,7 @@ class Watcher:
         A watch counts only once it was in place when the previous pass began (and so before
         that pass looked). Called once as each pass begins.
         """
+        self.drain()
         touched = self._pending.take_touched()
         watched = self.target_paths()
         steady = watched & self._watched_at_last_pass
@@ -297,42 +225,16 @@ class Watcher:
     def establish(self, specs: tuple[WatchSpec, ...]) -> list[WatchSpec]:
         """Add and remove watches to match `specs`; the watches added (events may have been
         missed there, so the caller should look once more)."""
-        if self._watchdog_propagates is None:
-            # watchdog reports trouble only as log lines: they come to us (watch.trouble), and
-            # not a second time through logging's last resort.
-            watchdog_logger = logging.getLogger("watchdog")
-            watchdog_logger.addHandler(self._log_handler)
-            self._watchdog_propagates, watchdog_logger.propagate = watchdog_logger.propagate, False
-        if self._observer is None:
-            from watchdog.observers import Observer
-
-            try:
-                observer = Observer()
-                observer.start()
-            except OSError as exc:
-                # Out of inotify instances, say: passes still run at every resync, which retries.
-                log.error("watch.unavailable", error=str(exc), fallback="a pass at every resync")
-                return []
-            self._observer = observer
-        observer = self._observer
         wanted = set(specs)
         for spec in list(self._watches):
             if spec not in wanted:
-                try:
-                    observer.unschedule(self._watches.pop(spec))
-                except (KeyError, OSError) as exc:
-                    log.debug("watch.unschedule_failed", path=spec.path, error=str(exc))
+                self._unwatch(spec)
         added: list[WatchSpec] = []
         for spec in specs:
             if spec in self._watches:
                 continue
             try:
-                self._watches[spec] = observer.schedule(
-                    _EventClassifier(spec, self._pending),  # type: ignore[arg-type]
-                    spec.path,
-                    recursive=spec.recursive,
-                    event_filter=_watched_event_types(),
-                )
+                self._watches[spec] = self._watch(spec)
             except OSError as exc:
                 if spec not in self._failed:
                     log.warning("watch.failed", path=spec.path, role=spec.role, error=str(exc))
@@ -343,9 +245,56 @@ class Watcher:
             log.debug("watch.added", path=spec.path, role=spec.role, recursive=spec.recursive)
         return added
 
+    def _watch(self, spec: WatchSpec) -> ObservedWatch | None:
+        """One watch in place (OSError when it cannot be): the loop's own when it can be."""
+        if not spec.recursive:
+            if self._direct is None:
+                try:
+                    self._direct = DirectoryWatches()
+                except OSError as exc:  # out of inotify instances: watchdog's may still do
+                    log.debug("watch.direct_unavailable", error=str(exc))
+            if self._direct is not None:
+                self._direct.add(spec, spec.path)
+                self._wakeup.watch(self._direct.fileno())
+                return None
+        observer = self._watchdog()
+        return observer.schedule(
+            _EventClassifier(spec, self._pending),  # type: ignore[arg-type]
+            spec.path,
+            recursive=spec.recursive,
+            event_filter=_watched_event_types(),
+        )
+
+    def _unwatch(self, spec: WatchSpec) -> None:
+        watch = self._watches.pop(spec)
+        try:
+            if watch is None:
+                if self._direct is not None:
+                    self._direct.remove(spec)
+            elif self._observer is not None:
+                self._observer.unschedule(watch)
+        except (KeyError, OSError) as exc:
+            log.debug("watch.unschedule_failed", path=spec.path, error=str(exc))
+
+    def _watchdog(self) -> BaseObserver:
+        """watchdog's observer, started at the first watch that needs it; OSError if it
+        cannot start (out of inotify instances, say: passes still run at every resync)."""
+        if self._watchdog_propagates is None:
+            # watchdog reports trouble only as log lines: they come to us (watch.trouble), and
+            # not a second time through logging's last resort.
+            watchdog_logger = logging.getLogger("watchdog")
+            watchdog_logger.addHandler(self._log_handler)
+            self._watchdog_propagates, watchdog_logger.propagate = watchdog_logger.propagate, False
+        if self._observer is None:
+            from watchdog.observers import Observer
+
+            observer = Observer()
+            observer.start()
+            self._observer = observer
+        return self._observer
+
     def healthy(self) -> bool:
-        """False when an observer or emitter thread died. Without an observer (none could be
-        started) there is nothing to restart before the next resync retries it."""
+        """False when an observer or emitter thread died (the loop's own watches have none)."""
         observer = self._observer
         if observer is None:
             return True
@@ -364,7 +313,11 @@ class Watcher:
 
     def stop(self) -> None:
         observer, self._observer = self._observer, None
+        direct, self._direct = self._direct, None
         self._watches.clear()
+        if direct is not None:
+            self._wakeup.unwatch(direct.fileno())
+            direct.close()
         if observer is not None:
             self._log_handler.stopping = True
             try:
