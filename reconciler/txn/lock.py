@@ -65,14 +65,13 @@ class RootLock:
                 delay = min(delay * 2, 0.2)
         self._fd = fd
         try:
-            self.undisturbed = self._releases > 0 and os.pread(fd, 64, 0) == self._marker()
+            self.undisturbed = self._releases > 0 and os.pread(fd, _RECORD, 0) == self._marker()
         except OSError:
             self.undisturbed = False
         try:
             # Best effort: the PID only makes the waiter's message better. A full var_dir must
             # not leave us holding a lock nobody can release (a flock belongs to the open file).
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            os.pwrite(fd, _record(f"{os.getpid()}\n"), 0)
         except OSError:
             pass
 
@@ -80,7 +79,6 @@ class RootLock:
         if self._fd is not None:
             self._releases += 1
             try:
-                os.ftruncate(self._fd, 0)
                 os.pwrite(self._fd, self._marker(), 0)
             except OSError:
                 pass  # the next acquire then finds no marker and trusts nothing it knew
@@ -89,7 +87,7 @@ class RootLock:
 
     def _marker(self) -> bytes:
         """What this lock's last release wrote into the lock file."""
-        return f"{self._released_as}{self._releases}".encode()
+        return _record(f"{self._released_as}{self._releases}")
 
     @contextmanager
     def held(self, timeout_s: float) -> Iterator[None]:
@@ -100,9 +98,18 @@ class RootLock:
             self.release()
 
 
+_RECORD = 64
+"""The lock file holds one record of this many bytes, overwritten in place: a file truncated and
+written again makes ext4 flush it at its close (its `auto_da_alloc`), a wait in every pass."""
+
+
+def _record(text: str) -> bytes:
+    return text.encode().ljust(_RECORD)[:_RECORD]
+
+
 def _read_pid(fd: int) -> int | None:
     try:
-        text = os.pread(fd, 32, 0).decode().strip()
+        text = os.pread(fd, _RECORD, 0).decode().strip()
         return int(text) if text else None
     except (OSError, ValueError):
         return None

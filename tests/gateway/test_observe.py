@@ -134,6 +134,36 @@ def test_a_new_target_is_looked_at(tmp_path: Path) -> None:
     assert again.found[more[2].path].sha256 == digest(b"already there")
 
 
+def test_the_lock_file_is_one_record_overwritten_in_place(tmp_path: Path) -> None:
+    """Never truncated (ext4 flushes a file truncated and written again when it is closed: a
+    wait in every pass), and a waiter still reads the holder's PID from it, whatever a
+    longer record left before it."""
+    path = tmp_path / "lock"
+    path.write_bytes(b"released 1 " + b"f" * 200)
+    lock = RootLock(tmp_path)
+    with lock.held(5):
+        holder = (
+            "import sys; from pathlib import Path; from reconciler.txn.lock import RootLock\n"
+            "RootLock(Path(sys.argv[1])).acquire(0)\n"
+        )
+        waiter = subprocess.run(
+            [sys.executable, "-c", holder, str(tmp_path)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert f"held by process {os.getpid()} for over 0 s" in waiter.stderr
+    inode = path.stat().st_ino
+    for _ in range(3):
+        with lock.held(5):
+            assert path.stat().st_size == 211
+    assert path.stat().st_ino == inode
+    with lock.held(5):
+        assert lock.undisturbed
+
+
 def test_the_lock_knows_whether_another_process_held_it(tmp_path: Path) -> None:
     lock = RootLock(tmp_path)
     with lock.held(5):
