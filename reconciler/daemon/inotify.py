@@ -95,6 +95,8 @@ class DirectoryWatches(Generic[K]):
     def add(self, key: K, path: str) -> None:
         """Watch the directory `path` for `key`; OSError when it cannot be (gone, not a
         directory, out of watches)."""
+        if key in self._watches:
+            self.remove(key)
         wd: int = self._libc.inotify_add_watch(self._fd, os.fsencode(path), MASK)
         if wd < 0:
             raise _os_error(path)
@@ -103,10 +105,11 @@ class DirectoryWatches(Generic[K]):
 
     def remove(self, key: K) -> None:
         wd, _ = self._watches.pop(key)
-        keys = self._keys[wd]
-        keys.remove(key)
+        keys = self._keys.get(wd, [])
+        if key in keys:
+            keys.remove(key)
         if not keys:
-            del self._keys[wd]
+            self._keys.pop(wd, None)
             self._libc.inotify_rm_watch(self._fd, wd)  # its IN_IGNORED then matches no key
 
     def read(self) -> list[tuple[K | None, Change]]:
@@ -142,7 +145,8 @@ class DirectoryWatches(Generic[K]):
                 found.append((key, Change(kind, path, bool(mask & IN_ISDIR))))
             if mask & IN_IGNORED:  # the kernel dropped the watch (its directory went): so do we
                 for key in self._keys.pop(wd):
-                    del self._watches[key]
+                    if self._watches.get(key, (None, ""))[0] == wd:
+                        del self._watches[key]
         return found
 
     def close(self) -> None:

@@ -79,6 +79,9 @@ def test_a_watched_directory_that_goes_is_reported_once_and_forgotten(
     gone.mkdir()
     (gone / "new").touch()
     assert watches.read() == []
+    watches.add("gone", str(gone))  # watched anew, as the watcher does after the trouble
+    (gone / "newer").touch()
+    assert [(key, c.kind) for key, c in watches.read()][:1] == [("gone", "created")]
 
 
 def test_a_directory_that_cannot_be_watched_is_an_os_error_naming_it(
