@@ -14,6 +14,7 @@ reports it, and the caller treats every watch as having missed events.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
@@ -151,7 +152,8 @@ class DirectoryWatches(Generic[K]):
 
     def close(self) -> None:
         if self._fd >= 0:
-            os.close(self._fd)
+            with contextlib.suppress(OSError):  # a descriptor that failed: nothing to keep
+                os.close(self._fd)
             self._fd = -1
         self._keys.clear()
         self._watches.clear()

@@ -194,7 +194,16 @@ class Watcher:
         direct = self._direct
         if direct is None:
             return
-        for spec, change in direct.read():
+        try:
+            changes = direct.read()
+        except OSError as exc:
+            # Its descriptor would stay readable and wake the loop at once, again and again:
+            # the watches are set up anew instead (and every target looked at).
+            log.warning("watch.trouble", source="inotify", message=str(exc))
+            self._pending.trouble("watcher error")
+            self.stop()
+            return
+        for spec, change in changes:
             if spec is None:
                 # Events were dropped (a pass wrote more files than the kernel queues): the
                 # watches stand, but every one of them may have missed something.

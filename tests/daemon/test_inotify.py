@@ -194,3 +194,30 @@ def test_a_watch_of_a_subtree_still_goes_through_watchdog(tmp_path: Path) -> Non
     finally:
         watcher.close()
         wakeup.close()
+
+
+def test_a_failing_inotify_descriptor_is_trouble_not_a_spinning_loop(tmp_path: Path) -> None:
+    """A read that fails would leave the descriptor readable, waking the loop at once forever:
+    the watcher drops its watches and reports trouble, so the loop sets them up anew."""
+    data = tmp_path / "data"
+    data.mkdir()
+    watcher, pending, wakeup = _watcher(tmp_path)
+    try:
+        spec = WatchSpec(str(data), False, "target")
+        watcher.establish((spec,))
+        direct = watcher._direct  # the descriptor under the watcher is the point
+        assert direct is not None
+        os.close(direct.fileno())
+        watcher.drain()
+        assert pending.take_trouble() == "watcher error"
+        assert watcher.target_paths() == frozenset()
+        assert watcher.establish((spec,)) == [spec]
+        (data / "key.pem").write_bytes(b"x")
+        watcher.target_events(look_at_everything=False)  # blind after the trouble
+        (data / "cert.pem").write_bytes(b"y")
+        events = watcher.target_events(look_at_everything=False)
+        assert events is not None
+        assert str(data / "cert.pem") in events.touched
+    finally:
+        watcher.close()
+        wakeup.close()
