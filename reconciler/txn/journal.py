@@ -78,27 +78,15 @@ _ENTRY_FIELDS = tuple(f.name for f in fields(Entry))
 _JOURNAL_FIELDS = tuple(f.name for f in fields(Journal) if f.name != "entries")
 
 
-def write_journal(
-    var_dir: Path,
-    journal: Journal,
-    *,
-    after: Iterable[Path] = (),
-    also: Sequence[fsio.Syncer] = (),
-) -> None:
-    """Replace the journal atomically, durable only once everything in `after` and `also` is.
-
-    `after` (files and directories this journal depends on) is fsynced in the same batch as
-    the journal's temp file, `also` (what else must be durable by then: audit records) runs in
-    it, and the rename comes after the whole batch: one round of waits instead of several,
-    with the same order on disk.
-    """
+def write_journal(var_dir: Path, journal: Journal) -> None:
+    """Replace the journal atomically and durably (a later phase: `rolling-back`)."""
     path = var_dir / JOURNAL
     try:
         tmp = fsio.write_temp(var_dir, JOURNAL, journal.to_json(), 0o600, None, sync=False)
     except OSError as exc:
         raise ApplyError(fsio.describe(exc, path)) from exc
     try:
-        fsio.sync_all([tmp, *after], also=also)
+        fsio.sync_all([tmp])
         fsio.rename_into(tmp, path)
     except ReconcilerError:
         tmp.unlink(missing_ok=True)

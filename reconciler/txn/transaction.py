@@ -199,8 +199,7 @@ class Transaction:
             crashpoint("swap-done")
             if done is not None:
                 done()
-            syncers = (*also, *confined.syncers(directories=dirs.opened()))
-            fsio.in_parallel([(job, None) for job in syncers])
+            fsio.sync_all((), also=(*also, *confined.syncers(directories=dirs.opened())))
         crashpoint("swapped")
 
     def swapped(self) -> bool:
