@@ -139,7 +139,6 @@ def keep_secrets_redacted(contents: Sequence[tuple[str, bytes]]) -> None:
 def holds_previous(entry: Entry, dirs: ConfinedDirs) -> bool:
     """Whether the target already is as it was before the pass (its previous generation)."""
     path, sha256 = Path(entry.path), entry.before_sha256
-    mode, gid = entry.before_mode, entry.before_gid
     found = _found(dirs, path)
     if entry.backup is not None and entry.backup.startswith(LINK):
         if found is None or not stat.S_ISLNK(found[1].st_mode):
@@ -147,21 +146,17 @@ def holds_previous(entry: Entry, dirs: ConfinedDirs) -> bool:
         return found[0].readlink(path.name) == entry.backup.removeprefix(LINK)
     if found is None:
         return sha256 is None
-    where, info = found
-    if sha256 is None or not stat.S_ISREG(info.st_mode):
+    if sha256 is None:
         return False
     if entry.backup is not None and entry.backup.startswith(OVERSIZED):
         # Never swapped: still the file it found (which was not read, and is not now).
-        return info.st_size == int(entry.backup.removeprefix(OVERSIZED))
+        info = found[1]
+        return stat.S_ISREG(info.st_mode) and info.st_size == int(
+            entry.backup.removeprefix(OVERSIZED)
+        )
     # The previous content's size is all there is to read: a larger file is not it.
     size = int(entry.backup.rsplit(":", 1)[1]) if entry.backup is not None else 0
-    try:
-        content = where.read(path.name, size)
-    except OSError:
-        return False
-    if content is None or digest(content) != sha256:
-        return False
-    return (mode is None or info.st_mode & 0o7777 == mode) and (gid is None or info.st_gid == gid)
+    return _holds(found, path.name, size, sha256, entry.before_mode, entry.before_gid)
 
 
 def holds_new(entry: Entry, dirs: ConfinedDirs) -> bool:
@@ -173,17 +168,29 @@ def holds_new(entry: Entry, dirs: ConfinedDirs) -> bool:
         return found is None
     if found is None or entry.after_sha256 is None:
         return False
-    where, info = found
     size = int(entry.staged.rsplit(":", 1)[1])
-    if not stat.S_ISREG(info.st_mode) or info.st_size != size:
+    return _holds(found, path.name, size, entry.after_sha256, entry.mode, entry.gid)
+
+
+def _holds(
+    found: tuple[ConfinedDir, os.stat_result],
+    name: str,
+    size: int,
+    sha256: str,
+    mode: int | None,
+    gid: int | None,
+) -> bool:
+    """Whether the file found is a regular one of `size` bytes at most holding `sha256`, with
+    `mode` and `gid` (None: any)."""
+    where, info = found
+    if not stat.S_ISREG(info.st_mode):
         return False
     try:
-        content = where.read(path.name, size)
+        content = where.read(name, size)
     except OSError:
         return False
-    if content is None or digest(content) != entry.after_sha256:
+    if content is None or digest(content) != sha256:
         return False
-    mode, gid = entry.mode, entry.gid
     return (mode is None or info.st_mode & 0o7777 == mode) and (gid is None or info.st_gid == gid)
 
 
