@@ -205,6 +205,15 @@ def test_corrupt_var_file_is_one_clear_line(applied: Sandbox, name: str, content
                 assert not (applied.var / name).exists()
 
 
+def _crash_right_after_the_journal(box: Sandbox, pki: Pki) -> Path:
+    """A new identity applied until its journal is durable, then the process dead: the journal."""
+    box.state.identity(pki, pki.leaf2)
+    box.env["RECONCILER_TEST_CRASH_AT"] = "journal-prepared"
+    assert run(box, "apply").returncode == 86
+    del box.env["RECONCILER_TEST_CRASH_AT"]
+    return box.var / "journal.json"
+
+
 @pytest.mark.parametrize(
     "cut", [0, 1, 20, -2], ids=["empty", "one-byte", "after-entries", "all-but-its-last-brace"]
 )
@@ -216,11 +225,7 @@ def test_a_journal_cut_short_by_a_crash_is_removed_and_the_pass_goes_on(
     written leaves a beginning of it (zeros after it on some file systems). Recovery removes
     that, with the pass's staging and temp files, audits it, and the next pass applies."""
     before = applied.targets()
-    applied.state.identity(pki, pki.leaf2)
-    applied.env["RECONCILER_TEST_CRASH_AT"] = "journal-prepared"
-    assert run(applied, "apply").returncode == 86
-    del applied.env["RECONCILER_TEST_CRASH_AT"]
-    journal = applied.var / "journal.json"
+    journal = _crash_right_after_the_journal(applied, pki)
     whole = journal.read_bytes()
     assert {k: v for k, v in applied.targets().items() if ".reconciler-tmp-" not in k} == before
     journal.write_bytes(whole[:cut] + b"\0" * zeros)
@@ -243,11 +248,7 @@ def test_a_journal_cut_short_by_a_crash_is_removed_and_the_pass_goes_on(
 def test_a_damaged_whole_journal_is_not_guessed_at(applied: Sandbox, pki: Pki) -> None:
     """A journal that ends as a whole one does but does not read is not a crash's doing: the
     pass stops, naming it, and nothing is touched until the operator has looked."""
-    applied.state.identity(pki, pki.leaf2)
-    applied.env["RECONCILER_TEST_CRASH_AT"] = "journal-prepared"
-    assert run(applied, "apply").returncode == 86
-    del applied.env["RECONCILER_TEST_CRASH_AT"]
-    journal = applied.var / "journal.json"
+    journal = _crash_right_after_the_journal(applied, pki)
     whole = journal.read_bytes()
     journal.write_bytes(whole[:40] + b"#" + whole[41:])
     before = applied.targets()
