@@ -146,7 +146,8 @@ class Daemon:
 
     def readiness(self) -> tuple[bool, str]:
         """/readyz: a verified configuration is in place (decided once per pass)."""
-        return self._reporter.readiness.ready, self._reporter.readiness.reason
+        decided = self._reporter.readiness  # one read: the reporter replaces it whole
+        return decided.ready, decided.reason
 
     # -- the loop -------------------------------------------------------------------------------
 

@@ -284,9 +284,19 @@ class PassReporter:
     def report(
         self, result: PassResult, trigger: str, duration_s: float, settings: Settings
     ) -> None:
+        """In the order a watcher relies on: the metrics, then /readyz, then the log line and
+        systemd's status. Whoever sees a pass in one finds it in those set before."""
         self.last = result
-        self.readiness = _readiness_after(result, settings.var_dir)
+        readiness = _readiness_after(result, settings.var_dir)
         suspended = records.load_suspension(settings.var_dir) is not None
+        metrics = self._services.metrics
+        if metrics is not None:
+            metrics.observe_pass(
+                result, duration_s, time.time(), suspended=suspended, ready=readiness.ready
+            )
+            if result.ok:
+                metrics.set_expiry(applied_expiry(settings))
+        self.readiness = readiness
         changes = result.plan.changes if result.plan is not None else ()
         fields: dict[str, object] = {
             "outcome": result.outcome,
@@ -300,12 +310,6 @@ class PassReporter:
         level: Literal["info", "warning"] = "info" if result.ok else "warning"
         log.log(level, "pass.finished", **fields)
         self._services.notifier.notify(self.status_line(settings.var_dir, suspended))
-        metrics = self._services.metrics
-        if metrics is not None:
-            ready = self.readiness.ready
-            metrics.observe_pass(result, duration_s, time.time(), suspended=suspended, ready=ready)
-            if result.ok:
-                metrics.set_expiry(applied_expiry(settings))
 
     def status_line(self, var_dir: Path, suspended: bool | None = None) -> str:
         """systemd's STATUS= line: the last pass, and a suspension."""

@@ -10,10 +10,17 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
+from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
+from structlog.typing import EventDict
 
+from reconciler.core.outcome import Outcome
+from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.readiness import decide, from_status
+from reconciler.daemon.service import PassReporter, Services, SystemdNotifier
+from reconciler.reconcile.runner import PassResult
 from tests.helpers.daemon import Daemon, wait_for
 from tests.helpers.net import free_port, http_get
 from tests.helpers.sandbox import Sandbox
@@ -160,3 +167,29 @@ def test_not_ready_until_a_first_state_is_verified(
     wait_for(lambda: http_get(f"{base}/readyz")[0] == 200, "/readyz to turn 200", daemon)
     assert _metric(base, "reconciler_ready") == 1.0
     assert daemon.stop() == 0
+
+
+def test_a_pass_shows_in_metrics_then_readyz_then_the_log(sandbox: Sandbox) -> None:
+    """Whoever waits for one of them (a probe on /readyz, a test or an operator on the log line)
+    finds the pass in those set before it: the gauges, then readiness, then the log."""
+    services = Services(SystemdNotifier({}), lambda: True, lambda: (True, ""))
+    reporter = PassReporter(services)
+    seen: list[tuple[str, bool, bool]] = []
+
+    def snapshot(stage: str) -> None:
+        gauges = services.metrics.render() if services.metrics is not None else b""
+        seen.append((stage, reporter.readiness.ready, b"\nreconciler_ready 1.0\n" in gauges))
+
+    class Counting(Metrics):
+        def observe_pass(self, *args: Any, **kwargs: Any) -> None:
+            snapshot("metrics")
+            super().observe_pass(*args, **kwargs)
+
+    def logged(_logger: object, _name: str, event: EventDict) -> EventDict:
+        snapshot(str(event["event"]))
+        return event
+
+    services.metrics = Counting([])
+    with capture_logs(processors=[logged]):
+        reporter.report(PassResult(Outcome.CONVERGED, "rev-1"), "start", 0.01, sandbox.settings())
+    assert seen == [("metrics", False, False), ("pass.finished", True, True)]
