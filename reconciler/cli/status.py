@@ -56,10 +56,7 @@ def collect_status(settings: Settings) -> dict[str, Any]:
     try:
         interrupted = Transaction.load(settings.var_dir, root=settings.root)
         status["interrupted_pass"] = (
-            {
-                "revision": interrupted.journal.revision,
-                "phase": "swapped" if interrupted.swapped() else interrupted.journal.phase,
-            }
+            {"revision": interrupted.journal.revision, "phase": interrupted.stopped_at()}
             if interrupted
             else None
         )

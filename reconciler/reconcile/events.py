@@ -236,8 +236,7 @@ class RecoveryCompleted(AuditEvent):
     def of(
         cls, journal: Journal, phase: str, action: str, stale_files_removed: int
     ) -> RecoveryCompleted:
-        """`phase`: where the pass stopped (`swapped` when its targets all stand, whatever its
-        journal says)."""
+        """`phase`: where the pass stopped (`Transaction.stopped_at`), not always its journal's."""
         return cls(
             revision=journal.revision,
             action=action,

@@ -248,12 +248,12 @@ def _recover(
         return None, memory
     journal = txn.journal
     revision = journal.revision
-    swapped = txn.swapped()
-    if swapped:
+    phase = txn.stopped_at()
+    if phase == "swapped":
         applied = complete(settings, recorder, txn, trust_links=links)
         action = "completed" if applied.ok else "rolled-back"
         result = _result_of(applied, revision, None)
-    elif journal.phase == "prepared":
+    elif phase == "prepared":
         txn.restore()
         txn.finish_rollback()
         action = "undone"
@@ -264,7 +264,6 @@ def _recover(
         action = "rolled-back"
         reason = "interrupted during rollback; rolled back"
         result = PassResult(Outcome.FAILED, revision, reason=reason, hooks=tuple(hooks))
-    phase = "swapped" if swapped else journal.phase
     recorder.record(RecoveryCompleted.of(journal, phase, action, len(stale) + len(removed)))
     return result, memory
 

@@ -63,6 +63,7 @@ from reconciler.txn.journal import (
     OVERSIZED,
     Entry,
     Journal,
+    Phase,
     create_journal,
     read_journal,
     write_journal,
@@ -202,13 +203,14 @@ class Transaction:
             fsio.sync_all((), also=(*also, *confined.syncers(directories=dirs.opened())))
         crashpoint("swapped")
 
-    def swapped(self) -> bool:
-        """Whether the swap finished: the journal says so (an earlier version's `swapped`), or
-        every target holds its new content with its mode and group (a deleted one is gone)."""
-        if self.journal.phase != "prepared":
-            return self.journal.phase == "swapped"
-        with ConfinedDirs(self._confined) as dirs:
-            return all(holds_new(entry, dirs) for entry in self.journal.entries)
+    def stopped_at(self) -> Phase:
+        """Where the interrupted pass stopped: its journal's phase, but `swapped` for a `prepared`
+        pass whose every target holds its new content, mode and group (a deleted one gone)."""
+        if self.journal.phase == "prepared":
+            with ConfinedDirs(self._confined) as dirs:
+                if all(holds_new(entry, dirs) for entry in self.journal.entries):
+                    return "swapped"
+        return self.journal.phase
 
     def _staged_bytes(self, ref: str) -> bytes:
         """A staged content by its reference, `FILE:OFFSET:LENGTH` (see `staging.stage`)."""
