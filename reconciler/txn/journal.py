@@ -80,18 +80,7 @@ _JOURNAL_FIELDS = tuple(f.name for f in fields(Journal) if f.name != "entries")
 
 def write_journal(var_dir: Path, journal: Journal) -> None:
     """Replace the journal atomically and durably (a later phase: `rolling-back`)."""
-    path = var_dir / JOURNAL
-    try:
-        tmp = fsio.write_temp(var_dir, JOURNAL, journal.to_json(), 0o600, None, sync=False)
-    except OSError as exc:
-        raise ApplyError(fsio.describe(exc, path)) from exc
-    try:
-        fsio.sync_all([tmp])
-        fsio.rename_into(tmp, path)
-    except ReconcilerError:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsio.sync_dirs([var_dir])
+    fsio.replace_file(var_dir / JOURNAL, journal.to_json(), 0o600)
 
 
 def create_journal(
