@@ -239,10 +239,7 @@ def _recover(
     if unfinished is not None:
         # Its pass stopped before the journal was whole, so before the swap: nothing to undo.
         fsio.remove_file(unfinished.path)
-        reason = (
-            f"{unfinished.path}: unfinished (its pass stopped while writing it, before it "
-            "touched any target); removed"
-        )
+        reason = f"{unfinished.path}: {unfinished.WHAT}; removed"
         recorder.record(Notice(revision=None, reason=reason))
     if txn is None:
         return None, memory

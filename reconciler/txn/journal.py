@@ -125,11 +125,10 @@ class UnfinishedJournalError(ApplyError):
     """VAR/journal.json was cut short by a crash while its pass wrote it: that pass had touched
     no target yet (see `create_journal`), so recovery removes it (`path`) and goes on."""
 
+    WHAT = "unfinished (its pass stopped while writing it, before it touched any target)"
+
     def __init__(self, path: Path) -> None:
-        super().__init__(
-            f"{path}: unfinished (its pass stopped while writing it, before it touched any "
-            "target); the next writing pass removes it"
-        )
+        super().__init__(f"{path}: {self.WHAT}; the next writing pass removes it")
         self.path = path
 
 
