@@ -13,6 +13,7 @@ import pytest
 from reconciler.audit.verifier import verify
 from tests.helpers import REPO
 from tests.helpers.cli import run_cli
+from tests.helpers.passes import crash_apply_at
 from tests.helpers.sandbox import Sandbox
 from tests.helpers.state import Pki
 
@@ -208,9 +209,7 @@ def test_corrupt_var_file_is_one_clear_line(applied: Sandbox, name: str, content
 def _crash_right_after_the_journal(box: Sandbox, pki: Pki) -> Path:
     """A new identity applied until its journal is durable, then the process dead: the journal."""
     box.state.identity(pki, pki.leaf2)
-    box.env["RECONCILER_TEST_CRASH_AT"] = "journal-prepared"
-    assert run(box, "apply").returncode == 86
-    del box.env["RECONCILER_TEST_CRASH_AT"]
+    crash_apply_at(box, "journal-prepared")
     return box.var / "journal.json"
 
 

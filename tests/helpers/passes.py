@@ -41,6 +41,14 @@ echo "$RECONCILER_PHASE $RECONCILER_REVISION $RECONCILER_CHANGED" >> "{log}"
 """
 
 
+def crash_apply_at(box: Sandbox, step: str) -> None:
+    """`apply`, stopped dead at `step` (one of CRASH_POINTS): what it left is what a crash
+    leaves."""
+    box.env["RECONCILER_TEST_CRASH_AT"] = step
+    assert box.run("apply").returncode == 86
+    del box.env["RECONCILER_TEST_CRASH_AT"]
+
+
 def install_record_hook(box: Sandbox) -> Path:
     log = box.base / "hooks.log"
     script = box.base / "record-hook.sh"

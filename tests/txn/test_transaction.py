@@ -20,6 +20,7 @@ from tests.helpers.passes import (
     HOOK,
     assert_one_key_pair,
     audit,
+    crash_apply_at,
     hook_runs,
     install_record_hook,
     kill_an_apply_at_random,
@@ -106,12 +107,6 @@ def test_crash_at_each_step_recovers_to_old_or_new_set(
     assert '"event": "pass.succeeded"' in audit
 
 
-def _crash_at(box: Sandbox, step: str) -> None:
-    box.env["RECONCILER_TEST_CRASH_AT"] = step
-    assert box.run("apply").returncode == 86
-    del box.env["RECONCILER_TEST_CRASH_AT"]
-
-
 def _recovery(box: Sandbox) -> tuple[object, object]:
     record = [r for r in audit(box) if r["event"] == "recovery.completed"][-1]
     return record["phase"], record["action"]
@@ -124,7 +119,7 @@ def test_a_crash_right_after_the_renames_completes_the_pass(sandbox: Sandbox, pk
     assert sandbox.run("apply").returncode == 0
     change_everything(sandbox, pki)
     new_revision = revision_of(sandbox)
-    _crash_at(sandbox, "swap-done")
+    crash_apply_at(sandbox, "swap-done")
     assert json.loads((sandbox.var / "journal.json").read_bytes())["phase"] == "prepared"
     status = json.loads(sandbox.run("status", "--json").stdout)
     assert status["interrupted_pass"] == {"revision": new_revision, "phase": "swapped"}
@@ -141,7 +136,7 @@ def test_a_crash_inside_the_renames_undoes_the_pass(sandbox: Sandbox, pki: Pki) 
     assert sandbox.run("apply").returncode == 0
     old = sandbox.targets()
     change_everything(sandbox, pki)
-    _crash_at(sandbox, "swap-first")
+    crash_apply_at(sandbox, "swap-first")
     status = json.loads(sandbox.run("status", "--json").stdout)
     assert status["interrupted_pass"]["phase"] == "prepared"
     runs = len(hook_runs(log))
@@ -160,7 +155,7 @@ def test_a_target_whose_mode_differs_after_the_renames_is_not_taken_as_swapped(
     lost, say) is a partial swap, undone."""
     assert sandbox.run("apply").returncode == 0
     change_everything(sandbox, pki)
-    _crash_at(sandbox, "swap-done")
+    crash_apply_at(sandbox, "swap-done")
     cert = sandbox.root / "data" / "cert.pem"
     cert.chmod(cert.stat().st_mode & 0o7777 ^ 0o004)
     sandbox.env["RECONCILER_TEST_CRASH_AT"] = "recovered"
