@@ -5,15 +5,16 @@ from __future__ import annotations
 import json
 import os
 import random
+import select
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from reconciler.daemon.inotify import DirectoryWatches
 from tests.helpers import REPO
 from tests.helpers.sandbox import Sandbox
-from tests.helpers.waiting import wait_for
 
 #: Where RECONCILER_TEST_CRASH_AT can stop a pass dead, in the order a pass reaches them.
 CRASH_POINTS = [
@@ -137,28 +138,36 @@ def kill_an_apply_at_random(box: Sandbox, rng: random.Random) -> bool:
 
     The moment is drawn once the pass has begun (its `pass.started` is in the audit log), so a
     kill never lands before the process did anything, and within as long again as the last
-    whole pass took (from the audit log), so that it lands inside the pass or just after it."""
+    whole pass took (from the audit log), so that it lands inside the pass or just after it.
+    A pass takes milliseconds: the audit log's write is seen through inotify on var_dir, as it
+    happens, not by polling, whose interval alone would put most kills after the pass."""
     audit_path = box.var / "audit.jsonl"
     started = _count_started(audit_path)
     window = 1.5 * _last_pass_seconds(box)
     env = {**os.environ, "RECONCILER_CONFIG": str(box.write_config())}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "reconciler", "apply"],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    watches: DirectoryWatches[str] = DirectoryWatches()
+    watches.add("var", str(box.var))
     try:
-        wait_for(
-            lambda: _count_started(audit_path) > started or process.poll() is not None,
-            "the apply to begin its pass",
-            timeout=60,
+        process = subprocess.Popen(
+            [sys.executable, "-m", "reconciler", "apply"],
+            env=env,
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
-        time.sleep(rng.uniform(0.0, window))  # a random moment to kill at: the point of these tests
+        try:
+            deadline = time.monotonic() + 60
+            while _count_started(audit_path) <= started and process.poll() is None:
+                assert time.monotonic() < deadline, "the apply did not begin its pass in 60 s"
+                # A write in var_dir, or a second gone by (an apply that exits writes nothing).
+                select.select([watches], [], [], 1.0)
+                watches.read()
+            time.sleep(rng.uniform(0.0, window))  # a random moment to kill at: the point
+        finally:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
     finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait()
+        watches.close()
     return (box.var / "journal.json").exists()
 
 
